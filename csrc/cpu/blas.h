@@ -1,0 +1,58 @@
+// CBLAS from scipy-openblas32 (symbols prefixed scipy_), typed for float and double.
+#pragma once
+
+#include <cblas.h>
+
+#include <mutex>
+
+namespace pydevis::cpu {
+
+// Row-major C = A^T · B with A stored (k × m, lda) and B (k × n, ldb); C is (m × n, ldc).
+inline void gemm_tn(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+                    float* c, int ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f,
+                    c, ldc);
+}
+inline void gemm_tn(int m, int n, int k, const double* a, int lda, const double* b, int ldb,
+                    double* c, int ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0, c,
+                    ldc);
+}
+
+// While alive, OpenBLAS runs single-threaded, so each OpenMP thread's GEMM stays on its own core.
+// OpenBLAS is a pthreads build: a multi-threaded GEMM called from several OpenMP threads would
+// serialise on its level-3 lock and its workers would spin on cores the OpenMP team owns. The
+// setting is process-wide, so concurrent callers share one reference count; the last one out
+// restores the previous thread count (OpenBLAS's own pool is not used by pydevis otherwise).
+class BlasSingleThread {
+ public:
+  BlasSingleThread() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (users()++ == 0) {
+      saved() = scipy_openblas_get_num_threads();
+      if (saved() != 1) scipy_openblas_set_num_threads(1);
+    }
+  }
+  ~BlasSingleThread() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (--users() == 0 && saved() != 1) scipy_openblas_set_num_threads(saved());
+  }
+  BlasSingleThread(const BlasSingleThread&) = delete;
+  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static int& users() {
+    static int n = 0;
+    return n;
+  }
+  static int& saved() {
+    static int n = 1;
+    return n;
+  }
+};
+
+}  // namespace pydevis::cpu

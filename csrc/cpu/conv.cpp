@@ -1,0 +1,157 @@
+// conv2d_backward_data: the VJP of ONNX Conv with respect to X (the transposed convolution).
+//
+// Derivation. The forward pass is, per group g with Cg = C/group input and Mg = M/group output
+// channels,  Y[n, m, oh, ow] = sum_{c, kh, kw} W[m, c, kh, kw] * X[n, c, ih, iw]  with
+// ih = oh*sh - pt + kh*dh, iw = ow*sw - pl + kw*dw (X out of range = zero padding). Written as
+// Y_g = W_g · im2col(X_g), with W_g the (Mg × Cg·kH·kW) matrix and im2col a (Cg·kH·kW × Ho·Wo)
+// matrix, its transpose gives  grad X_g = col2im(W_gᵀ · G_g): one GEMM ((Cg·kH·kW) × Mg times
+// Mg × (Ho·Wo)) then a scatter-add of each column row back to the pixel it was read from (col2im;
+// positions that fell in the padding are dropped).
+//
+// Parallel scheme (measured, see the report in bench/): OpenMP over independent tasks, each a
+// (sample n, group g, block of input channels), with OpenBLAS held single-threaded. A task owns its
+// output planes, so the col2im needs no atomics; its GEMM runs over Ho-row tiles whose col buffer
+// (thread-local, reused across calls) stays in the L2 cache between the GEMM and the scatter. This
+// beats one multi-threaded GEMM per (n, g) followed by a parallel col2im: OpenBLAS's pthreads workers
+// spin after each call on the cores the OpenMP col2im needs, and the col matrix round-trips
+// through memory. Channel blocks only exist to give the team enough tasks when N·group is small
+// (a single picture); each block keeps >= kMinBlockRows GEMM rows.
+//
+// Special cases: 1×1 kernels with unit stride and no padding GEMM straight into grad_in (col2im
+// is the identity); depthwise convs (Cg == Mg == 1) skip BLAS for a direct scatter loop.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../common/parallel.h"
+#include "blas.h"
+#include "kernels.h"
+
+namespace pydevis::cpu {
+namespace {
+
+constexpr int64_t kMinBlockRows = 64;             // GEMM rows per channel block, at least
+constexpr int64_t kTileBytes = 512 * 1024;        // col tile target (half an L2)
+constexpr int64_t kMinTileCols = 256;             // but GEMM tiles at least this wide
+
+// Output columns ow whose input column iw = ow*sw - pl + kw*dw lies in [0, W): [lo, hi).
+struct Span {
+  int64_t lo, hi;
+};
+inline Span valid_span(int64_t nout, int64_t nin, int64_t stride, int64_t offset) {
+  // offset = k*d - pad; need 0 <= o*stride + offset < nin
+  int64_t lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
+  int64_t hi = offset >= nin ? 0 : ceil_div(nin - offset, stride);
+  lo = std::min(lo, nout);
+  hi = std::clamp(hi, lo, nout);
+  return {lo, hi};
+}
+
+// dst (one input plane, H × W) += scatter of one col row restricted to output rows [oh0, oh1).
+template <typename T>
+inline void scatter_row(const T* row, int64_t oh0, int64_t oh1, T* dst, const ConvGeom& g,
+                        int64_t kh, int64_t kw, T scale) {
+  const Span sw = valid_span(g.Wo, g.W, g.sw, kw * g.dw - g.pl);
+  if (sw.lo >= sw.hi) return;
+  const int64_t off = kw * g.dw - g.pl;
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
+    if (ih < 0 || ih >= g.H) continue;
+    const T* src = row + (oh - oh0) * g.Wo;
+    T* d = dst + ih * g.W + off;
+    if (g.sw == 1) {
+      for (int64_t ow = sw.lo; ow < sw.hi; ++ow) d[ow] += scale * src[ow];
+    } else {
+      for (int64_t ow = sw.lo; ow < sw.hi; ++ow) d[ow * g.sw] += scale * src[ow];
+    }
+  }
+}
+
+template <typename T>
+void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g) {
+  const int64_t planes = g.N * g.C, HW = g.H * g.W, HoWo = g.Ho * g.Wo;
+  parallel_for(planes, HoWo * g.kH * g.kW + HW, [&](int64_t p) {
+    const int64_t c = p % g.C;
+    T* dst = grad_in + p * HW;
+    std::fill(dst, dst + HW, T(0));
+    for (int64_t kh = 0; kh < g.kH; ++kh)
+      for (int64_t kw = 0; kw < g.kW; ++kw)
+        scatter_row(grad_out + p * HoWo, 0, g.Ho, dst, g, kh, kw,
+                    weight[(c * g.kH + kh) * g.kW + kw]);
+  });
+}
+
+template <typename T>
+std::vector<T>& thread_buffer(size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf;
+}
+
+// One task: sample n, group gi, input channels [c0, c1) of that group.
+template <typename T>
+void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, int64_t n,
+              int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct) {
+  const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
+  const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, rows = (c1 - c0) * kk;
+  const T* G = grad_out + (n * g.M + gi * Mg) * HoWo;
+  const T* A = weight + gi * Mg * Cg * kk + c0 * kk;  // columns c0*kk.. of W_g (Mg × Cg·kk)
+  T* dst = grad_in + (n * g.C + gi * Cg + c0) * HW;
+  if (direct) {  // 1×1, unit stride, no padding: grad_in rows are the GEMM output
+    gemm_tn(int(rows), int(HoWo), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
+    return;
+  }
+  std::fill(dst, dst + (c1 - c0) * HW, T(0));
+  T* col = thread_buffer<T>(size_t(rows * tile_oh * g.Wo)).data();
+  for (int64_t oh0 = 0; oh0 < g.Ho; oh0 += tile_oh) {
+    const int64_t oh1 = std::min(g.Ho, oh0 + tile_oh), cols = (oh1 - oh0) * g.Wo;
+    gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), G + oh0 * g.Wo, int(HoWo), col,
+            int(cols));
+    for (int64_t c = 0; c < c1 - c0; ++c)
+      for (int64_t kh = 0; kh < g.kH; ++kh)
+        for (int64_t kw = 0; kw < g.kW; ++kw)
+          scatter_row(col + ((c * g.kH + kh) * g.kW + kw) * cols, oh0, oh1, dst + c * HW, g, kh,
+                      kw, T(1));
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g) {
+  const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
+  const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
+  if (g.N * g.C * HW == 0) return;
+  if (Mg == 0 || HoWo == 0) {  // nothing flows back
+    std::fill(grad_in, grad_in + g.N * g.C * HW, T(0));
+    return;
+  }
+  if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g);
+
+  const bool direct = g.kH == 1 && g.kW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 &&
+                      g.pl == 0 && g.Ho == g.H && g.Wo == g.W;
+  // Tasks: (n, group, channel block); split channels only when N·group leaves threads idle.
+  const int64_t nt = max_threads(), base = g.N * g.group;
+  int64_t blocks = 1;
+  if (nt > 1 && base % nt != 0 && base < 4 * nt) {
+    blocks = ceil_div(4 * nt, base);
+    blocks = std::min({blocks, Cg, std::max<int64_t>(1, Cg * kk / kMinBlockRows)});
+  }
+  const int64_t rows_max = ceil_div(Cg, blocks) * kk;
+  const int64_t tile_cols =
+      std::max(kMinTileCols, kTileBytes / int64_t(sizeof(T) * std::max<int64_t>(rows_max, 1)));
+  const int64_t tile_oh = std::clamp(tile_cols / g.Wo, int64_t(1), g.Ho);
+
+  BlasSingleThread single;
+  const int64_t tasks = base * blocks;
+  parallel_for(tasks, Mg * HoWo * rows_max * 2, [&](int64_t t) {
+    const int64_t b = t % blocks, ng = t / blocks, gi = ng % g.group, n = ng / g.group;
+    const int64_t c0 = Cg * b / blocks, c1 = Cg * (b + 1) / blocks;
+    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct);
+  });
+}
+
+template void conv2d_backward_data<float>(const float*, const float*, float*, const ConvGeom&);
+template void conv2d_backward_data<double>(const double*, const double*, double*, const ConvGeom&);
+
+}  // namespace pydevis::cpu

@@ -1,0 +1,52 @@
+// CPU kernels of the backward path (semantics: docs/kernels.md). Raw-pointer API on C-contiguous
+// NCHW buffers; the caller (csrc/bindings.cpp) has validated every shape, index and argument.
+// Each kernel writes every element of its output; T is float or double.
+#pragma once
+
+#include <cstdint>
+
+namespace pydevis::cpu {
+
+// Geometry of an ONNX Conv, as seen from its backward-data pass.
+struct ConvGeom {
+  int64_t N, C, H, W;     // input X
+  int64_t M, Ho, Wo;      // output Y
+  int64_t kH, kW, group;  // weight (M, C/group, kH, kW)
+  int64_t sh, sw, pt, pl, dh, dw;
+};
+
+// Geometry of an ONNX AveragePool (2-D, no dilation).
+struct PoolGeom {
+  int64_t N, C, H, W, Ho, Wo;
+  int64_t kH, kW, sh, sw, pt, pl, pb, pr;
+  bool count_include_pad;
+};
+
+template <typename T>
+void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g);
+
+// First position i whose index is outside its own plane, i.e. not in
+// [p * plane_in, (p + 1) * plane_in) with p = i / plane_out; -1 when all are valid.
+int64_t first_bad_unpool_index(const int64_t* indices, int64_t planes, int64_t plane_out,
+                               int64_t plane_in);
+
+template <typename T>
+void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
+                  int64_t plane_out, int64_t plane_in);
+
+// mode 0 gradient, 1 deconvnet, 2 guided.
+template <typename T>
+void rectifier_backward(const T* grad_out, const T* out, T* grad_in, int64_t n, int mode, T lo,
+                        T hi);
+
+template <typename T>
+void lrn_backward(const T* grad_out, const T* x, T* grad_in, int64_t N, int64_t C, int64_t HW,
+                  int64_t size, double alpha, double beta, double bias);
+
+template <typename T>
+void avg_pool2d_backward(const T* grad_out, T* grad_in, const PoolGeom& g);
+
+template <typename T>
+void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int64_t HW);
+
+}  // namespace pydevis::cpu

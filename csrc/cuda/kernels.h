@@ -1,0 +1,71 @@
+// Host launchers of the CUDA backward kernels of pydevis._cuda.
+//
+// Every pointer is a device pointer; every launcher enqueues its kernels on `stream` and returns
+// without synchronising (CUDA launch errors are thrown as std::runtime_error). Semantics are those
+// of docs/kernels.md. Instantiated for float and double in the .cu files of this folder.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace pydevis::cuda {
+
+// Shapes of ONNX Conv's backward-data: grad_out (N, M, Ho, Wo), weight (M, C/group, kH, kW),
+// grad_in (N, C, H, W).
+struct ConvShape {
+    int64_t N, C, H, W;      // grad_in
+    int64_t M, Ho, Wo;       // grad_out (channels, height, width)
+    int64_t kH, kW;          // kernel
+    int64_t sh, sw;          // strides
+    int64_t pt, pl;          // begin pads (end pads do not enter the gather)
+    int64_t dh, dw;          // dilations
+    int64_t group;
+};
+
+// Shapes of ONNX AveragePool's backward (2-D, no dilation).
+struct AvgPoolShape {
+    int64_t N, C, H, W;      // grad_in
+    int64_t Ho, Wo;          // grad_out
+    int64_t kh, kw;
+    int64_t sh, sw;
+    int64_t pt, pl, pb, pr;  // ONNX order: begins, then ends
+    bool count_include_pad;
+};
+
+// grad_in[n, c, ih, iw] = sum over (m, kh, kw) of W[m, c', kh, kw] * grad_out[n, m, oh, ow].
+template <typename T>
+void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvShape& s,
+                          cudaStream_t stream);
+
+// Zeroes grad_in (planes * in_plane elements) and scatters grad_out through `indices`
+// (planes * out_plane elements, flat offsets into grad_in) with atomicAdd. An index outside its
+// own (n, c) plane is skipped and the smallest position holding one is left in *bad_pos
+// (ULLONG_MAX when there is none; the launcher initialises it).
+template <typename T>
+void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
+                  int64_t out_plane, int64_t in_plane, unsigned long long* bad_pos,
+                  cudaStream_t stream);
+
+// mode 0: g * [lo < out < hi]; 1: max(g, 0); 2: max(g, 0) * [lo < out < hi]. n elements.
+template <typename T>
+void rectifier_backward(const T* grad_out, const T* out, T* grad_in, int64_t n, int mode,
+                        double lo, double hi, cudaStream_t stream);
+
+// ONNX LRN backward given the forward input x (N, C, HW). `scratch` holds N*C*HW elements.
+template <typename T>
+void lrn_backward(const T* grad_out, const T* x, T* grad_in, T* scratch, int64_t N, int64_t C,
+                  int64_t HW, int64_t size, double alpha, double beta, double bias,
+                  cudaStream_t stream);
+
+// ONNX AveragePool backward, gather form (one thread per input element, no atomics).
+template <typename T>
+void avg_pool2d_backward(const T* grad_out, T* grad_in, const AvgPoolShape& s,
+                         cudaStream_t stream);
+
+// grad_in[p, :] = grad_out[p] / HW for each of the `planes` (n, c) planes.
+template <typename T>
+void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int64_t HW,
+                              cudaStream_t stream);
+
+}  // namespace pydevis::cuda

@@ -1,0 +1,138 @@
+"""The backward walk: from a seed gradient at a target tensor back to the image input.
+
+Only nodes on a path from the input to the target are visited, in reverse topological order;
+where a tensor fans out its gradients are summed; broadcasting rules get their gradients summed
+down to the input shapes here, not in each rule. Weights and shape tensors never get gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ModelError, UnsupportedOpError
+from ..graph import Graph, Node
+from ..session import indices_name
+from .registry import NONDIFF, Rule, lookup
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one backward walk to ``target`` visits and reads from the forward pass."""
+
+    target: str
+    steps: tuple[tuple[Node, Rule], ...]
+    values: tuple[str, ...]  # tensors the instrumented forward must return (target first)
+    shapes: tuple[str, ...]  # tensors whose shapes the rules read
+
+
+class Context:
+    """What a rule may read: forward values (static or exposed) and tensor shapes."""
+
+    def __init__(self, graph: Graph, values: dict[str, np.ndarray],
+                 shapes: dict[str, tuple[int, ...]]):
+        self.graph = graph
+        self._values = values
+        self._shapes = shapes
+
+    def value(self, name: str) -> np.ndarray:
+        if name in self.graph.constants:
+            return self.graph.constants[name]
+        return self._values[name]
+
+    def has(self, name: str) -> bool:
+        return bool(name) and (name in self.graph.constants or name in self._values)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self._shapes:
+            return self._shapes[name]
+        return tuple(self.value(name).shape)
+
+    def indices(self, output: str) -> np.ndarray:
+        return self._values[indices_name(output)]
+
+
+def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
+    """Collect the nodes between the input and ``target`` and what their rules need.
+
+    Raises :class:`UnsupportedOpError` naming the first op on the path that has no rule.
+    """
+    if target not in data:
+        raise ModelError(f"tensor {target!r} does not depend on the input {graph.input_name!r}")
+    steps: list[tuple[Node, Rule]] = []
+    values: list[str] = [target]
+    shapes: list[str] = []
+    for node in graph.ancestors({target}):
+        if node.op_type in NONDIFF or not any(o in data for o in node.outputs):
+            continue
+        rule = lookup(node.op_type, node.domain)
+        if rule is None:
+            raise UnsupportedOpError(node.op_type, node.name)
+        steps.append((node, rule))
+        needs = list(rule.needs)
+        if rule.broadcast:
+            needs += [f"shape:in:{i}" for i in range(len(node.inputs))]
+        for token in needs:
+            _resolve(token, node, graph, data, values, shapes)
+    return Plan(target, tuple(steps), tuple(dict.fromkeys(values)), tuple(dict.fromkeys(shapes)))
+
+
+def _resolve(token: str, node: Node, graph: Graph, data: set[str], values: list[str],
+             shapes: list[str]) -> None:
+    parts = token.split(":")
+    if parts[0] == "shape":
+        names = node.inputs if parts[1] == "in" else node.outputs
+        k = int(parts[2])
+        if k < len(names) and names[k] and names[k] not in graph.constants:
+            shapes.append(names[k])
+        return
+    if parts[0] == "indices":
+        values.append(indices_name(node.outputs[int(parts[1])]))
+        return
+    names = node.inputs if parts[0] == "in" else node.outputs
+    index, _, cond = parts[1].partition("?")
+    k = int(index)
+    if k >= len(names) or not names[k] or names[k] in graph.constants:
+        return
+    if cond and not (int(cond) < len(node.inputs) and node.inputs[int(cond)] in data):
+        return
+    values.append(names[k])
+
+
+def run(plan: Plan, ctx: Context, seed: np.ndarray, data: set[str], input_name: str,
+        mode: str) -> np.ndarray:
+    """Walk ``plan`` backwards from ``seed`` (the gradient at the target) to the input."""
+    grads: dict[str, np.ndarray] = {plan.target: seed}
+    for node, rule in reversed(plan.steps):
+        gy = [grads.pop(o, None) if o else None for o in node.outputs]
+        if all(g is None for g in gy):
+            continue
+        gx = rule(node, ctx, gy, mode)
+        if len(gx) != len(node.inputs):
+            raise RuntimeError(f"rule {rule.op_type} returned {len(gx)} grads for "
+                               f"{len(node.inputs)} inputs")
+        for name, g in zip(node.inputs, gx, strict=True):
+            if g is None or name not in data:
+                continue
+            if rule.broadcast:
+                g = unbroadcast(g, ctx.shape(name))
+            prev = grads.get(name)
+            grads[name] = g if prev is None else prev + g
+    out = grads.get(input_name)
+    if out is None:  # the target does not depend on the input through any differentiable path
+        return np.zeros_like(seed, shape=ctx.shape(input_name))
+    return out
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``g`` over the axes that numpy broadcasting added to reach ``g.shape`` from ``shape``."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape, strict=True)) if b == 1 and a != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)

@@ -1,0 +1,83 @@
+"""Backend selection: CUDA for device arrays, else the C++ extension, else numba.
+
+``PYDEVIS_BACKEND=cpp|numba|cuda`` forces one backend and fails loudly if it cannot load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+from ..errors import BackendError
+
+_NAMES = ("cuda", "cpp", "numba")
+_loaded: dict[str, ModuleType] = {}
+_refusals: dict[str, str] = {}
+
+
+def _load(name: str) -> ModuleType | None:
+    """Import the backend ``name`` once; remember why it refused, if it did."""
+    if name in _loaded:
+        return _loaded[name]
+    if name in _refusals:
+        return None
+    try:
+        mod = importlib.import_module(f"pydevis.kernels._{name}")
+        reason = mod.unavailable_reason()
+    except Exception as exc:  # an extension that fails to import is a refusal, not a crash
+        mod, reason = None, f"{type(exc).__name__}: {exc}"
+    if reason is not None or mod is None:
+        _refusals[name] = reason or "not importable"
+        return None
+    _loaded[name] = mod
+    return mod
+
+
+def forced() -> str | None:
+    """The backend named by ``PYDEVIS_BACKEND``, or None."""
+    value = os.environ.get("PYDEVIS_BACKEND", "").strip().lower()
+    if not value:
+        return None
+    if value not in _NAMES:
+        raise BackendError(f"PYDEVIS_BACKEND={value!r} is not one of cpp, numba, cuda")
+    return value
+
+
+def host_backend() -> ModuleType:
+    """The backend used for numpy (host) arrays."""
+    name = forced()
+    if name is not None:
+        mod = _load(name)
+        if mod is None:
+            raise BackendError(
+                f"PYDEVIS_BACKEND={name} but that backend is unavailable: {_refusals[name]}"
+            )
+        return mod
+    for candidate in ("cpp", "numba"):
+        mod = _load(candidate)
+        if mod is not None:
+            return mod
+    raise BackendError("no kernel backend can run: " + "; ".join(
+        f"{k}: {v}" for k, v in _refusals.items()))
+
+
+def backend() -> str:
+    """Name of the backend that runs host-array kernels now (``cpp``, ``numba`` or ``cuda``)."""
+    return host_backend().NAME
+
+
+def available() -> dict[str, str | None]:
+    """Every backend with ``None`` when usable, else the reason it refused."""
+    out: dict[str, str | None] = {}
+    for name in _NAMES:
+        out[name] = None if _load(name) is not None else _refusals.get(name)
+    return out
+
+
+def get(name: str) -> ModuleType:
+    """A named backend module, or a BackendError saying why it is unavailable."""
+    mod = _load(name)
+    if mod is None:
+        raise BackendError(f"backend {name} is unavailable: {_refusals.get(name)}")
+    return mod

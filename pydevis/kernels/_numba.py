@@ -1,0 +1,381 @@
+"""numba backend of the backward kernels (same functions and argument orders as ``pydevis._C``).
+
+See ``docs/kernels.md`` for the semantics; ``_reference.py`` states each kernel as a naive loop.
+The Python wrappers check shapes and index ranges (raising ``ValueError`` before anything is
+written) and call ``@njit(parallel=True)`` kernels that run a ``prange`` over batch×channel
+planes: each iteration writes only its own output plane, so there is no write race. Every kernel
+is compiled for float32 and float64 only (all integer arguments are passed as int64, all scalars
+in the array's dtype), which keeps JIT specialisations to two per kernel; ``cache=True`` keeps the
+machine code between processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numba"
+
+try:  # numba is a hard dependency, but an environment without it must still import pydevis
+    from numba import njit, prange
+
+    _IMPORT_ERROR: str | None = None
+except Exception as exc:  # pragma: no cover - exercised only without numba
+    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+    def njit(*_args, **_kwargs):  # type: ignore[no-redef]
+        def wrap(fn):
+            return fn
+
+        return wrap
+
+    prange = range  # type: ignore[assignment]
+
+
+def unavailable_reason() -> str | None:
+    """None when numba imports, else why this backend cannot run."""
+    return _IMPORT_ERROR
+
+
+_JIT = dict(cache=True, parallel=True, fastmath=False, nogil=True)
+_FLOATS = (np.float32, np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks shared by the wrappers
+# --------------------------------------------------------------------------------------------
+def _arr(a, name: str, ndim: int | None = None, dtype=None) -> np.ndarray:
+    a = np.asarray(a)
+    if dtype is None and a.dtype.type not in _FLOATS:
+        raise ValueError(f"{name}: dtype {a.dtype} is not float32/float64")
+    if dtype is not None and a.dtype != dtype:
+        raise ValueError(f"{name}: dtype {a.dtype}, expected {np.dtype(dtype)}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim}-D, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
+    t = tuple(int(i) for i in v)
+    if len(t) != n:
+        raise ValueError(f"{name}: expected {n} integers, got {t}")
+    if any(i < minimum for i in t):
+        raise ValueError(f"{name}: values must be >= {minimum}, got {t}")
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Conv: dL/dX
+# --------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _conv_bwd_data(g, w, out, sh, sw, pt, pl, dh, dw, group):
+    n_, m_, ho, wo = g.shape
+    cg, kh_, kw_ = w.shape[1], w.shape[2], w.shape[3]
+    c_, h_, w_ = out.shape[1], out.shape[2], out.shape[3]
+    mg = m_ // group
+    mg4 = mg - mg % 4
+    zero = g.dtype.type(0)
+    for p in prange(n_ * c_):
+        n = p // c_
+        c = p - n * c_
+        gi = c // cg
+        cp = c - gi * cg
+        m0 = gi * mg
+        for ih in range(h_):
+            orow = out[n, c, ih]
+            for iw in range(w_):
+                orow[iw] = zero
+            for kh in range(kh_):
+                t = ih + pt - kh * dh
+                if t < 0 or t % sh != 0:
+                    continue
+                oh = t // sh
+                if oh >= ho:
+                    continue
+                for kw in range(kw_):
+                    # iw = ow*sw + off must lie in [0, W)
+                    off = kw * dw - pl
+                    ow_lo = 0
+                    if off < 0:
+                        ow_lo = (-off + sw - 1) // sw
+                    ow_hi = min(wo, (w_ - 1 - off) // sw + 1) if w_ - 1 - off >= 0 else 0
+                    if ow_hi <= ow_lo:
+                        continue
+                    # output channels four at a time: one load/store of the input row per four
+                    # multiply-adds, the rows of grad_out are read contiguously
+                    for mi in range(0, mg4, 4):
+                        m = m0 + mi
+                        w0 = w[m, cp, kh, kw]
+                        w1 = w[m + 1, cp, kh, kw]
+                        w2 = w[m + 2, cp, kh, kw]
+                        w3 = w[m + 3, cp, kh, kw]
+                        r0 = g[n, m, oh]
+                        r1 = g[n, m + 1, oh]
+                        r2 = g[n, m + 2, oh]
+                        r3 = g[n, m + 3, oh]
+                        if sw == 1:
+                            for ow in range(ow_lo, ow_hi):
+                                orow[ow + off] += (w0 * r0[ow] + w1 * r1[ow]) + (
+                                    w2 * r2[ow] + w3 * r3[ow])
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                orow[ow * sw + off] += (w0 * r0[ow] + w1 * r1[ow]) + (
+                                    w2 * r2[ow] + w3 * r3[ow])
+                    for mi in range(mg4, mg):
+                        m = m0 + mi
+                        w0 = w[m, cp, kh, kw]
+                        r0 = g[n, m, oh]
+                        if sw == 1:
+                            for ow in range(ow_lo, ow_hi):
+                                orow[ow + off] += w0 * r0[ow]
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                orow[ow * sw + off] += w0 * r0[ow]
+
+
+def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
+    """dL/dX of ONNX Conv: (N, M, Ho, Wo), (M, C/group, kH, kW) -> (N, C, H, W)."""
+    g = _arr(g, "grad_out", 4)
+    w = _arr(w, "weight", 4, dtype=g.dtype)
+    h_, w_ = _tuple(in_hw, 2, "in_hw", 0)
+    sh, sw = _tuple(strides, 2, "strides", 1)
+    pt, pl, _pb, _pr = _tuple(pads, 4, "pads", 0)
+    dh, dw = _tuple(dilations, 2, "dilations", 1)
+    group = int(group)
+    n_, m_, _ho, _wo = g.shape
+    if group < 1 or m_ % group != 0:
+        raise ValueError(f"group {group} does not divide the {m_} output channels")
+    if w.shape[0] != m_:
+        raise ValueError(f"weight has {w.shape[0]} output channels, grad_out has {m_}")
+    if min(w.shape[1:]) < 1:
+        raise ValueError(f"weight shape {w.shape} is empty")
+    out = np.empty((n_, w.shape[1] * group, h_, w_), g.dtype)
+    if out.size:
+        _conv_bwd_data(g, w, out, sh, sw, pt, pl, dh, dw, group)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# MaxPool switches: unpooling
+# --------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _max_unpool(g, rel, out):
+    # g, rel: (P, K); out: (P, HW); rel holds in-plane offsets, already checked
+    planes, k_ = g.shape
+    hw = out.shape[1]
+    zero = g.dtype.type(0)
+    for p in prange(planes):
+        o = out[p]
+        for i in range(hw):
+            o[i] = zero
+        gp = g[p]
+        rp = rel[p]
+        for i in range(k_):
+            o[rp[i]] += gp[i]
+
+
+def max_unpool2d(g, idx, in_shape):
+    """Route grad_out to the MaxPool switches: ``grad_in.flat[idx[i]] += g.flat[i]``."""
+    g = _arr(g, "grad_out", 4)
+    idx = np.asarray(idx)
+    if idx.dtype != np.int64:
+        raise ValueError(f"indices: dtype {idx.dtype}, expected int64")
+    idx = np.ascontiguousarray(idx)
+    n_, c_, h_, w_ = _tuple(in_shape, 4, "in_shape", 0)
+    if idx.shape != g.shape:
+        raise ValueError(f"indices shape {idx.shape} != grad_out shape {g.shape}")
+    if g.shape[:2] != (n_, c_):
+        raise ValueError(f"grad_out shape {g.shape} does not match in_shape {(n_, c_, h_, w_)}")
+    hw = h_ * w_
+    planes = n_ * c_
+    rel = idx.reshape(planes, -1) - (np.arange(planes, dtype=np.int64) * hw)[:, None]
+    if rel.size:
+        bad = (rel < 0) | (rel >= hw)
+        if bad.any():
+            p, i = np.argwhere(bad)[0]
+            raise ValueError(
+                f"max_unpool2d: index {int(idx.reshape(planes, -1)[p, i])} at grad_out position "
+                f"{np.unravel_index(p * rel.shape[1] + i, g.shape)} is outside its plane "
+                f"(n, c) = {divmod(int(p), c_)} of input shape {(n_, c_, h_, w_)}")
+    out = np.empty((planes, hw), g.dtype)
+    if out.size:
+        _max_unpool(g.reshape(planes, -1), rel, out)
+    return out.reshape(n_, c_, h_, w_)
+
+
+# --------------------------------------------------------------------------------------------
+# Relu / Clip
+# --------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _rectifier(g, y, out, mode, lo, hi):
+    zero = g.dtype.type(0)
+    n = g.size
+    if mode == 0:
+        for i in prange(n):
+            out[i] = g[i] if (y[i] > lo and y[i] < hi) else zero
+    elif mode == 1:
+        for i in prange(n):
+            out[i] = g[i] if g[i] > zero else zero
+    else:
+        for i in prange(n):
+            out[i] = g[i] if (g[i] > zero and y[i] > lo and y[i] < hi) else zero
+
+
+def rectifier_backward(g, y, mode, lo, hi):
+    """Relu/Clip backward: mode 0 ``g*[lo<y<hi]``, 1 ``max(g,0)``, 2 ``max(g,0)*[lo<y<hi]``."""
+    g = _arr(g, "grad_out")
+    y = _arr(y, "out", dtype=g.dtype)
+    if y.shape != g.shape:
+        raise ValueError(f"out shape {y.shape} != grad_out shape {g.shape}")
+    mode = int(mode)
+    if mode not in (0, 1, 2):
+        raise ValueError(f"mode {mode} is not 0 (gradient), 1 (deconvnet) or 2 (guided)")
+    t = g.dtype.type
+    out = np.empty_like(g)
+    if g.size:
+        _rectifier(g.reshape(-1), y.reshape(-1), out.reshape(-1), mode, t(lo), t(hi))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# LRN
+# --------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _lrn_pass1(g, x, gs, t, size, alpha, beta, bias):
+    # gs = g * s^-beta, t = g * x * s^(-beta-1), per (n, c) plane
+    n_, c_, hw = x.shape
+    lo_half = (size - 1) // 2
+    hi_half = size - 1 - lo_half
+    a = alpha / size
+    nb = -beta
+    nb1 = -beta - 1
+    for p in prange(n_ * c_):
+        n = p // c_
+        c = p - n * c_
+        j0 = max(c - lo_half, 0)
+        j1 = min(c + hi_half, c_ - 1)
+        for i in range(hw):
+            acc = x[n, j0, i] * x[n, j0, i]
+            for j in range(j0 + 1, j1 + 1):
+                acc += x[n, j, i] * x[n, j, i]
+            s = bias + a * acc
+            gs[n, c, i] = g[n, c, i] * s ** nb
+            t[n, c, i] = g[n, c, i] * x[n, c, i] * s ** nb1
+
+
+@njit(**_JIT)
+def _lrn_pass2(x, gs, t, out, size, alpha, beta):
+    # out[c] = gs[c] - 2ab/size * x[c] * sum_{j : c in window(j)} t[j]
+    n_, c_, hw = x.shape
+    lo_half = (size - 1) // 2
+    hi_half = size - 1 - lo_half
+    k = 2 * alpha * beta / size
+    for p in prange(n_ * c_):
+        n = p // c_
+        c = p - n * c_
+        # window(j) = [j - lo_half, j + hi_half] contains c  <=>  c - hi_half <= j <= c + lo_half
+        j0 = max(c - hi_half, 0)
+        j1 = min(c + lo_half, c_ - 1)
+        for i in range(hw):
+            acc = t[n, j0, i]
+            for j in range(j0 + 1, j1 + 1):
+                acc += t[n, j, i]
+            out[n, c, i] = gs[n, c, i] - k * x[n, c, i] * acc
+
+
+def lrn_backward(g, x, size, alpha, beta, bias):
+    """dL/dX of ONNX LRN given the forward input x (N, C, H, W)."""
+    g = _arr(g, "grad_out", 4)
+    x = _arr(x, "x", 4, dtype=g.dtype)
+    if x.shape != g.shape:
+        raise ValueError(f"x shape {x.shape} != grad_out shape {g.shape}")
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"LRN size {size} < 1")
+    t_ = g.dtype.type
+    out = np.empty_like(g)
+    if g.size == 0:
+        return out
+    n_, c_, h_, w_ = g.shape
+    g3 = g.reshape(n_, c_, h_ * w_)
+    x3 = x.reshape(n_, c_, h_ * w_)
+    gs = np.empty_like(g3)
+    t = np.empty_like(g3)
+    _lrn_pass1(g3, x3, gs, t, size, t_(alpha), t_(beta), t_(bias))
+    _lrn_pass2(x3, gs, t, out.reshape(n_, c_, h_ * w_), size, t_(alpha), t_(beta))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# AveragePool / GlobalAveragePool
+# --------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _avg_pool_bwd(g, out, kh_, kw_, sh, sw, pt, pl, pb, pr, include_pad):
+    n_, c_, ho, wo = g.shape
+    h_, w_ = out.shape[2], out.shape[3]
+    zero = g.dtype.type(0)
+    for p in prange(n_ * c_):
+        n = p // c_
+        c = p - n * c_
+        o = out[n, c]
+        for ih in range(h_):
+            for iw in range(w_):
+                o[ih, iw] = zero
+        for oh in range(ho):
+            hs = oh * sh - pt
+            he = min(hs + kh_, h_ + pb)
+            h0 = max(hs, 0)
+            h1 = min(he, h_)
+            if h1 <= h0:
+                continue
+            for ow in range(wo):
+                ws = ow * sw - pl
+                we = min(ws + kw_, w_ + pr)
+                w0 = max(ws, 0)
+                w1 = min(we, w_)
+                if w1 <= w0:
+                    continue
+                if include_pad:
+                    div = (he - hs) * (we - ws)
+                else:
+                    div = (h1 - h0) * (w1 - w0)
+                v = g[n, c, oh, ow] / div
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        o[ih, iw] += v
+
+
+def avg_pool2d_backward(g, in_shape, kernel_shape, strides, pads, count_include_pad):
+    """dL/dX of ONNX AveragePool (2-D, no dilation)."""
+    g = _arr(g, "grad_out", 4)
+    n_, c_, h_, w_ = _tuple(in_shape, 4, "in_shape", 0)
+    kh_, kw_ = _tuple(kernel_shape, 2, "kernel_shape", 1)
+    sh, sw = _tuple(strides, 2, "strides", 1)
+    pt, pl, pb, pr = _tuple(pads, 4, "pads", 0)
+    if g.shape[:2] != (n_, c_):
+        raise ValueError(f"grad_out shape {g.shape} does not match in_shape {(n_, c_, h_, w_)}")
+    out = np.empty((n_, c_, h_, w_), g.dtype)
+    if out.size:
+        _avg_pool_bwd(g, out, kh_, kw_, sh, sw, pt, pl, pb, pr, bool(count_include_pad))
+    return out
+
+
+@njit(**_JIT)
+def _global_avg_bwd(g, out):
+    planes, hw = out.shape
+    for p in prange(planes):
+        v = g[p] / hw
+        for i in range(hw):
+            out[p, i] = v
+
+
+def global_avg_pool_backward(g, in_shape):
+    """(N, C, 1, 1) -> (N, C, H, W) filled with ``g / (H*W)``."""
+    g = _arr(g, "grad_out", 4)
+    n_, c_, h_, w_ = _tuple(in_shape, 4, "in_shape", 0)
+    if g.shape != (n_, c_, 1, 1):
+        raise ValueError(f"grad_out shape {g.shape}, expected {(n_, c_, 1, 1)}")
+    out = np.empty((n_ * c_, h_ * w_), g.dtype)
+    if out.size:
+        _global_avg_bwd(g.reshape(-1), out)
+    return out.reshape(n_, c_, h_, w_)
+

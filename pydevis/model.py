@@ -1,0 +1,271 @@
+"""``Model``: an ONNX classifier with its preprocessing, forward passes in ONNX Runtime and
+input-space signals (gradient, deconvnet, guided backprop) from our own backward engine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import external_data_helper
+
+from . import graph as graph_mod
+from . import preprocess, targets
+from .backward import engine
+from .backward.registry import NONDIFF, lookup
+from .errors import ModelError, TargetError
+from .session import Runner
+
+MODES = ("gradient", "deconvnet", "guided")
+_PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze")
+
+
+@dataclass
+class Signal:
+    """One backward pass: the signal at the input and the objective per row."""
+
+    grad: np.ndarray  # (N, C, H, W), d objective / d input (or its deconvnet/guided variant)
+    objective: np.ndarray  # (N,) the target unit's value
+    target_value: np.ndarray  # the whole target tensor (class scores for class targets)
+
+
+def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
+         threads: int | None = None, **spec_overrides: Any) -> Model:
+    """Load an ONNX image classifier.
+
+    Parameters
+    ----------
+    path : the ``.onnx`` file. A model card ``path + ".json"`` beside it sets preprocessing and
+        labels (format of ``../shared/models/*.onnx.json``).
+    card : another model card to use instead.
+    threads : ONNX Runtime intra-op threads (default: its own choice).
+    spec_overrides : ``size``, ``channels`` ("RGB"/"BGR"), ``mean``, ``std`` (pixel units),
+        ``labels`` (file or list), ``crop_fraction``; they win over the card.
+    """
+    p = Path(path)
+    proto = _read(p)
+    return Model(p, proto, spec_overrides, Path(card) if card else None, threads)
+
+
+def _read(p: Path) -> onnx.ModelProto:
+    if not p.is_file():
+        raise ModelError(f"{p}: no such file")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:
+        raise ModelError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
+    if not proto.graph.node:
+        raise ModelError(f"{p}: not an ONNX model (no graph nodes)")
+    _check_external(p, proto)
+    try:
+        external_data_helper.load_external_data_for_model(proto, str(p.parent))
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ModelError(f"{p}: invalid ONNX model: {str(exc).strip().splitlines()[0]}") from None
+    return proto
+
+
+def _check_external(p: Path, proto: onnx.ModelProto) -> None:
+    """Refuse external-data locations outside the model's folder, before reading any of them."""
+    root = p.parent.resolve()
+    for tensor in external_data_helper._get_all_tensors(proto):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        loc = info.get("location", "")
+        target = (root / loc).resolve()
+        if os.path.isabs(loc) or ".." in Path(loc).parts or not target.is_relative_to(root):
+            raise ModelError(f"{p}: tensor {tensor.name!r} has external data outside the model's "
+                             f"folder ({loc!r}); refused")
+
+
+class Model:
+    """An ONNX image classifier. See :func:`load`."""
+
+    def __init__(self, path: Path, proto: onnx.ModelProto, overrides: dict[str, Any],
+                 card: Path | None, threads: int | None):
+        self.path = path
+        self.proto = proto
+        self.graph = graph_mod.build(proto)
+        self.input_shape = self._input_shape()
+        meta = {e.key: e.value for e in proto.metadata_props}
+        self.spec = preprocess.resolve(path, self.input_shape, meta, overrides, card)
+        self.runner = Runner(proto, self.graph, threads)
+        self.scores = self._score_tensor()
+        self.data = self.graph.data_dependent(NONDIFF)
+        self._plans: dict[str, engine.Plan] = {}
+        self._templates: dict[str, tuple[tuple[int, int], ...]] = {}
+        self.plan(self.scores)  # unsupported ops on the class path are a load-time error
+
+    # ---- structure -------------------------------------------------------------------------
+    def _input_shape(self) -> tuple:
+        vi = next(i for i in self.proto.graph.input if i.name == self.graph.input_name)
+        tt = vi.type.tensor_type
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            kind = onnx.TensorProto.DataType.Name(tt.elem_type)
+            raise ModelError(f"{self.path}: input {vi.name!r} is {kind}; only float32 is supported")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                     for d in tt.shape.dim)
+        if len(dims) != 4:
+            raise ModelError(f"{self.path}: input {vi.name!r} has shape {list(dims)}; "
+                             "an image classifier needs a 4-D N×C×H×W input")
+        if dims[1] not in (1, 3):
+            raise ModelError(f"{self.path}: input {vi.name!r} has {dims[1]} channels; "
+                             "expected 1 or 3 (NCHW layout)")
+        return dims
+
+    def _score_tensor(self) -> str:
+        name = self.graph.output_names[0]
+        node = self.graph.producer.get(name)
+        while node is not None and node.op_type in _PASS_THROUGH:
+            node = self.graph.producer.get(node.inputs[0])
+        if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+            return node.inputs[0]
+        return name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels or tuple(f"class_{i}" for i in range(self.num_classes))
+
+    @property
+    def num_classes(self) -> int:
+        if not hasattr(self, "_num_classes"):
+            x = np.zeros((1, *self.input_dims()), np.float32)
+            self._num_classes = int(self.forward(x).shape[1])
+        return self._num_classes
+
+    def input_dims(self) -> tuple[int, int, int]:
+        """(C, H, W) of the model input."""
+        return (int(self.input_shape[1]), *self.spec.size)
+
+    def op_report(self) -> dict[str, bool]:
+        """Every op type in the graph → whether it has a backward rule (or needs none)."""
+        return {n.op_type: n.op_type in NONDIFF or n.op_type == "Constant"
+                or lookup(n.op_type, n.domain) is not None for n in self.graph.nodes}
+
+    # ---- preprocessing ---------------------------------------------------------------------
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """RGB pixels in 0..255, (H, W, 3) or (N, H, W, 3) → model input (N, C, H, W).
+
+        Images of another size are resized (bilinear) to the model's input size.
+        """
+        from .image import resize_pixels
+
+        p = np.asarray(pixels, dtype=np.float32)
+        p = p[None] if p.ndim == 3 else p
+        if p.ndim != 4 or p.shape[-1] != 3:
+            raise ValueError(f"pixels must be (N, H, W, 3) RGB, got shape {p.shape}")
+        if p.shape[1:3] != self.spec.size:
+            p = resize_pixels(p, self.spec.size)
+        return self.spec.to_input(p)
+
+    def deprocess(self, x: np.ndarray) -> np.ndarray:
+        """Model input (N, C, H, W) → RGB pixels (N, H, W, 3), float, unclipped."""
+        return self.spec.to_pixels(np.asarray(x))
+
+    # ---- forward ---------------------------------------------------------------------------
+    def _check_x(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != self.input_dims():
+            raise ValueError(f"input must be (N, {', '.join(map(str, self.input_dims()))}), "
+                             f"got {x.shape}")
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Pre-softmax class scores (N, K)."""
+        x = self._check_x(x)
+        out = self.runner.run(x, [self.scores])[self.scores]
+        return out.reshape(out.shape[0], -1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, K)."""
+        return softmax(self.forward(x))
+
+    # ---- backward --------------------------------------------------------------------------
+    def plan(self, tensor: str) -> engine.Plan:
+        if tensor not in self._plans:
+            self._plans[tensor] = engine.make_plan(self.graph, tensor, self.data)
+        return self._plans[tensor]
+
+    def _resolve_tensor(self, unit: targets.Unit) -> str:
+        if unit.tensor is None:
+            return self.scores
+        if unit.tensor in self.graph.tensor_names():
+            return unit.tensor
+        node = self.graph.node_by_name(unit.tensor)
+        if node is not None:
+            return node.outputs[0]
+        raise TargetError(f"no tensor or node named {unit.tensor!r} in {self.path.name}")
+
+    def signal(self, x: np.ndarray, target, mode: str = "gradient") -> Signal:
+        """Forward then backward: the signal at the input for ``target`` in ``mode``.
+
+        ``mode`` is ``gradient`` (Simonyan et al. 2013), ``deconvnet`` (Zeiler & Fergus 2014) or
+        ``guided`` (Springenberg et al. 2015); they differ only at the rectifiers.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        x = self._check_x(x)
+        units = targets.parse(target, x.shape[0])
+        tensors = {self._resolve_tensor(u) for u in units}
+        if len(tensors) > 1:
+            raise TargetError("all rows of one call must target the same tensor")
+        tensor = tensors.pop()
+        plan = self.plan(tensor)
+        if x.shape[0] > 1 and self.runner.batchable is None:
+            self.runner.batchable = self.runner._check_batching(x)
+        if x.shape[0] > 1 and not self.runner.batchable:
+            rows = [self.signal(x[i:i + 1], [units[i]], mode) for i in range(x.shape[0])]
+            return Signal(np.concatenate([r.grad for r in rows]),
+                          np.concatenate([r.objective for r in rows]),
+                          np.concatenate([r.target_value for r in rows]))
+        values = self.runner.run(x, plan.values)
+        shapes = self._shapes(plan.shapes + (self.graph.input_name,), x.shape[0])
+        seed, objective = targets.seed(values[tensor], units)
+        ctx = engine.Context(self.graph, values, shapes)
+        grad = engine.run(plan, ctx, seed, self.data, self.graph.input_name, mode)
+        return Signal(grad.astype(np.float32, copy=False), objective, values[tensor])
+
+    def backward(self, x: np.ndarray, target, mode: str = "gradient") -> np.ndarray:
+        """The signal at the input (same shape as ``x``); see :meth:`signal`."""
+        return self.signal(x, target, mode).grad
+
+    # ---- shapes ----------------------------------------------------------------------------
+    def _shapes(self, names: tuple[str, ...], batch: int) -> dict[str, tuple[int, ...]]:
+        """Actual tensor shapes at ``batch``, from a probe of ONNX Runtime at batch 2 and 3.
+
+        Each dimension is stored as ``a + b·N``, which covers batch dims and batch-proportional
+        reshapes; static shape inference is not trusted (it disagrees with ONNX Runtime on
+        ceil_mode pooling).
+        """
+        missing = [n for n in names if n not in self._templates]
+        if missing:
+            self._probe(missing)
+        return {n: tuple(a + b * batch for a, b in self._templates[n]) for n in names}
+
+    def _probe(self, names: list[str]) -> None:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((3, *self.input_dims())).astype(np.float32)
+        if self.runner.batchable is None:
+            self.runner.batchable = self.runner._check_batching(x)
+        sizes = (2, 3) if self.runner.batchable else (1,)
+        runs = [self.runner.run(x[:n], names) for n in sizes]
+        for name in names:
+            if len(runs) == 1:
+                self._templates[name] = tuple((d, 0) for d in runs[0][name].shape)
+                continue
+            s2, s3 = runs[0][name].shape, runs[1][name].shape
+            self._templates[name] = tuple((d2 - 2 * (d3 - d2), d3 - d2)
+                                          for d2, d3 in zip(s2, s3, strict=True))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

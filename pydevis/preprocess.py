@@ -1,0 +1,144 @@
+"""Preprocessing specs: how pixels (RGB, 0..255) become a model's input and back.
+
+A spec comes from, in this order of precedence: explicit arguments (CLI flags), the model card
+``MODEL.onnx.json`` beside the file, the model's ``metadata_props``, the ImageNet default.
+The model input is ``x = (pixel[channels] − mean) / std`` with mean and std in pixel units.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+_CARD_KEYS = ("size", "channels", "mean", "std", "crop_fraction", "labels")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Input size (H, W), channel order, mean and std in 0..255 pixel units, centre-crop fraction."""
+
+    size: tuple[int, int]
+    channels: str = "RGB"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_fraction: float = 0.875
+    labels: tuple[str, ...] | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def to_input(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) RGB pixels → (N, C, H, W) float32 model input."""
+        p = pixels.astype(np.float32)
+        if self.channels == "BGR":
+            p = p[..., ::-1]
+        elif self.channels == "L":
+            p = (p @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        x = (p - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def to_pixels(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) model input → (N, H, W, 3) RGB pixels (float, not clipped)."""
+        p = x.transpose(0, 2, 3, 1) * np.asarray(self.std, x.dtype) + np.asarray(self.mean, x.dtype)
+        if self.channels == "BGR":
+            p = p[..., ::-1]
+        elif self.channels == "L":
+            p = np.repeat(p, 3, axis=-1)
+        return np.ascontiguousarray(p)
+
+    def pixel_scale(self) -> np.ndarray:
+        """d(input)/d(pixel) per *input* channel: 1/std (for the ascent's change of variables)."""
+        return 1.0 / np.asarray(self.std, np.float64)
+
+
+def _check_values(name: str, values: Any, n: int, origin: str) -> tuple[float, ...]:
+    vals = tuple(float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64)))
+    if len(vals) == 1:
+        vals = vals * n
+    if len(vals) != n:
+        raise ModelError(f"{origin}: {name} needs {n} values, got {len(vals)}")
+    if name == "std" and any(v == 0 for v in vals):
+        raise ModelError(f"{origin}: std must not be zero")
+    return vals
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The model card JSON (only the preprocessing keys matter here)."""
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable model card ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: model card must be a JSON object")
+    return card
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read labels ({exc})") from None
+    return tuple(line.strip() for line in lines if line.strip())
+
+
+def resolve(model_path: Path, input_shape: tuple, metadata: dict[str, str],
+            overrides: dict[str, Any] | None = None, card_path: Path | None = None) -> Spec:
+    """Merge flags > card > metadata_props > defaults into a :class:`Spec`."""
+    n_channels = input_shape[1] if isinstance(input_shape[1], int) else 3
+    layers: list[tuple[str, dict[str, Any], Path | None]] = []
+    meta = {k: json.loads(v) if k in ("size", "mean", "std") else v
+            for k, v in metadata.items() if k in _CARD_KEYS}
+    layers.append(("metadata_props", meta, model_path.parent))
+    card_path = card_path or model_path.with_name(model_path.name + ".json")
+    if card_path.is_file():
+        card = {k: v for k, v in read_card(card_path).items() if k in _CARD_KEYS}
+        layers.append((f"card {card_path.name}", card, card_path.parent))
+    if overrides:
+        layers.append(("flags", {k: v for k, v in overrides.items() if v is not None},
+                       Path.cwd()))
+    h, w = input_shape[2], input_shape[3]
+    spec = Spec(size=(h, w) if isinstance(h, int) and isinstance(w, int) else (224, 224),
+                channels="RGB" if n_channels == 3 else "L")
+    sources = {k: "model input" if k == "size" else "default" for k in _CARD_KEYS}
+    for origin, values, base in layers:
+        for key, value in values.items():
+            spec = _apply(spec, key, value, origin, base, n_channels)
+            sources[key] = origin
+    if n_channels == 1 and spec.channels != "L":
+        spec = replace(spec, channels="L")
+    return replace(spec, sources=sources)
+
+
+def _apply(spec: Spec, key: str, value: Any, origin: str, base: Path | None,
+           n_channels: int) -> Spec:
+    if key == "size":
+        size = tuple(int(v) for v in np.atleast_1d(value))
+        size = size * 2 if len(size) == 1 else size
+        if len(size) != 2 or min(size) < 1:
+            raise ModelError(f"{origin}: size must be [H, W] of positive integers, got {value}")
+        return replace(spec, size=size)
+    if key == "channels":
+        ch = str(value).upper()
+        if ch not in ("RGB", "BGR", "L"):
+            raise ModelError(f"{origin}: channels must be RGB, BGR or L, got {value!r}")
+        return replace(spec, channels=ch)
+    if key in ("mean", "std"):
+        return replace(spec, **{key: _check_values(key, value, n_channels, origin)})
+    if key == "crop_fraction":
+        frac = float(value)
+        if not 0 < frac <= 1:
+            raise ModelError(f"{origin}: crop_fraction must be in (0, 1], got {value}")
+        return replace(spec, crop_fraction=frac)
+    if key == "labels":
+        if isinstance(value, list):
+            return replace(spec, labels=tuple(str(v) for v in value))
+        path = Path(value)
+        path = path if path.is_absolute() or base is None else base / path
+        return replace(spec, labels=read_labels(path))
+    return spec
