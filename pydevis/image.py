@@ -14,8 +14,9 @@ from .errors import ImageError
 Image.MAX_IMAGE_PIXELS = 64_000_000  # beyond this PIL raises DecompressionBombError
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as (H, W, 3) float32 RGB in 0..255, EXIF orientation applied."""
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """An image file as an 8-bit RGB PIL image: EXIF orientation applied, alpha composited on
+    white, 16-bit scaled to 8-bit, grayscale/CMYK/palette converted."""
     p = Path(path)
     try:
         with Image.open(p) as im:
@@ -23,18 +24,22 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 top = 65535.0 if arr.max() > 255 else 255.0
-                return np.repeat((arr / top * 255.0).astype(np.float32)[..., None], 3, axis=2)
+                im = Image.fromarray(np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8))
             if im.mode in ("RGBA", "LA", "P", "PA"):
                 im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            return np.asarray(im.convert("RGB"), dtype=np.float32)
+                im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+            return im.convert("RGB")
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{p}: image too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image file as (H, W, 3) float32 RGB in 0..255 (see :func:`open_rgb`)."""
+    return np.asarray(open_rgb(path), dtype=np.float32)
 
 
 def resize_pixels(p: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -50,14 +55,15 @@ def resize_pixels(p: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def load_for(path: str | os.PathLike, size: tuple[int, int], crop_fraction: float = 0.875
              ) -> np.ndarray:
-    """Read an image, resize its shorter side to size/crop_fraction, centre-crop to ``size``."""
-    p = read_rgb(path)
+    """Read an image, resize (bilinear, 8-bit) its shorter side to size/crop_fraction and
+    centre-crop to ``size`` = (H, W): the usual ImageNet evaluation transform."""
+    im = open_rgb(path)
     h, w = size
-    scale = max(h, w) / crop_fraction / min(p.shape[:2])
-    nh, nw = max(h, round(p.shape[0] * scale)), max(w, round(p.shape[1] * scale))
-    r = resize_pixels(p[None], (nh, nw))[0]
+    scale = max(h, w) / crop_fraction / min(im.height, im.width)
+    nh, nw = max(h, round(im.height * scale)), max(w, round(im.width * scale))
+    im = im.resize((nw, nh), Image.Resampling.BILINEAR)
     top, left = (nh - h) // 2, (nw - w) // 2
-    return r[top:top + h, left:left + w]
+    return np.asarray(im, dtype=np.float32)[top:top + h, left:left + w]
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "LRN",
+    "ExportCache",
+    "Exported",
     "ZOO",
     "ReLU6R",
     "ZooNet",
@@ -42,6 +45,7 @@ __all__ = [
     "find_probe_module",
     "logit_module",
     "make_input",
+    "probe_tensor_name",
 ]
 
 OPSET = 17
@@ -501,3 +505,43 @@ def export_onnx(model: nn.Module, net: ZooNet, path: Path, fixed_batch: bool = F
             input_names=["input"], output_names=["logits"], **kw,
         )  # fmt: skip
     return path
+
+
+def probe_tensor_name(proto: onnx.ModelProto, op_type: str, k: int) -> str:
+    """The first output of the k-th (0-based, graph order) node of ``op_type``."""
+    nodes = [n for n in proto.graph.node if n.op_type == op_type]
+    if len(nodes) <= k:
+        raise LookupError(f"the graph has {len(nodes)} {op_type} nodes, wanted #{k}")
+    return nodes[k].output[0]
+
+
+@dataclass
+class Exported:
+    """A zoo net, its torch model and its ONNX export."""
+
+    net: ZooNet
+    model: nn.Module
+    path: Path
+    proto: onnx.ModelProto
+    fixed_batch: bool
+    probe_tensor: str
+
+
+@dataclass
+class ExportCache:
+    """Exports each (net, fixed_batch) once into ``directory`` and keeps the result."""
+
+    directory: Path
+    _cache: dict[tuple[str, bool], Exported] = field(default_factory=dict)
+
+    def get(self, name: str, fixed_batch: bool = False) -> Exported:
+        key = (name, fixed_batch)
+        if key not in self._cache:
+            net = ZOO[name]
+            model = net.build()
+            path = self.directory / f"{name}{'-b1' if fixed_batch else ''}.onnx"
+            export_onnx(model, net, path, fixed_batch)
+            proto = onnx.load(str(path))
+            tensor = probe_tensor_name(proto, net.probe[0], net.probe[2])
+            self._cache[key] = Exported(net, model, path, proto, fixed_batch, tensor)
+        return self._cache[key]

@@ -1,0 +1,284 @@
+// pydevis._C: the CPU kernels of the backward path (semantics: docs/kernels.md).
+//
+// Each wrapper checks rank, dtype, contiguity, shape agreement and index ranges first (a failure is
+// a ValueError naming the argument), allocates a new output array, then releases the GIL for the
+// kernel. Arrays are taken as they are: nothing is converted or copied on the way in.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <climits>
+#include <cstdint>
+#include <vector>
+
+#include "common/checks.h"
+#include "common/numpy_checks.h"
+#include "common/parallel.h"
+#include "cpu/kernels.h"
+
+namespace py = pybind11;
+using pydevis::shape_of;
+using pydevis::shape_str;
+using Ints = std::vector<int64_t>;
+
+namespace {
+
+template <typename T>
+py::array_t<T> new_array(const Ints& shape) {
+  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+template <typename T>
+const T* cptr(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+
+void check_int32(int64_t v, const char* what) {
+  CHECK(v <= INT_MAX, what, " = ", v, " exceeds the BLAS 32-bit integer range");
+}
+
+// ---- conv2d_backward_data -------------------------------------------------------------------
+template <typename T>
+py::array conv_impl(const py::array& go, const py::array& w, const pydevis::cpu::ConvGeom& g) {
+  auto out = new_array<T>({g.N, g.C, g.H, g.W});
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g);
+  }
+  return std::move(out);
+}
+
+py::array conv2d_backward_data(const py::array& grad_out, const py::array& weight,
+                               const Ints& in_hw, const Ints& strides, const Ints& pads,
+                               const Ints& dilations, int64_t group) {
+  pydevis::check_layout(grad_out, "grad_out", 4);
+  pydevis::check_layout(weight, "weight", 4);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  pydevis::check_same_dtype(weight, "weight", grad_out, "grad_out");
+  CHECK_LEN(in_hw, 2, "in_hw");
+  CHECK_LEN(strides, 2, "strides");
+  CHECK_LEN(pads, 4, "pads");
+  CHECK_LEN(dilations, 2, "dilations");
+  CHECK_ALL_GE(in_hw, 1, "in_hw");
+  CHECK_ALL_GE(strides, 1, "strides");
+  CHECK_ALL_GE(pads, 0, "pads");
+  CHECK_ALL_GE(dilations, 1, "dilations");
+  CHECK(group >= 1, "group: must be >= 1, got ", group);
+  const Ints gs = shape_of(grad_out), ws = shape_of(weight);
+  CHECK(ws[0] == gs[1], "weight: shape ", shape_str(ws), " has ", ws[0],
+        " output channels but grad_out ", shape_str(gs), " has ", gs[1]);
+  CHECK(ws[0] % group == 0, "group: ", group, " does not divide the ", ws[0], " output channels");
+  CHECK(ws[1] >= 1 && ws[2] >= 1 && ws[3] >= 1, "weight: empty kernel, shape ", shape_str(ws));
+
+  pydevis::cpu::ConvGeom g{};
+  g.N = gs[0], g.M = gs[1], g.Ho = gs[2], g.Wo = gs[3];
+  g.C = ws[1] * group, g.kH = ws[2], g.kW = ws[3], g.group = group;
+  g.H = in_hw[0], g.W = in_hw[1];
+  g.sh = strides[0], g.sw = strides[1], g.pt = pads[0], g.pl = pads[1];
+  g.dh = dilations[0], g.dw = dilations[1];
+  const int64_t ekh = g.dh * (g.kH - 1) + 1, ekw = g.dw * (g.kW - 1) + 1;
+  const int64_t ph = g.H + pads[0] + pads[2], pw = g.W + pads[1] + pads[3];
+  CHECK(ph >= ekh && pw >= ekw, "weight: dilated kernel ", ekh, "x", ekw,
+        " is larger than the padded input ", ph, "x", pw);
+  const int64_t Ho = (ph - ekh) / g.sh + 1, Wo = (pw - ekw) / g.sw + 1;
+  CHECK(g.Ho == Ho && g.Wo == Wo, "grad_out: shape ", shape_str(gs), " does not match the Conv output ",
+        Ho, "x", Wo, " of input ", g.H, "x", g.W, " with these kernel, strides, pads, dilations");
+  check_int32(ws[1] * g.kH * g.kW, "C/group*kH*kW");
+  check_int32(g.Ho * g.Wo, "Ho*Wo");
+  check_int32(g.H * g.W, "H*W");
+  check_int32(g.M, "M");
+  return f64 ? conv_impl<double>(grad_out, weight, g) : conv_impl<float>(grad_out, weight, g);
+}
+
+// ---- max_unpool2d -------------------------------------------------------------------------
+template <typename T>
+py::array unpool_impl(const py::array& go, const py::array& idx, const Ints& in_shape) {
+  const int64_t planes = in_shape[0] * in_shape[1];
+  const int64_t plane_out = go.ndim() == 4 ? go.shape(2) * go.shape(3) : 0;
+  const int64_t plane_in = in_shape[2] * in_shape[3];
+  const int64_t* ip = cptr<int64_t>(idx);
+  int64_t bad;
+  {
+    py::gil_scoped_release nogil;
+    bad = pydevis::cpu::first_bad_unpool_index(ip, planes, plane_out, plane_in);
+  }
+  if (bad >= 0) {
+    const int64_t p = bad / plane_out, i = bad % plane_out, wo = go.shape(3);
+    CHECK(false, "indices: value ", ip[bad], " at (", p / in_shape[1], ", ", p % in_shape[1],
+          ", ", i / wo, ", ", i % wo, ") is outside its (n, c) plane [", p * plane_in, ", ",
+          (p + 1) * plane_in, ") of in_shape ", shape_str(in_shape));
+  }
+  auto out = new_array<T>(in_shape);
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::max_unpool2d<T>(cptr<T>(go), ip, dst, planes, plane_out, plane_in);
+  }
+  return std::move(out);
+}
+
+py::array max_unpool2d(const py::array& grad_out, const py::array& indices, const Ints& in_shape) {
+  pydevis::check_layout(grad_out, "grad_out", 4);
+  pydevis::check_layout(indices, "indices", 4);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  CHECK(pydevis::has_dtype<int64_t>(indices), "indices: dtype ", pydevis::dtype_str(indices),
+        " is not int64");
+  const Ints gs = shape_of(grad_out), is = shape_of(indices);
+  CHECK(is == gs, "indices: shape ", shape_str(is), " != grad_out shape ", shape_str(gs));
+  CHECK_LEN(in_shape, 4, "in_shape");
+  CHECK_ALL_GE(in_shape, 0, "in_shape");
+  CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
+        " does not match N, C of grad_out ", shape_str(gs));
+  return f64 ? unpool_impl<double>(grad_out, indices, in_shape)
+             : unpool_impl<float>(grad_out, indices, in_shape);
+}
+
+// ---- rectifier_backward -------------------------------------------------------------------
+template <typename T>
+py::array rect_impl(const py::array& go, const py::array& y, int mode, double lo, double hi) {
+  auto out = new_array<T>(shape_of(go));
+  T* dst = out.mutable_data();
+  const int64_t n = go.size();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::rectifier_backward<T>(cptr<T>(go), cptr<T>(y), dst, n, mode, T(lo), T(hi));
+  }
+  return std::move(out);
+}
+
+py::array rectifier_backward(const py::array& grad_out, const py::array& out, int mode, double lo,
+                             double hi) {
+  pydevis::check_layout(grad_out, "grad_out", -1);
+  pydevis::check_layout(out, "out", -1);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  pydevis::check_same_dtype(out, "out", grad_out, "grad_out");
+  CHECK(shape_of(out) == shape_of(grad_out), "out: shape ", shape_str(shape_of(out)),
+        " != grad_out shape ", shape_str(shape_of(grad_out)));
+  CHECK(mode >= 0 && mode <= 2, "mode: expected 0 (gradient), 1 (deconvnet) or 2 (guided), got ",
+        mode);
+  return f64 ? rect_impl<double>(grad_out, out, mode, lo, hi)
+             : rect_impl<float>(grad_out, out, mode, lo, hi);
+}
+
+// ---- lrn_backward -------------------------------------------------------------------------
+template <typename T>
+py::array lrn_impl(const py::array& go, const py::array& x, int64_t size, double alpha,
+                   double beta, double bias) {
+  const Ints s = shape_of(go);
+  auto out = new_array<T>(s);
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::lrn_backward<T>(cptr<T>(go), cptr<T>(x), dst, s[0], s[1], s[2] * s[3], size,
+                                  alpha, beta, bias);
+  }
+  return std::move(out);
+}
+
+py::array lrn_backward(const py::array& grad_out, const py::array& x, int64_t size, double alpha,
+                       double beta, double bias) {
+  pydevis::check_layout(grad_out, "grad_out", 4);
+  pydevis::check_layout(x, "x", 4);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
+  CHECK(shape_of(x) == shape_of(grad_out), "x: shape ", shape_str(shape_of(x)),
+        " != grad_out shape ", shape_str(shape_of(grad_out)));
+  CHECK(size >= 1, "size: must be >= 1, got ", size);
+  return f64 ? lrn_impl<double>(grad_out, x, size, alpha, beta, bias)
+             : lrn_impl<float>(grad_out, x, size, alpha, beta, bias);
+}
+
+// ---- avg_pool2d_backward ------------------------------------------------------------------
+template <typename T>
+py::array avg_impl(const py::array& go, const pydevis::cpu::PoolGeom& g) {
+  auto out = new_array<T>({g.N, g.C, g.H, g.W});
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::avg_pool2d_backward<T>(cptr<T>(go), dst, g);
+  }
+  return std::move(out);
+}
+
+py::array avg_pool2d_backward(const py::array& grad_out, const Ints& in_shape,
+                              const Ints& kernel_shape, const Ints& strides, const Ints& pads,
+                              bool count_include_pad) {
+  pydevis::check_layout(grad_out, "grad_out", 4);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  CHECK_LEN(in_shape, 4, "in_shape");
+  CHECK_LEN(kernel_shape, 2, "kernel_shape");
+  CHECK_LEN(strides, 2, "strides");
+  CHECK_LEN(pads, 4, "pads");
+  CHECK_ALL_GE(in_shape, 0, "in_shape");
+  CHECK_ALL_GE(kernel_shape, 1, "kernel_shape");
+  CHECK_ALL_GE(strides, 1, "strides");
+  CHECK_ALL_GE(pads, 0, "pads");
+  const Ints gs = shape_of(grad_out);
+  CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
+        " does not match N, C of grad_out ", shape_str(gs));
+  pydevis::cpu::PoolGeom g{gs[0], gs[1], in_shape[2], in_shape[3], gs[2], gs[3],
+                           kernel_shape[0], kernel_shape[1], strides[0], strides[1],
+                           pads[0], pads[1], pads[2], pads[3], count_include_pad};
+  const int64_t ph = g.H + g.pt + g.pb, pw = g.W + g.pl + g.pr;
+  CHECK(ph >= g.kH && pw >= g.kW, "kernel_shape: ", g.kH, "x", g.kW,
+        " is larger than the padded input ", ph, "x", pw);
+  // ceil_mode may add one window per axis to the floor-mode output size, never more.
+  const int64_t Ho = pydevis::ceil_div(ph - g.kH, g.sh) + 1;
+  const int64_t Wo = pydevis::ceil_div(pw - g.kW, g.sw) + 1;
+  CHECK(g.Ho <= Ho && g.Wo <= Wo, "grad_out: shape ", shape_str(gs),
+        " is larger than the AveragePool output (at most ", Ho, "x", Wo, ")");
+  return f64 ? avg_impl<double>(grad_out, g) : avg_impl<float>(grad_out, g);
+}
+
+// ---- global_avg_pool_backward -------------------------------------------------------------
+template <typename T>
+py::array gap_impl(const py::array& go, const Ints& in_shape) {
+  auto out = new_array<T>(in_shape);
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::global_avg_pool_backward<T>(cptr<T>(go), dst, in_shape[0] * in_shape[1],
+                                              in_shape[2] * in_shape[3]);
+  }
+  return std::move(out);
+}
+
+py::array global_avg_pool_backward(const py::array& grad_out, const Ints& in_shape) {
+  pydevis::check_layout(grad_out, "grad_out", 4);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  CHECK_LEN(in_shape, 4, "in_shape");
+  CHECK_ALL_GE(in_shape, 1, "in_shape");
+  const Ints gs = shape_of(grad_out);
+  CHECK(gs[0] == in_shape[0] && gs[1] == in_shape[1] && gs[2] == 1 && gs[3] == 1,
+        "grad_out: shape ", shape_str(gs), " is not (N, C, 1, 1) of in_shape ",
+        shape_str(in_shape));
+  return f64 ? gap_impl<double>(grad_out, in_shape) : gap_impl<float>(grad_out, in_shape);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pydevis CPU kernels (C++, OpenMP, OpenBLAS); see docs/kernels.md";
+  m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
+        py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        py::arg("group"), "dL/dX of ONNX Conv (the transposed convolution).");
+  m.def("max_unpool2d", &max_unpool2d, py::arg("grad_out"), py::arg("indices"),
+        py::arg("in_shape"), "Route grad_out to the MaxPool switches (flat int64 indices).");
+  m.def("rectifier_backward", &rectifier_backward, py::arg("grad_out"), py::arg("out"),
+        py::arg("mode"), py::arg("lo"), py::arg("hi"),
+        "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");
+  m.def("lrn_backward", &lrn_backward, py::arg("grad_out"), py::arg("x"), py::arg("size"),
+        py::arg("alpha"), py::arg("beta"), py::arg("bias"), "dL/dX of ONNX LRN.");
+  m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("in_shape"),
+        py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"),
+        py::arg("count_include_pad"), "dL/dX of ONNX AveragePool (2-D).");
+  m.def("global_avg_pool_backward", &global_avg_pool_backward, py::arg("grad_out"),
+        py::arg("in_shape"), "dL/dX of ONNX GlobalAveragePool.");
+  m.attr("has_openmp") =
+#ifdef _OPENMP
+      true;
+#else
+      false;
+#endif
+}
