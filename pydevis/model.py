@@ -217,7 +217,6 @@ class Model:
         if len(tensors) > 1:
             raise TargetError("all rows of one call must target the same tensor")
         tensor = tensors.pop()
-        plan = self.plan(tensor)
         if x.shape[0] > 1 and self.runner.batchable is None:
             self.runner.batchable = self.runner._check_batching(x)
         if x.shape[0] > 1 and not self.runner.batchable:
@@ -225,12 +224,45 @@ class Model:
             return Signal(np.concatenate([r.grad for r in rows]),
                           np.concatenate([r.objective for r in rows]),
                           np.concatenate([r.target_value for r in rows]))
+        values, walk = self._forward_for(x, tensor, mode)
+        seed, objective = targets.seed(values[tensor], units)
+        return Signal(walk(seed), objective, values[tensor])
+
+    def _forward_for(self, x: np.ndarray, tensor: str, mode: str):
+        """Forward with what the walk to ``tensor`` needs; returns (values, seed → signal)."""
+        plan = self.plan(tensor)
         values = self.runner.run(x, plan.values)
         shapes = self._shapes(plan.shapes + (self.graph.input_name,), x.shape[0])
-        seed, objective = targets.seed(values[tensor], units)
         ctx = engine.Context(self.graph, values, shapes)
-        grad = engine.run(plan, ctx, seed, self.data, self.graph.input_name, mode)
-        return Signal(grad.astype(np.float32, copy=False), objective, values[tensor])
+
+        def walk(seed: np.ndarray) -> np.ndarray:
+            grad = engine.run(plan, ctx, seed, self.data, self.graph.input_name, mode)
+            return grad.astype(np.float32, copy=False)
+
+        return values, walk
+
+    def vjp(self, x: np.ndarray, tensor: str, cotangent: np.ndarray,
+            mode: str = "gradient") -> np.ndarray:
+        """The signal at the input for any ``cotangent`` at ``tensor`` (a tensor or node name).
+
+        With the activation map of one unit as cotangent (the rest of its layer zeroed), in
+        ``deconvnet`` mode, this is Zeiler & Fergus's projection of that unit to pixels.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        x = self._check_x(x)
+        tensor = self._resolve_tensor(targets.Unit(tensor, 0))
+        if x.shape[0] > 1 and self.runner.batchable is None:
+            self.runner.batchable = self.runner._check_batching(x)
+        if x.shape[0] > 1 and not self.runner.batchable:
+            return np.concatenate([self.vjp(x[i:i + 1], tensor, cotangent[i:i + 1], mode)
+                                   for i in range(x.shape[0])])
+        values, walk = self._forward_for(x, tensor, mode)
+        cot = np.asarray(cotangent, dtype=values[tensor].dtype)
+        if cot.shape != values[tensor].shape:
+            raise ValueError(f"cotangent shape {cot.shape} != shape of {tensor!r} "
+                             f"{values[tensor].shape}")
+        return walk(np.ascontiguousarray(cot))
 
     def backward(self, x: np.ndarray, target, mode: str = "gradient") -> np.ndarray:
         """The signal at the input (same shape as ``x``); see :meth:`signal`."""

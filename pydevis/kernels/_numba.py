@@ -66,70 +66,128 @@ def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------
 # Conv: dL/dX
 # --------------------------------------------------------------------------------------------
+_CHUNK = 1024  # elements of a phase plane accumulated while they sit in L1
+
+
 @njit(**_JIT)
-def _conv_bwd_data(g, w, out, sh, sw, pt, pl, dh, dw, group):
+def _conv_pad_g(g, gbuf, front, pitch):
+    # gbuf[n, m, front + oh*pitch + ow] = g[n, m, oh, ow]; everything else zero
     n_, m_, ho, wo = g.shape
-    cg, kh_, kw_ = w.shape[1], w.shape[2], w.shape[3]
-    c_, h_, w_ = out.shape[1], out.shape[2], out.shape[3]
-    mg = m_ // group
-    mg4 = mg - mg % 4
+    length = gbuf.shape[2]
     zero = g.dtype.type(0)
-    for p in prange(n_ * c_):
-        n = p // c_
-        c = p - n * c_
-        gi = c // cg
-        cp = c - gi * cg
+    for p in prange(n_ * m_):
+        n = p // m_
+        m = p - n * m_
+        b = gbuf[n, m]
+        for i in range(length):
+            b[i] = zero
+        for oh in range(ho):
+            row = b[front + oh * pitch:front + oh * pitch + wo]
+            src = g[n, m, oh]
+            for ow in range(wo):
+                row[ow] = src[ow]
+
+
+@njit(**_JIT)
+def _conv_bwd_data(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front,
+                   tap_kh, tap_kw, tap_shift, tap_ptr, chunk):
+    # Polyphase form. With ih + pt = oh*sh + kh*dh = (oh + qh)*sh + rh (rh = kh*dh mod sh, and
+    # likewise for w), tap (kh, kw) adds W * grad_out[oh, ow] to phase plane (rh, rw) at
+    # (oh + qh, ow + qw): in flat planes of row pitch `pitch`, one contiguous shifted
+    # multiply-add q[u] += W * gbuf[u - shift + front] over the whole plane. gbuf holds grad_out
+    # with that pitch and zero margins, so no tap needs clipping. A task is one image and two
+    # input channels of a group; the (output channel, tap) terms of a phase are taken four at a
+    # time, so each load of grad_out feeds two and each load/store of q four multiply-adds.
+    n_, m_, _lg = gbuf.shape
+    cg = w.shape[1]
+    h_, w_ = out.shape[2], out.shape[3]
+    mg = m_ // group
+    plane = rows * pitch
+    nphase = sh * sw
+    npair = (cg + 1) // 2
+    rw0 = pl % sw
+    bq0 = pl // sw
+    for p in prange(n_ * group * npair):
+        n = p // (group * npair)
+        r = p - n * (group * npair)
+        gi = r // npair
+        cp = 2 * (r - gi * npair)
+        two = cp + 1 < cg
         m0 = gi * mg
-        for ih in range(h_):
-            orow = out[n, c, ih]
-            for iw in range(w_):
-                orow[iw] = zero
-            for kh in range(kh_):
-                t = ih + pt - kh * dh
-                if t < 0 or t % sh != 0:
-                    continue
-                oh = t // sh
-                if oh >= ho:
-                    continue
-                for kw in range(kw_):
-                    # iw = ow*sw + off must lie in [0, W)
-                    off = kw * dw - pl
-                    ow_lo = 0
-                    if off < 0:
-                        ow_lo = (-off + sw - 1) // sw
-                    ow_hi = min(wo, (w_ - 1 - off) // sw + 1) if w_ - 1 - off >= 0 else 0
-                    if ow_hi <= ow_lo:
-                        continue
-                    # output channels four at a time: one load/store of the input row per four
-                    # multiply-adds, the rows of grad_out are read contiguously
-                    for mi in range(0, mg4, 4):
-                        m = m0 + mi
-                        w0 = w[m, cp, kh, kw]
-                        w1 = w[m + 1, cp, kh, kw]
-                        w2 = w[m + 2, cp, kh, kw]
-                        w3 = w[m + 3, cp, kh, kw]
-                        r0 = g[n, m, oh]
-                        r1 = g[n, m + 1, oh]
-                        r2 = g[n, m + 2, oh]
-                        r3 = g[n, m + 3, oh]
-                        if sw == 1:
-                            for ow in range(ow_lo, ow_hi):
-                                orow[ow + off] += (w0 * r0[ow] + w1 * r1[ow]) + (
-                                    w2 * r2[ow] + w3 * r3[ow])
-                        else:
-                            for ow in range(ow_lo, ow_hi):
-                                orow[ow * sw + off] += (w0 * r0[ow] + w1 * r1[ow]) + (
-                                    w2 * r2[ow] + w3 * r3[ow])
-                    for mi in range(mg4, mg):
-                        m = m0 + mi
-                        w0 = w[m, cp, kh, kw]
-                        r0 = g[n, m, oh]
-                        if sw == 1:
-                            for ow in range(ow_lo, ow_hi):
-                                orow[ow + off] += w0 * r0[ow]
-                        else:
-                            for ow in range(ow_lo, ow_hi):
-                                orow[ow * sw + off] += w0 * r0[ow]
+        q = np.zeros((2, nphase, plane), gbuf.dtype)
+        for ph in range(nphase):
+            t0 = tap_ptr[ph]
+            nt = tap_ptr[ph + 1] - t0
+            nterms = nt * mg
+            for u0 in range(0, plane, chunk):
+                u1 = min(u0 + chunk, plane)
+                ln = u1 - u0
+                o0 = q[0, ph, u0:u1]
+                o1 = q[1, ph, u0:u1]
+                b0 = u0 + front
+                t = 0
+                while t + 4 <= nterms:
+                    m = m0 + t // nt
+                    k = t0 + t % nt
+                    a0 = w[m, cp, tap_kh[k], tap_kw[k]]
+                    c0 = w[m, cp + two, tap_kh[k], tap_kw[k]]
+                    v0 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    m = m0 + (t + 1) // nt
+                    k = t0 + (t + 1) % nt
+                    a1 = w[m, cp, tap_kh[k], tap_kw[k]]
+                    c1 = w[m, cp + two, tap_kh[k], tap_kw[k]]
+                    v1 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    m = m0 + (t + 2) // nt
+                    k = t0 + (t + 2) % nt
+                    a2 = w[m, cp, tap_kh[k], tap_kw[k]]
+                    c2 = w[m, cp + two, tap_kh[k], tap_kw[k]]
+                    v2 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    m = m0 + (t + 3) // nt
+                    k = t0 + (t + 3) % nt
+                    a3 = w[m, cp, tap_kh[k], tap_kw[k]]
+                    c3 = w[m, cp + two, tap_kh[k], tap_kw[k]]
+                    v3 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    if two:
+                        for i in range(ln):
+                            x0 = v0[i]
+                            x1 = v1[i]
+                            x2 = v2[i]
+                            x3 = v3[i]
+                            o0[i] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+                            o1[i] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+                    else:
+                        for i in range(ln):
+                            o0[i] += (a0 * v0[i] + a1 * v1[i]) + (a2 * v2[i] + a3 * v3[i])
+                    t += 4
+                while t < nterms:
+                    m = m0 + t // nt
+                    k = t0 + t % nt
+                    a0 = w[m, cp, tap_kh[k], tap_kw[k]]
+                    c0 = w[m, cp + two, tap_kh[k], tap_kw[k]]
+                    v0 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    if two:
+                        for i in range(ln):
+                            o0[i] += a0 * v0[i]
+                            o1[i] += c0 * v0[i]
+                    else:
+                        for i in range(ln):
+                            o0[i] += a0 * v0[i]
+                    t += 1
+        # interleave the phase planes into the input-gradient planes (no division per pixel)
+        for j in range(1 + two):
+            o = out[n, gi * cg + cp + j]
+            for ih in range(h_):
+                a = ih + pt
+                qrow = q[j, (a % sh) * sw:(a % sh) * sw + sw, (a // sh) * pitch:(a // sh + 1) * pitch]
+                orow = o[ih]
+                rw = rw0
+                bq = bq0
+                for iw in range(w_):
+                    orow[iw] = qrow[rw, bq]
+                    rw += 1
+                    if rw == sw:
+                        rw = 0
+                        bq += 1
 
 
 def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
@@ -149,8 +207,28 @@ def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
     if min(w.shape[1:]) < 1:
         raise ValueError(f"weight shape {w.shape} is empty")
     out = np.empty((n_, w.shape[1] * group, h_, w_), g.dtype)
-    if out.size:
-        _conv_bwd_data(g, w, out, sh, sw, pt, pl, dh, dw, group)
+    if out.size == 0:
+        return out
+    ho, wo = g.shape[2], g.shape[3]
+    kh_, kw_ = w.shape[2], w.shape[3]
+    # phase planes: rows (oh + qh) and columns (ow + qw), also covering every (ih + pt) // sh
+    rows = max(ho + (kh_ - 1) * dh // sh, (h_ - 1 + pt) // sh + 1)
+    pitch = max(wo + (kw_ - 1) * dw // sw, (w_ - 1 + pl) // sw + 1)
+    taps = sorted(((kh * dh % sh) * sw + kw * dw % sw, kh, kw) for kh in range(kh_)
+                  for kw in range(kw_))
+    tap_kh = np.array([t[1] for t in taps], np.int64)
+    tap_kw = np.array([t[2] for t in taps], np.int64)
+    tap_shift = (tap_kh * dh // sh) * pitch + tap_kw * dw // sw
+    tap_ptr = np.searchsorted(np.array([t[0] for t in taps], np.int64),
+                              np.arange(sh * sw + 1), side="left").astype(np.int64)
+    front = int(tap_shift.max())
+    gbuf = np.empty((n_, g.shape[1], front + rows * pitch), g.dtype)
+    if g.size:
+        _conv_pad_g(g, gbuf, front, pitch)
+    else:
+        gbuf[...] = 0
+    _conv_bwd_data(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front,
+                   tap_kh, tap_kw, tap_shift, tap_ptr, _CHUNK)
     return out
 
 
