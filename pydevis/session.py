@@ -121,6 +121,9 @@ class Runner:
         g.output.extend(helper.make_empty_tensor_value_info(o) for o in outputs)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # ORT worker threads spin after a run by default; they would steal the cores from the
+        # backward kernels that run right after.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self._threads:
             opts.intra_op_num_threads = self._threads
         try:

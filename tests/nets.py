@@ -54,6 +54,8 @@ OPSET = 17
 class ReLU6R(nn.ReLU):
     """ReLU6 as an ``nn.ReLU`` subclass: exports to ``Clip(0, 6)``, Captum treats it as a ReLU."""
 
+    upper = 6.0  # the clip's upper bound, read by the tests' rectifier override
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.hardtanh(x, 0.0, 6.0)
 
@@ -156,8 +158,9 @@ class VGGS(nn.Module):
             nn.MaxPool2d(2),  # 9x7
         )  # fmt: skip
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(12 * 9 * 7, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)
-        )
+            nn.Flatten(), nn.Linear(12 * 9 * 7, 32), nn.BatchNorm1d(32), nn.ReLU(),
+            nn.Linear(32, 10),
+        )  # fmt: skip
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -347,11 +350,11 @@ class SENetS(nn.Module):
 
 
 class SoftmaxNetS(nn.Module):
-    """A classifier whose graph ends in Softmax / LogSoftmax; ``body`` gives the logits."""
+    """A classifier whose graph ends in Softmax / LogSoftmax; ``pre_softmax`` gives the logits."""
 
     def __init__(self, log: bool = False) -> None:
         super().__init__()
-        self.body = nn.Sequential(
+        self.pre_softmax = nn.Sequential(
             nn.Conv2d(3, 10, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(10, 14, 3, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(14, 7),
@@ -359,7 +362,7 @@ class SoftmaxNetS(nn.Module):
         self.final = nn.LogSoftmax(dim=1) if log else nn.Softmax(dim=1)
 
     def forward(self, x):
-        return self.final(self.body(x))
+        return self.final(self.pre_softmax(x))
 
 
 class MiscOpsS(nn.Module):
@@ -432,6 +435,13 @@ def _mobilenet_init(model: nn.Module, gen: torch.Generator) -> None:
     _bn_stats(model, gen, gamma=(1.0, 4.0))
 
 
+def _squeezenet_init(model: nn.Module, gen: torch.Generator) -> None:
+    # Positive class biases before the final ReLU, so that no class score is dead (constant).
+    conv = model.classifier[1]
+    with torch.no_grad():
+        conv.bias.copy_(0.3 + 0.2 * torch.rand(conv.bias.shape, generator=gen))
+
+
 def _prelu_init(model: nn.Module, gen: torch.Generator) -> None:
     for m in model.modules():
         if isinstance(m, nn.PReLU):
@@ -448,7 +458,8 @@ ZOO: dict[str, ZooNet] = {
         ZooNet("vgg", VGGS, _RGB, 10, ("Relu", nn.ReLU, 1), seed=2),
         ZooNet("resnet", ResNetS, _RGB, 10, ("Relu", nn.ReLU, 2), seed=3),
         ZooNet("inception", InceptionS, _RGB, 7, ("Concat", Inception, 0), seed=4),
-        ZooNet("squeezenet", SqueezeNetS, _RGB, 10, ("Relu", nn.ReLU, 3), seed=5),
+        ZooNet("squeezenet", SqueezeNetS, _RGB, 10, ("Relu", nn.ReLU, 3), seed=5,
+               init=_squeezenet_init),  # fmt: skip
         ZooNet("mobilenetv2", MobileNetV2S, _RGB, 10, ("Clip", ReLU6R, 1), seed=6,
                init=_mobilenet_init),  # fmt: skip
         ZooNet("senet", SENetS, _RGB, 7, ("LeakyRelu", nn.LeakyReLU, 0), seed=7),
@@ -462,8 +473,8 @@ ZOO: dict[str, ZooNet] = {
 
 
 def logit_module(model: nn.Module) -> nn.Module:
-    """The module whose output is the pre-softmax class score (``body`` for softmax nets)."""
-    return model.body if isinstance(model, SoftmaxNetS) else model
+    """The module whose output is the pre-softmax class score (``pre_softmax`` if it has one)."""
+    return getattr(model, "pre_softmax", model)
 
 
 def make_input(net: ZooNet, n: int, seed: int) -> np.ndarray:
