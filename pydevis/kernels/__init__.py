@@ -24,6 +24,11 @@ __all__ = [
     "max_unpool2d",
     "rectifier_backward",
     "MODES",
+    "ascent_update",
+    "clamp_channels",
+    "clip_small_contribution",
+    "clip_small_norm",
+    "gaussian_blur",
 ]
 
 MODES = {"gradient": 0, "deconvnet": 1, "guided": 2}
@@ -103,3 +108,41 @@ def global_avg_pool_backward(grad_out, in_shape, *, module=None) -> np.ndarray:
     g = _float(grad_out, "grad_out", 4)
     mod = module or host_backend()
     return mod.global_avg_pool_backward(g, _ints(in_shape, 4, "in_shape"))
+
+
+# ---- ascent kernels ----------------------------------------------------------------------------
+def ascent_update(v, g, eta, decay=0.0, *, module=None) -> np.ndarray:
+    """(v + eta[n]·g)·(1 − decay): the gradient step and L2 decay in one pass."""
+    vv = _float(v, "v", 4)
+    gg = _float(g, "g", 4, dtype=vv.dtype)
+    if gg.shape != vv.shape:
+        raise ValueError(f"g shape {gg.shape} != v shape {vv.shape}")
+    e = np.ascontiguousarray(np.broadcast_to(np.asarray(eta, np.float64), (vv.shape[0],)))
+    return (module or host_backend()).ascent_update(vv, gg, e, float(decay))
+
+
+def gaussian_blur(v, sigma, *, module=None) -> np.ndarray:
+    """Per-channel separable Gaussian blur of width sigma (reflect boundary)."""
+    return (module or host_backend()).gaussian_blur(_float(v, "v", 4), float(sigma))
+
+
+def clip_small_norm(v, pct, *, module=None) -> np.ndarray:
+    """Zero the pixels whose channel norm is below the pct-th percentile of their image."""
+    return (module or host_backend()).clip_small_norm(_float(v, "v", 4), float(pct))
+
+
+def clip_small_contribution(v, g, pct, *, module=None) -> np.ndarray:
+    """Zero the pixels whose |Σ_c g·(−v)| is below the pct-th percentile of their image."""
+    vv = _float(v, "v", 4)
+    gg = _float(g, "g", 4, dtype=vv.dtype)
+    if gg.shape != vv.shape:
+        raise ValueError(f"g shape {gg.shape} != v shape {vv.shape}")
+    return (module or host_backend()).clip_small_contribution(vv, gg, float(pct))
+
+
+def clamp_channels(v, lo, hi, *, module=None) -> np.ndarray:
+    """Clip channel c of v to [lo[c], hi[c]]."""
+    vv = _float(v, "v", 4)
+    lo_ = np.ascontiguousarray(np.broadcast_to(np.asarray(lo, np.float64), (vv.shape[1],)))
+    hi_ = np.ascontiguousarray(np.broadcast_to(np.asarray(hi, np.float64), (vv.shape[1],)))
+    return (module or host_backend()).clamp_channels(vv, lo_, hi_)

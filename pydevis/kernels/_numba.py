@@ -66,128 +66,171 @@ def _tuple(v, n: int, name: str, minimum: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------
 # Conv: dL/dX
 # --------------------------------------------------------------------------------------------
-_CHUNK = 1024  # elements of a phase plane accumulated while they sit in L1
+_CHUNK_BYTES = 4096  # per stream: 2 accumulators + 4 grad_out windows stay in L1
+_MIN_TASKS_PER_THREAD = 4  # conv: fewer images per task until there are this many tasks/thread
 
 
 @njit(**_JIT)
-def _conv_pad_g(g, gbuf, front, pitch):
-    # gbuf[n, m, front + oh*pitch + ow] = g[n, m, oh, ow]; everything else zero
+def _conv_pad_g(g, gbuf, front, pitch, plane):
+    # gbuf[m, front + n*plane + oh*pitch + ow] = g[n, m, oh, ow]; everything else zero
     n_, m_, ho, wo = g.shape
-    length = gbuf.shape[2]
     zero = g.dtype.type(0)
     for p in prange(n_ * m_):
-        n = p // m_
-        m = p - n * m_
-        b = gbuf[n, m]
-        for i in range(length):
+        m = p // n_
+        n = p - m * n_
+        b = gbuf[m]
+        lo = front + n * plane
+        hi = lo + plane
+        if n == 0:
+            lo = 0
+        if n == n_ - 1:
+            hi = b.shape[0]
+        for i in range(lo, hi):
             b[i] = zero
         for oh in range(ho):
-            row = b[front + oh * pitch:front + oh * pitch + wo]
+            row = b[front + n * plane + oh * pitch:front + n * plane + oh * pitch + wo]
             src = g[n, m, oh]
             for ow in range(wo):
                 row[ow] = src[ow]
 
 
+@njit(cache=True, fastmath=False, nogil=True)
+def _madd4x2(o0, o1, v0, v1, v2, v3, a0, a1, a2, a3, c0, c1, c2, c3):
+    for i in range(o0.shape[0]):
+        x0 = v0[i]
+        x1 = v1[i]
+        x2 = v2[i]
+        x3 = v3[i]
+        o0[i] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+        o1[i] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _madd4x1(o0, v0, v1, v2, v3, a0, a1, a2, a3):
+    for i in range(o0.shape[0]):
+        o0[i] += (a0 * v0[i] + a1 * v1[i]) + (a2 * v2[i] + a3 * v3[i])
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _madd1x2(o0, o1, v0, a0, c0):
+    for i in range(o0.shape[0]):
+        o0[i] += a0 * v0[i]
+        o1[i] += c0 * v0[i]
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _madd1x1(o0, v0, a0):
+    for i in range(o0.shape[0]):
+        o0[i] += a0 * v0[i]
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _unphase(q, o, sh, sw, pt, pl, pitch):
+    # o[ih, iw] = q[phase of (ih + pt, iw + pl), its position in the phase plane]
+    h_, w_ = o.shape
+    rw0 = pl % sw
+    bq0 = pl // sw
+    for ih in range(h_):
+        a = ih + pt
+        rh = a % sh
+        qrow = q[rh * sw:rh * sw + sw, (a // sh) * pitch:(a // sh + 1) * pitch]
+        orow = o[ih]
+        rw = rw0
+        bq = bq0
+        for iw in range(w_):
+            orow[iw] = qrow[rw, bq]
+            rw += 1
+            if rw == sw:
+                rw = 0
+                bq += 1
+
+
 @njit(**_JIT)
-def _conv_bwd_data(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front,
+def _conv_bwd_data(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front, nb,
                    tap_kh, tap_kw, tap_shift, tap_ptr, chunk):
     # Polyphase form. With ih + pt = oh*sh + kh*dh = (oh + qh)*sh + rh (rh = kh*dh mod sh, and
-    # likewise for w), tap (kh, kw) adds W * grad_out[oh, ow] to phase plane (rh, rw) at
-    # (oh + qh, ow + qw): in flat planes of row pitch `pitch`, one contiguous shifted
-    # multiply-add q[u] += W * gbuf[u - shift + front] over the whole plane. gbuf holds grad_out
-    # with that pitch and zero margins, so no tap needs clipping. A task is one image and two
-    # input channels of a group; the (output channel, tap) terms of a phase are taken four at a
-    # time, so each load of grad_out feeds two and each load/store of q four multiply-adds.
-    n_, m_, _lg = gbuf.shape
+    # likewise along w), tap (kh, kw) adds W * grad_out[oh, ow] to the phase plane (rh, rw) at
+    # (oh + qh, ow + qw). In flat planes of row pitch `pitch` that is one contiguous shifted
+    # multiply-add, q[u] += W * gbuf[m, u - shift + front], over the whole plane, and over the
+    # planes of `nb` images laid end to end: gbuf holds grad_out with that pitch, zero columns
+    # and rows after each image and a zero margin in front, so that no tap needs clipping and
+    # a shift never reaches the data of another image. A task is `nb` images and two input
+    # channels of a group; the (output channel, tap) terms of a phase are taken four at a time,
+    # so that each load of grad_out feeds two multiply-adds and each load/store of q four.
+    m_ = gbuf.shape[0]
+    n_ = out.shape[0]
     cg = w.shape[1]
     h_, w_ = out.shape[2], out.shape[3]
     mg = m_ // group
     plane = rows * pitch
     nphase = sh * sw
     npair = (cg + 1) // 2
-    rw0 = pl % sw
-    bq0 = pl // sw
-    for p in prange(n_ * group * npair):
-        n = p // (group * npair)
-        r = p - n * (group * npair)
+    nblk = (n_ + nb - 1) // nb
+    for p in prange(nblk * group * npair):
+        blk = p // (group * npair)
+        r = p - blk * (group * npair)
         gi = r // npair
         cp = 2 * (r - gi * npair)
         two = cp + 1 < cg
         m0 = gi * mg
-        q = np.zeros((2, nphase, plane), gbuf.dtype)
+        n0 = blk * nb
+        nimg = min(nb, n_ - n0)
+        span = nimg * plane
+        base = front + n0 * plane
+        q = np.zeros((2, nphase, span), gbuf.dtype)
         for ph in range(nphase):
             t0 = tap_ptr[ph]
             nt = tap_ptr[ph + 1] - t0
             nterms = nt * mg
-            for u0 in range(0, plane, chunk):
-                u1 = min(u0 + chunk, plane)
+            for u0 in range(0, span, chunk):
+                u1 = min(u0 + chunk, span)
                 ln = u1 - u0
                 o0 = q[0, ph, u0:u1]
                 o1 = q[1, ph, u0:u1]
-                b0 = u0 + front
+                b0 = base + u0
                 t = 0
                 while t + 4 <= nterms:
                     m = m0 + t // nt
                     k = t0 + t % nt
                     a0 = w[m, cp, tap_kh[k], tap_kw[k]]
                     c0 = w[m, cp + two, tap_kh[k], tap_kw[k]]
-                    v0 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    v0 = gbuf[m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
                     m = m0 + (t + 1) // nt
                     k = t0 + (t + 1) % nt
                     a1 = w[m, cp, tap_kh[k], tap_kw[k]]
                     c1 = w[m, cp + two, tap_kh[k], tap_kw[k]]
-                    v1 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    v1 = gbuf[m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
                     m = m0 + (t + 2) // nt
                     k = t0 + (t + 2) % nt
                     a2 = w[m, cp, tap_kh[k], tap_kw[k]]
                     c2 = w[m, cp + two, tap_kh[k], tap_kw[k]]
-                    v2 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    v2 = gbuf[m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
                     m = m0 + (t + 3) // nt
                     k = t0 + (t + 3) % nt
                     a3 = w[m, cp, tap_kh[k], tap_kw[k]]
                     c3 = w[m, cp + two, tap_kh[k], tap_kw[k]]
-                    v3 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    v3 = gbuf[m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
                     if two:
-                        for i in range(ln):
-                            x0 = v0[i]
-                            x1 = v1[i]
-                            x2 = v2[i]
-                            x3 = v3[i]
-                            o0[i] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
-                            o1[i] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+                        _madd4x2(o0, o1, v0, v1, v2, v3, a0, a1, a2, a3, c0, c1, c2, c3)
                     else:
-                        for i in range(ln):
-                            o0[i] += (a0 * v0[i] + a1 * v1[i]) + (a2 * v2[i] + a3 * v3[i])
+                        _madd4x1(o0, v0, v1, v2, v3, a0, a1, a2, a3)
                     t += 4
                 while t < nterms:
                     m = m0 + t // nt
                     k = t0 + t % nt
                     a0 = w[m, cp, tap_kh[k], tap_kw[k]]
                     c0 = w[m, cp + two, tap_kh[k], tap_kw[k]]
-                    v0 = gbuf[n, m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
+                    v0 = gbuf[m, b0 - tap_shift[k]:b0 - tap_shift[k] + ln]
                     if two:
-                        for i in range(ln):
-                            o0[i] += a0 * v0[i]
-                            o1[i] += c0 * v0[i]
+                        _madd1x2(o0, o1, v0, a0, c0)
                     else:
-                        for i in range(ln):
-                            o0[i] += a0 * v0[i]
+                        _madd1x1(o0, v0, a0)
                     t += 1
-        # interleave the phase planes into the input-gradient planes (no division per pixel)
+        # interleave the phase planes into the input-gradient planes
         for j in range(1 + two):
-            o = out[n, gi * cg + cp + j]
-            for ih in range(h_):
-                a = ih + pt
-                qrow = q[j, (a % sh) * sw:(a % sh) * sw + sw, (a // sh) * pitch:(a // sh + 1) * pitch]
-                orow = o[ih]
-                rw = rw0
-                bq = bq0
-                for iw in range(w_):
-                    orow[iw] = qrow[rw, bq]
-                    rw += 1
-                    if rw == sw:
-                        rw = 0
-                        bq += 1
+            for e in range(nimg):
+                _unphase(q[j, :, e * plane:(e + 1) * plane], out[n0 + e, gi * cg + cp + j],
+                         sh, sw, pt, pl, pitch)
 
 
 def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
@@ -199,7 +242,7 @@ def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
     pt, pl, _pb, _pr = _tuple(pads, 4, "pads", 0)
     dh, dw = _tuple(dilations, 2, "dilations", 1)
     group = int(group)
-    n_, m_, _ho, _wo = g.shape
+    n_, m_, ho, wo = g.shape
     if group < 1 or m_ % group != 0:
         raise ValueError(f"group {group} does not divide the {m_} output channels")
     if w.shape[0] != m_:
@@ -209,11 +252,17 @@ def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
     out = np.empty((n_, w.shape[1] * group, h_, w_), g.dtype)
     if out.size == 0:
         return out
-    ho, wo = g.shape[2], g.shape[3]
+    if g.size == 0:
+        out[...] = 0
+        return out
     kh_, kw_ = w.shape[2], w.shape[3]
-    # phase planes: rows (oh + qh) and columns (ow + qw), also covering every (ih + pt) // sh
-    rows = max(ho + (kh_ - 1) * dh // sh, (h_ - 1 + pt) // sh + 1)
-    pitch = max(wo + (kw_ - 1) * dw // sw, (w_ - 1 + pl) // sw + 1)
+    qh, qw = (kh_ - 1) * dh // sh, (kw_ - 1) * dw // sw
+    # phase planes: columns ow + qw < pitch and rows oh + qh < rows, also covering every
+    # (ih + pt) // sh; then at least one zero row after each image's grad_out when qw > 0, so
+    # that the largest shift, qh*pitch + qw, reads only zeros of the image before
+    pitch = max(wo + qw, (w_ - 1 + pl) // sw + 1)
+    rows = max(ho + qh + (1 if qw else 0), (h_ - 1 + pt) // sh + 1)
+    plane = rows * pitch
     taps = sorted(((kh * dh % sh) * sw + kw * dw % sw, kh, kw) for kh in range(kh_)
                   for kw in range(kw_))
     tap_kh = np.array([t[1] for t in taps], np.int64)
@@ -222,14 +271,26 @@ def conv2d_backward_data(g, w, in_hw, strides, pads, dilations, group):
     tap_ptr = np.searchsorted(np.array([t[0] for t in taps], np.int64),
                               np.arange(sh * sw + 1), side="left").astype(np.int64)
     front = int(tap_shift.max())
-    gbuf = np.empty((n_, g.shape[1], front + rows * pitch), g.dtype)
-    if g.size:
-        _conv_pad_g(g, gbuf, front, pitch)
-    else:
-        gbuf[...] = 0
-    _conv_bwd_data(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front,
-                   tap_kh, tap_kw, tap_shift, tap_ptr, _CHUNK)
+    # images per task: long rows for small maps, but enough tasks for every thread
+    chunk = _CHUNK_BYTES // g.dtype.itemsize
+    tasks_per_img = group * ((w.shape[1] + 1) // 2)
+    nb = max(1, min(n_, chunk // plane))
+    while nb > 1 and -(-n_ // nb) * tasks_per_img < _MIN_TASKS_PER_THREAD * _threads():
+        nb = (nb + 1) // 2
+    gbuf = np.empty((m_, front + n_ * plane), g.dtype)
+    _conv_pad_g(g, gbuf, front, pitch, plane)
+    _conv_bwd_data(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front, nb,
+                   tap_kh, tap_kw, tap_shift, tap_ptr, chunk)
     return out
+
+
+def _threads() -> int:
+    try:
+        import numba
+
+        return int(numba.get_num_threads())
+    except Exception:  # pragma: no cover
+        return 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +326,8 @@ def max_unpool2d(g, idx, in_shape):
         raise ValueError(f"grad_out shape {g.shape} does not match in_shape {(n_, c_, h_, w_)}")
     hw = h_ * w_
     planes = n_ * c_
+    if planes == 0 or g.size == 0:
+        return np.zeros((n_, c_, h_, w_), g.dtype)
     rel = idx.reshape(planes, -1) - (np.arange(planes, dtype=np.int64) * hw)[:, None]
     if rel.size:
         bad = (rel < 0) | (rel >= hw)
@@ -324,7 +387,6 @@ def _lrn_pass1(g, x, gs, t, size, alpha, beta, bias):
     lo_half = (size - 1) // 2
     hi_half = size - 1 - lo_half
     a = alpha / size
-    nb = -beta
     nb1 = -beta - 1
     for p in prange(n_ * c_):
         n = p // c_
@@ -336,8 +398,9 @@ def _lrn_pass1(g, x, gs, t, size, alpha, beta, bias):
             for j in range(j0 + 1, j1 + 1):
                 acc += x[n, j, i] * x[n, j, i]
             s = bias + a * acc
-            gs[n, c, i] = g[n, c, i] * s ** nb
-            t[n, c, i] = g[n, c, i] * x[n, c, i] * s ** nb1
+            r = s ** nb1  # one pow: s^-beta = s^(-beta-1) * s
+            gs[n, c, i] = g[n, c, i] * (r * s)
+            t[n, c, i] = g[n, c, i] * x[n, c, i] * r
 
 
 @njit(**_JIT)
@@ -457,3 +520,12 @@ def global_avg_pool_backward(g, in_shape):
         _global_avg_bwd(g.reshape(-1), out)
     return out.reshape(n_, c_, h_, w_)
 
+
+# ascent kernels live in their own module (docs/kernels.md, "Ascent kernels")
+from ._numba_ascent import (  # noqa: E402,F401
+    ascent_update,
+    clamp_channels,
+    clip_small_contribution,
+    clip_small_norm,
+    gaussian_blur,
+)

@@ -1,0 +1,43 @@
+"""Type stub of ``pydevis._C``, the C++ CPU kernels (semantics: ``docs/kernels.md``).
+
+Arrays must be C-contiguous numpy arrays of dtype float32 or float64 (the output has grad_out's
+dtype; indices are int64); anything else raises ``ValueError`` naming the argument.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+_Float = np.float32 | np.float64
+_Array = npt.NDArray[_Float]
+
+has_openmp: bool
+
+def conv2d_backward_data(
+    grad_out: _Array,
+    weight: _Array,
+    in_hw: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+) -> _Array: ...
+def max_unpool2d(
+    grad_out: _Array, indices: npt.NDArray[np.int64], in_shape: Sequence[int]
+) -> _Array: ...
+def rectifier_backward(
+    grad_out: _Array, out: _Array, mode: int, lo: float, hi: float
+) -> _Array: ...
+def lrn_backward(
+    grad_out: _Array, x: _Array, size: int, alpha: float, beta: float, bias: float
+) -> _Array: ...
+def avg_pool2d_backward(
+    grad_out: _Array,
+    in_shape: Sequence[int],
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    count_include_pad: bool,
+) -> _Array: ...
+def global_avg_pool_backward(grad_out: _Array, in_shape: Sequence[int]) -> _Array: ...

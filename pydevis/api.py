@@ -1,0 +1,197 @@
+"""The Python API behind the CLI: each function makes pictures and writes them, with their
+metadata in a JSON beside each file. Files are written atomically (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from .errors import TargetError
+from .image import load_for, save_png, to_uint8
+from .methods import deconvnet as dn
+from .methods.ascent import AscentResult, ascend, method_config
+from .methods.isolate import Isolation
+from .methods.isolate import isolate as _isolate
+from .model import Model
+from .render import fit, grid, signal_to_pixels
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, default=_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def resolve_class(model: Model, cls: int | str) -> int:
+    """A class index from an index or a label name (case-insensitive; any comma-separated
+    synonym of a label matches); unknown names get a did-you-mean."""
+    labels = model.labels
+    text = str(cls).strip()
+    if text.lstrip("-").isdigit():
+        idx = int(text)
+        if not 0 <= idx < len(labels):
+            raise TargetError(f"class {idx} out of range: {model.path.name} has {len(labels)} "
+                              "classes")
+        return idx
+    names: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        names.setdefault(label.lower(), i)
+        for syn in label.split(","):
+            names.setdefault(syn.strip().lower(), i)
+    if text.lower() in names:
+        return names[text.lower()]
+    close = difflib.get_close_matches(text.lower(), list(names), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise TargetError(f"unknown class {text!r} for {model.path.name}{hint}")
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() else "_" for c in text.split(",")[0].strip().lower())
+    return keep.strip("_")[:40] or "x"
+
+
+def _meta(model: Model, **extra) -> dict[str, Any]:
+    return {"model": str(model.path), "backend": kernels.backend(), **extra}
+
+
+def score_pixels(model: Model, pixels: np.ndarray) -> np.ndarray:
+    """Softmax of the model on pixels as they are saved: rounded to 8 bits."""
+    p = np.stack([to_uint8(x) for x in pixels]).astype(np.float32)
+    return model.predict(model.preprocess(p))
+
+
+def visualize(model: Model, classes: Sequence[int | str], method: str = "yosinski",
+              preset: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
+              batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
+              **settings) -> list[AscentResult]:
+    """Class images by ascent (``method`` in ascent.METHODS; ``settings`` override the
+    defaults: steps, step_size, decay, jitter, ...). With ``out``, writes one PNG per class with
+    its JSON and ``METHOD_grid.png``."""
+    idx = [resolve_class(model, c) for c in classes]
+    config = method_config(method, preset, **settings)
+    results: list[AscentResult] = []
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start:start + batch_size]
+        results += ascend(model, chunk, config, seed=seed + start, progress=progress)
+    probs = score_pixels(model, np.stack([r.pixels for r in results]))
+    tag = f"{method}{preset}" if preset else method
+    for r, p in zip(results, probs, strict=True):
+        r.config = {**r.config, "probability": float(p[int(r.target)])}
+    if out is not None:
+        out = Path(out)
+        cells = []
+        for r, p in zip(results, probs, strict=True):
+            c = int(r.target)
+            name = f"{tag}_{c:04d}_{_slug(model.labels[c])}"
+            save_png(r.pixels, out / f"{name}.png")
+            write_json(out / f"{name}.json", _meta(
+                model, method=method, preset=preset, target_class=c, label=model.labels[c],
+                seed=seed, settings=r.config, best_objective=r.best_objective,
+                final_objective=r.final_objective, best_step=r.best_step,
+                success_step=r.success_step, status=r.status, probability=float(p[c]),
+                image=f"{name}.png"))
+            cells.append(fit(r.pixels, 96))
+        captions = [f"{int(r.target)} {p[int(r.target)]:.2f}"
+                    for r, p in zip(results, probs, strict=True)]
+        save_png(grid(cells, min(len(cells), 8), captions=captions), out / f"{tag}_grid.png")
+    return results
+
+
+def deconvolve(model: Model, image: str | os.PathLike, unit: str,
+               out: str | os.PathLike | None = None, mode: str = "deconvnet") -> dn.Projection:
+    """Zeiler–Fergus projection of ``unit`` ("TENSOR:CH[@Y,X]") of one image."""
+    pixels = load_for(image, model.spec.size, model.spec.crop_fraction)
+    proj = dn.project(model, pixels, unit, mode)
+    if out is not None:
+        out = Path(out)
+        stem = f"deconv_{_slug(proj.tensor)}_{proj.channel}"
+        save_png(signal_to_pixels(proj.signal), out / f"{stem}.png")
+        y0, y1, x0, x1 = proj.box
+        save_png(pixels[y0:y1, x0:x1], out / f"{stem}_patch.png")
+        write_json(out / f"{stem}.json", _meta(
+            model, image=str(image), tensor=proj.tensor, channel=proj.channel, pos=proj.pos,
+            activation=proj.activation, box=proj.box, mode=mode))
+    return proj
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    d = Path(folder)
+    if not d.is_dir():
+        raise TargetError(f"{d}: not a folder")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise TargetError(f"{d}: no images ({', '.join(IMAGE_EXTS)})")
+    return files
+
+
+def top9(model: Model, image_dir: str | os.PathLike, layer: str, channels: Sequence[int],
+         out: str | os.PathLike | None = None, k: int = 9) -> dict[int, list[dn.TopHit]]:
+    """Zeiler & Fergus fig. 2 for ``channels`` of ``layer`` over the images of a folder: per
+    channel a k-grid of projections beside the k input patches under their receptive fields."""
+    files = list_images(image_dir)
+    images = {p.name: load_for(p, model.spec.size, model.spec.crop_fraction) for p in files}
+    hits = dn.top9(model, images, layer, list(channels), k)
+    if out is not None:
+        out = Path(out)
+        cols = int(np.ceil(np.sqrt(k)))
+        rows = []
+        for c, hs in hits.items():
+            proj = [fit(signal_to_pixels(h.projection), 48) for h in hs]
+            patch = [fit(h.patch, 48) for h in hs]
+            rows.append(np.concatenate([grid(proj, cols), grid(patch, cols)], axis=1))
+        save_png(grid(rows, 4, pad=6, captions=[f"{layer}:{c}" for c in hits]),
+                 out / f"top9_{_slug(layer)}_grid.png")
+        write_json(out / f"top9_{_slug(layer)}.json", _meta(
+            model, layer=layer, images=str(image_dir),
+            channels={str(c): [{"image": h.image, "pos": h.pos, "activation": h.activation,
+                                "box": h.box} for h in hs] for c, hs in hits.items()}))
+    return hits
+
+
+def isolate(model: Model, image: str | os.PathLike, cls: int | str,
+            out: str | os.PathLike | None = None, **settings) -> Isolation:
+    """Seed experiment 2 on one photo; writes the edited image, the difference map, a JSON."""
+    c = resolve_class(model, cls)
+    pixels = load_for(image, model.spec.size, model.spec.crop_fraction)
+    res = _isolate(model, pixels, c, **settings)
+    if out is not None:
+        out = Path(out)
+        stem = f"isolate_{Path(image).stem}_{c:04d}"
+        save_png(res.pixels, out / f"{stem}.png")
+        save_png(signal_to_pixels(res.difference), out / f"{stem}_difference.png")
+        write_json(out / f"{stem}.json", _meta(
+            model, image=str(image), target_class=c, label=model.labels[c], settings=settings,
+            status=res.status, steps=res.steps, start_probability=res.start_probability,
+            target_probability=res.target_probability,
+            max_other_probability=res.max_other_probability))
+    return res

@@ -1,0 +1,100 @@
+"""The typer app, shared options and the error boundary (one line, non-zero exit code)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from .. import __version__
+from ..errors import PydevisError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="What an ONNX image classifier has learned: deconvnet, guided backprop "
+                       "and activation maximization, and how faithful each picture is.")
+
+# exit codes scripts can rely on
+EXIT_USER = 2  # bad input: file, model, argument
+EXIT_INTERNAL = 1
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pydevis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    """pydevis command line."""
+
+
+SizeOpt = Annotated[str | None, typer.Option("--size", help="Input size H,W (or one number).")]
+BgrOpt = Annotated[bool, typer.Option("--bgr", help="The model takes BGR channel order.")]
+MeanOpt = Annotated[str | None, typer.Option("--mean", help="Mean pixel, 0..255, e.g. 123.7,116.3,103.5")]
+StdOpt = Annotated[str | None, typer.Option("--std", help="Std in pixel units, e.g. 58.4,57.1,57.4")]
+LabelsOpt = Annotated[str | None, typer.Option("--labels", help="Labels file, one per line.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise PydevisError(f"--{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def load_model(path: str, size: str | None = None, bgr: bool = False, mean: str | None = None,
+               std: str | None = None, labels: str | None = None):
+    """``pydevis.load`` with the preprocessing flags."""
+    from .. import load
+
+    sz = _floats(size, "size")
+    return load(path, size=[int(s) for s in sz] if sz else None,
+                channels="BGR" if bgr else None, mean=_floats(mean, "mean"),
+                std=_floats(std, "std"), labels=labels)
+
+
+def emit(data: Any, as_json: bool, quiet: bool, text: str) -> None:
+    if quiet:
+        return
+    typer.echo(json.dumps(data, indent=1, default=str) if as_json else text)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    from . import model_cmds, vis_cmds  # noqa: F401  (registers the commands)
+
+    try:
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except PydevisError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USER)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USER)
+    except OSError as exc:
+        typer.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        sys.exit(EXIT_USER)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(EXIT_INTERNAL)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_USER)
+        raise

@@ -1,0 +1,74 @@
+"""``pydevis info`` and ``pydevis predict``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from .. import kernels
+from .app import BgrOpt, JsonOpt, LabelsOpt, MeanOpt, QuietOpt, SizeOpt, StdOpt, app, emit, load_model
+
+ModelArg = Annotated[str, typer.Argument(help="Path to an .onnx image classifier.")]
+
+
+@app.command()
+def info(model: ModelArg, size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+         std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
+         quiet: QuietOpt = False):
+    """Input, preprocessing (and where it came from), labels, ops and their backward rules.
+
+    Example: pydevis info ../shared/models/squeezenet1_1_caffe.onnx
+    """
+    m = load_model(model, size, bgr, mean, std, labels)
+    s = m.spec
+    ops = m.op_report()
+    data = {"model": str(m.path), "input": {"name": m.graph.input_name,
+                                            "shape": list(m.input_shape)},
+            "scores": m.scores, "size": list(s.size), "channels": s.channels,
+            "mean": list(s.mean), "std": list(s.std), "crop_fraction": s.crop_fraction,
+            "sources": s.sources, "classes": m.num_classes,
+            "labels": list(m.labels[:5]) + (["..."] if m.num_classes > 5 else []),
+            "ops": ops, "opset": m.graph.opset, "backend": kernels.backend(),
+            "backends": kernels.available()}
+    lines = [f"model      {m.path}",
+             f"input      {m.graph.input_name} {list(m.input_shape)}  (scores: {m.scores})",
+             f"size       {s.size[0]}x{s.size[1]}  [{s.sources.get('size')}]",
+             f"channels   {s.channels}  [{s.sources.get('channels')}]",
+             f"mean       {', '.join(f'{v:g}' for v in s.mean)}  [{s.sources.get('mean')}]",
+             f"std        {', '.join(f'{v:g}' for v in s.std)}  [{s.sources.get('std')}]",
+             f"labels     {m.num_classes} classes  [{s.sources.get('labels')}]: "
+             + ", ".join(m.labels[:3]) + (", ..." if m.num_classes > 3 else ""),
+             f"opset      {m.graph.opset}",
+             "ops        " + ", ".join(f"{op}{'' if ok else ' (NO backward rule)'}"
+                                       for op, ok in sorted(ops.items())),
+             f"backend    {kernels.backend()}  (available: "
+             + ", ".join(k for k, v in kernels.available().items() if v is None) + ")"]
+    emit(data, json, quiet, "\n".join(lines))
+
+
+@app.command()
+def predict(model: ModelArg,
+            images: Annotated[list[str], typer.Argument(help="Image files.")],
+            top: Annotated[int, typer.Option("--top", min=1, help="How many classes.")] = 5,
+            size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+            std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
+            quiet: QuietOpt = False):
+    """Top-k classes with label names, one block per image.
+
+    Example: pydevis predict model.onnx cat.jpg dog.png --top 3
+    """
+    from ..image import load_for
+
+    m = load_model(model, size, bgr, mean, std, labels)
+    k = min(top, m.num_classes)
+    out, blocks = [], []
+    for path in images:
+        p = m.predict(m.preprocess(load_for(path, m.spec.size, m.spec.crop_fraction)))[0]
+        best = np.argsort(-p, kind="stable")[:k]
+        out.append({"image": path, "top": [{"class": int(i), "label": m.labels[i],
+                                            "probability": float(p[i])} for i in best]})
+        blocks.append(path + "\n" + "\n".join(f"  {p[i]:6.3f}  {i:4d}  {m.labels[i]}"
+                                              for i in best))
+    emit(out, json, quiet, "\n".join(blocks))

@@ -1,0 +1,134 @@
+"""``visualize``, ``deconv``, ``top9``, ``isolate``: the pictures."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from .. import api
+from ..methods.ascent import METHODS
+from .app import BgrOpt, JsonOpt, LabelsOpt, MeanOpt, QuietOpt, SizeOpt, StdOpt, app, emit, load_model
+from .model_cmds import ModelArg
+
+Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)
+OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder.")]
+
+
+def _progress(quiet: bool, total_label: str):
+    if quiet:
+        return None
+    state = {"last": -1}
+
+    def show(t: int, steps: int) -> None:
+        pct = 100 * t // steps
+        if pct != state["last"] and pct % 10 == 0:
+            state["last"] = pct
+            typer.echo(f"\r{total_label}: {pct:3d}%", nl=pct == 100, err=True)
+
+    return show
+
+
+@app.command()
+def visualize(model: ModelArg,
+              classes: Annotated[list[str], typer.Option("--class", "-c",
+                                                          help="Class index or label name; repeat.")],
+              method: Annotated[Method, typer.Option("--method", "-m")] = Method.yosinski,
+              preset: Annotated[int | None, typer.Option("--preset", min=1, max=4,
+                                                         help="yosinski preset 1-4.")] = None,
+              out: OutOpt = "pydevis-out", seed: Annotated[int, typer.Option()] = 0,
+              steps: Annotated[int | None, typer.Option(min=1)] = None,
+              step_size: Annotated[float | None, typer.Option(min=0.0)] = None,
+              jitter: Annotated[int | None, typer.Option(min=0)] = None,
+              size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+              std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
+              quiet: QuietOpt = False):
+    """Class images by ascent; one PNG + JSON per class and METHOD_grid.png in --out.
+
+    Example: pydevis visualize model.onnx --class 1 --class goldfish --method yosinski --preset 3
+    """
+    m = load_model(model, size, bgr, mean, std, labels)
+    res = api.visualize(m, classes, method.value, preset, out, seed,
+                        progress=_progress(quiet, method.value), steps=steps,
+                        step_size=step_size, jitter=jitter)
+    data = [{"class": int(r.target), "label": m.labels[int(r.target)], "status": r.status,
+             "probability": r.config["probability"], "best_objective": r.best_objective}
+            for r in res]
+    emit(data, json, quiet, "\n".join(f"{d['class']:5d} {d['label'][:30]:30s} p={d['probability']:.3f}"
+                                      f" {d['status']}" for d in data) + f"\nwritten to {out}")
+
+
+@app.command()
+def deconv(model: ModelArg, image: Annotated[str, typer.Argument(help="Image file.")],
+           unit: Annotated[str, typer.Option("--unit", "-u", help="TENSOR:CHANNEL[@Y,X]")],
+           out: OutOpt = "pydevis-out",
+           mode: Annotated[str, typer.Option(help="deconvnet, guided or gradient")] = "deconvnet",
+           size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+           std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
+           quiet: QuietOpt = False):
+    """Project one hidden unit of an image back to pixels (Zeiler & Fergus).
+
+    Example: pydevis deconv model.onnx cat.jpg --unit conv2_out:5
+    """
+    m = load_model(model, size, bgr, mean, std, labels)
+    p = api.deconvolve(m, image, unit, out, mode)
+    data = {"tensor": p.tensor, "channel": p.channel, "pos": p.pos, "activation": p.activation,
+            "box": p.box}
+    emit(data, json, quiet, f"{p.tensor}:{p.channel} at {p.pos} activation {p.activation:.4g}, "
+                            f"receptive field {p.box}\nwritten to {out}")
+
+
+def _channels(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        try:
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+        except ValueError:
+            raise typer.BadParameter(f"expected e.g. 0-7 or 1,4,9, got {text!r}") from None
+    return out
+
+
+@app.command()
+def top9(model: ModelArg, image_dir: Annotated[str, typer.Argument(help="Folder of images.")],
+         layer: Annotated[str, typer.Option("--layer", "-l", help="Tensor or node name.")],
+         channels: Annotated[str, typer.Option("--channels", help="e.g. 0-7 or 1,4,9")] = "0-7",
+         out: OutOpt = "pydevis-out", size: SizeOpt = None, bgr: BgrOpt = False,
+         mean: MeanOpt = None, std: StdOpt = None, labels: LabelsOpt = None,
+         json: JsonOpt = False, quiet: QuietOpt = False):
+    """Top-9 activations of channels over a folder, projections beside patches (one grid).
+
+    Example: pydevis top9 model.onnx photos/ --layer conv3_out --channels 0-7
+    """
+    m = load_model(model, size, bgr, mean, std, labels)
+    hits = api.top9(m, image_dir, layer, _channels(channels), out)
+    data = {str(c): [{"image": h.image, "activation": h.activation} for h in hs]
+            for c, hs in hits.items()}
+    emit(data, json, quiet, "\n".join(f"channel {c}: " + ", ".join(
+        f"{h['image']} {h['activation']:.3g}" for h in hs[:3]) + " ..." for c, hs in data.items())
+         + f"\nwritten to {out}")
+
+
+@app.command()
+def isolate(model: ModelArg, image: Annotated[str, typer.Argument(help="Image file.")],
+            cls: Annotated[str, typer.Option("--class", "-c", help="Class index or name.")],
+            out: OutOpt = "pydevis-out",
+            steps: Annotated[int, typer.Option(min=0)] = 200,
+            step_size: Annotated[float, typer.Option(min=0.0)] = 1.0,
+            weighting: Annotated[str, typer.Option(help="softmax or uniform")] = "softmax",
+            size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+            std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
+            quiet: QuietOpt = False):
+    """Edit a photo until only --class is claimed (seed experiment 2).
+
+    Example: pydevis isolate model.onnx cat.jpg --class "tabby, tabby cat"
+    """
+    m = load_model(model, size, bgr, mean, std, labels)
+    r = api.isolate(m, image, cls, out, steps=steps, step_size=step_size, weighting=weighting)
+    data = {"status": r.status, "steps": r.steps, "start_probability": r.start_probability,
+            "target_probability": r.target_probability,
+            "max_other_probability": r.max_other_probability}
+    emit(data, json, quiet, f"{r.status} after {r.steps} steps: p {r.start_probability:.3f} -> "
+                            f"{r.target_probability:.3f}, max other {r.max_other_probability:.3f}"
+                            f"\nwritten to {out}")

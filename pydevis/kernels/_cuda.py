@@ -1,0 +1,100 @@
+"""The CUDA backend: re-exports ``pydevis._cuda`` (CUDA kernels, built when nvcc was found).
+
+Signatures and semantics are those of ``docs/kernels.md`` (the same as ``pydevis._C``). Each
+array argument may be a numpy array (copied to the GPU; the result comes back as numpy) or any
+object exposing ``__cuda_array_interface__`` (cupy, numba.cuda device arrays; used in place). When
+an argument lives on the GPU the result stays there too, as a ``pydevis._cuda.DeviceArray``
+(``__cuda_array_interface__`` v3, ``.to_host()`` gives numpy; ``cupy.asarray`` wraps it without a
+copy).
+
+The backend is usable only when the extension imports *and* the CUDA runtime sees a device: a
+build on a machine without a GPU (or a driver) imports fine and reports why it cannot run.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+NAME = "cuda"
+
+__all__ = [
+    "NAME",
+    "DeviceArray",
+    "avg_pool2d_backward",
+    "conv2d_backward_data",
+    "device_count",
+    "device_name",
+    "global_avg_pool_backward",
+    "lrn_backward",
+    "max_unpool2d",
+    "rectifier_backward",
+    "unavailable_reason",
+]
+
+
+def _import() -> tuple[ModuleType | None, str | None]:
+    try:
+        from .. import _cuda
+    except ImportError as exc:
+        return None, f"pydevis._cuda not built or cannot load ({exc})"
+    return _cuda, None
+
+
+_cuda, _import_error = _import()
+DeviceArray = getattr(_cuda, "DeviceArray", None)
+
+
+def device_count() -> int:
+    """Number of CUDA devices the runtime sees (0 without the extension, a driver or a GPU)."""
+    return 0 if _cuda is None else int(_cuda.device_count())
+
+
+def device_name(device: int = 0) -> str:
+    """Name of a CUDA device, e.g. ``"NVIDIA H100 80GB HBM3"``."""
+    if _cuda is None:
+        raise RuntimeError(_import_error)
+    return _cuda.device_name(device)
+
+
+def unavailable_reason() -> str | None:
+    """None when the CUDA extension is built and a CUDA device answers, else why not."""
+    if _cuda is None:
+        return _import_error
+    try:
+        if _cuda.device_count() > 0:
+            return None
+        detail = _cuda.device_error() or "cudaGetDeviceCount: 0 devices"
+    except Exception as exc:  # a broken driver must be a refusal, never a crash
+        detail = f"{type(exc).__name__}: {exc}"
+    return f"no CUDA device: {detail}"
+
+
+def conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group):
+    """dL/dX of ONNX Conv (the transposed convolution), (N, C, H, W)."""
+    return _cuda.conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group)
+
+
+def max_unpool2d(grad_out, indices, in_shape):
+    """Scatter-add grad_out to the MaxPool switches (flat int64 indices), shape in_shape."""
+    return _cuda.max_unpool2d(grad_out, indices, in_shape)
+
+
+def rectifier_backward(grad_out, out, mode, lo, hi):
+    """Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided."""
+    return _cuda.rectifier_backward(grad_out, out, mode, lo, hi)
+
+
+def lrn_backward(grad_out, x, size, alpha, beta, bias):
+    """dL/dX of ONNX LRN given its forward input x."""
+    return _cuda.lrn_backward(grad_out, x, size, alpha, beta, bias)
+
+
+def avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads, count_include_pad):
+    """dL/dX of ONNX AveragePool (2-D)."""
+    return _cuda.avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads,
+                                     count_include_pad)
+
+
+def global_avg_pool_backward(grad_out, in_shape):
+    """dL/dX of ONNX GlobalAveragePool."""
+    return _cuda.global_avg_pool_backward(grad_out, in_shape)

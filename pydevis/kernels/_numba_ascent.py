@@ -1,0 +1,109 @@
+"""numba versions of the ascent kernels (docs/kernels.md, "Ascent kernels")."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def ascent_update(v, g, eta, decay):
+    out = np.empty_like(v)
+    n = v.shape[0]
+    for i in prange(n):
+        e = eta[i]
+        k = 1.0 - decay
+        vi, gi, oi = v[i].ravel(), g[i].ravel(), out[i].ravel()
+        for j in range(vi.size):
+            oi[j] = (vi[j] + e * gi[j]) * k
+    return out
+
+
+@njit(cache=True)
+def _reflect(i, n):
+    if n == 1:
+        return 0
+    period = 2 * n
+    i = i % period
+    return i if i < n else period - 1 - i
+
+
+@njit(cache=True, parallel=True)
+def _blur(v, w, r):
+    n, c, h, wd = v.shape
+    out = np.empty_like(v)
+    for p in prange(n * c):
+        i, ch = p // c, p % c
+        tmp = np.empty((h, wd), np.float64)
+        for y in range(h):
+            for x in range(wd):
+                acc = 0.0
+                for k in range(-r, r + 1):
+                    acc += w[k + r] * v[i, ch, y, _reflect(x + k, wd)]
+                tmp[y, x] = acc
+        for y in range(h):
+            for x in range(wd):
+                acc = 0.0
+                for k in range(-r, r + 1):
+                    acc += w[k + r] * tmp[_reflect(y + k, h), x]
+                out[i, ch, y, x] = acc
+    return out
+
+
+def gaussian_blur(v, sigma):
+    if sigma <= 0:
+        return v.copy()
+    r = int(4 * sigma + 0.5)
+    k = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-k * k / (2 * sigma * sigma))
+    return _blur(v, w / w.sum(), r)
+
+
+@njit(cache=True)
+def _percentile(a, pct):
+    """numpy's default (linear) percentile of a 1-D array."""
+    s = np.sort(a)
+    pos = pct / 100.0 * (s.size - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, s.size - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@njit(cache=True, parallel=True)
+def _zero_below(v, score, pct):
+    n, c, h, w = v.shape
+    out = v.copy()
+    for i in prange(n):
+        thr = _percentile(score[i].ravel(), pct)
+        for y in range(h):
+            for x in range(w):
+                if score[i, y, x] < thr:
+                    for ch in range(c):
+                        out[i, ch, y, x] = 0
+    return out
+
+
+def clip_small_norm(v, pct):
+    if pct <= 0:
+        return v.copy()
+    return _zero_below(v, np.sqrt((v.astype(np.float64) ** 2).sum(axis=1)), pct)
+
+
+def clip_small_contribution(v, g, pct):
+    if pct <= 0:
+        return v.copy()
+    return _zero_below(v, np.abs((g.astype(np.float64) * -v).sum(axis=1)), pct)
+
+
+@njit(cache=True, parallel=True)
+def clamp_channels(v, lo, hi):
+    out = np.empty_like(v)
+    n, c = v.shape[0], v.shape[1]
+    for p in prange(n * c):
+        i, ch = p // c, p % c
+        a, b = lo[ch], hi[ch]
+        src, dst = v[i, ch].ravel(), out[i, ch].ravel()
+        for j in range(src.size):
+            x = src[j]
+            dst[j] = a if x < a else (b if x > b else x)
+    return out

@@ -1,0 +1,189 @@
+"""Class (or unit) images by ascent, batched over targets: x ← r(x + η·signal(x)).
+
+Methods (``METHODS``): ``gradient`` (Simonyan et al. 2013), ``yosinski`` presets 1–4 (Yosinski
+et al. 2015, Table 1 as given in their toolbox's doc/running-optimize-image.md), ``guided``
+(Springenberg et al. 2015 signal), and the seed's three deconvnet variants: ``deconv`` (plain),
+``deconv-prior`` (total variation + α-norm prior, Mahendran & Vedaldi 2015, with jitter) and
+``deconv-prior-reg`` (prior + Yosinski's r(x), preset 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .. import kernels
+from ..model import Model
+from . import regularizers as R
+from .pixels import PixelSpace
+
+
+@dataclass(frozen=True)
+class AscentConfig:
+    """Hyper-parameters of one ascent; pixel units (0..255 scale) throughout."""
+
+    signal: str = "gradient"  # backward mode: gradient | deconvnet | guided
+    steps: int = 200
+    step_rule: str = "progress"  # "constant": η = step_size; "progress": η = min(step_size, 2/‖g‖²)
+    step_size: float = 1e8
+    decay: float = 0.0
+    blur_sigma: float = 0.0
+    blur_every: int = 0
+    norm_pct: float = 0.0
+    contrib_pct: float = 0.0
+    tv_weight: float = 0.0
+    tv_beta: float = 2.0
+    alpha_weight: float = 0.0
+    alpha: float = 6.0
+    jitter: int = 0
+    start: str = "mean"  # "mean" (zero) or "noise" (mean + N(0, start_std²))
+    start_std: float = 0.0
+
+    def validate(self) -> AscentConfig:
+        checks = [(self.signal in ("gradient", "deconvnet", "guided"), "signal"),
+                  (self.steps >= 1, "steps must be >= 1"),
+                  (self.step_rule in ("constant", "progress"), "step_rule"),
+                  (self.step_size > 0, "step_size must be > 0"),
+                  (0 <= self.decay < 1, "decay must be in [0, 1)"),
+                  (self.blur_sigma >= 0 and self.blur_every >= 0, "blur"),
+                  (0 <= self.norm_pct < 100 and 0 <= self.contrib_pct < 100, "percentiles"),
+                  (self.jitter >= 0, "jitter must be >= 0"),
+                  (self.start in ("mean", "noise"), "start must be mean or noise")]
+        for ok, what in checks:
+            if not ok:
+                raise ValueError(f"invalid ascent setting: {what} ({self})")
+        return self
+
+
+YOSINSKI = {
+    1: AscentConfig(decay=0.0, blur_sigma=0.5, blur_every=4, norm_pct=50, contrib_pct=0,
+                    step_rule="progress", step_size=100, steps=500),
+    2: AscentConfig(decay=0.3, blur_sigma=0.0, blur_every=0, norm_pct=20, contrib_pct=0,
+                    step_rule="constant", step_size=100, steps=750),
+    3: AscentConfig(decay=0.0001, blur_sigma=1.0, blur_every=4, norm_pct=0, contrib_pct=0,
+                    step_rule="constant", step_size=100, steps=1000),
+    4: AscentConfig(decay=0.0, blur_sigma=0.5, blur_every=4, norm_pct=0, contrib_pct=90,
+                    step_rule="progress", step_size=1e8, steps=1000),
+}
+_PRIOR = dict(tv_weight=0.05, tv_beta=2.0, alpha_weight=1e-9, alpha=6.0, jitter=4)
+METHODS: dict[str, AscentConfig] = {
+    "gradient": AscentConfig(signal="gradient", decay=1e-4, steps=200),
+    "yosinski": YOSINSKI[3],
+    "guided": AscentConfig(signal="guided", steps=200),
+    "deconv": AscentConfig(signal="deconvnet", steps=200),
+    "deconv-prior": AscentConfig(signal="deconvnet", steps=200, **_PRIOR),
+    "deconv-prior-reg": replace(YOSINSKI[3], signal="deconvnet", steps=200, **_PRIOR),
+}
+
+
+def method_config(name: str, preset: int | None = None, **overrides) -> AscentConfig:
+    """The defaults of ``name`` (``yosinski`` takes ``preset`` 1–4), with ``overrides``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if preset is not None and name != "yosinski":
+        raise ValueError("--preset applies to the yosinski method only")
+    base = YOSINSKI[preset] if name == "yosinski" and preset else METHODS[name]
+    if name == "yosinski" and preset is not None and preset not in YOSINSKI:
+        raise ValueError(f"yosinski preset must be 1-4, got {preset}")
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+@dataclass
+class AscentResult:
+    """One target's outcome; ``pixels`` (H, W, 3) float in 0..255 is the best iterate."""
+
+    target: object
+    pixels: np.ndarray
+    best_objective: float
+    final_objective: float
+    best_step: int
+    success_step: int  # first iteration at which the target was the arg-max of its layer (-1)
+    status: str  # ok | zero-gradient | diverged
+    config: dict = field(default_factory=dict)
+
+
+def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
+           start: np.ndarray | None = None, progress=None) -> list[AscentResult]:
+    """Run one batched ascent, one row per target (see module docstring).
+
+    ``start``: optional (N, H, W, 3) pixels to start from instead of ``config.start``.
+    ``progress``: optional callable ``progress(t, steps)``.
+    """
+    config.validate()
+    rng = np.random.default_rng(seed)
+    space = PixelSpace(model)
+    n = len(targets)
+    _, h, w = model.input_dims()
+    if start is not None:
+        v = space.from_pixels(start)
+    else:
+        v = np.zeros((n, 3, h, w), np.float32)
+        if config.start == "noise":
+            v += rng.normal(0, config.start_std, v.shape).astype(np.float32)
+    v = kernels.clamp_channels(v, space.lo, space.hi)
+    priors = [p for p in (R.TotalVariation(config.tv_weight, config.tv_beta),
+                          R.AlphaNorm(config.alpha_weight, config.alpha)) if p.weight > 0]
+    r = R.compose([R.blur(config.blur_sigma, config.blur_every),
+                   R.clip_norm(config.norm_pct), R.clip_contribution(config.contrib_pct),
+                   R.clamp(space.lo, space.hi)])
+    best_v, best_obj = v.copy(), np.full(n, -np.inf)
+    best_step = np.zeros(n, int)
+    success = np.full(n, -1)
+    status = np.array(["ok"] * n, dtype=object)
+    active = np.ones(n, bool)
+    last_obj = np.full(n, np.nan)
+    for t in range(config.steps + 1):
+        dy, dx = R.jitter_offsets(rng, config.jitter)
+        sig, g = space.signal(R.roll(v, dy, dx), targets, config.signal)
+        g = R.roll(g, -dy, -dx)
+        obj = sig.objective
+        last_obj = np.where(active, obj, last_obj)
+        better = active & (obj > best_obj)
+        best_v[better], best_obj[better], best_step[better] = v[better], obj[better], t
+        hit = active & (success < 0) & _is_argmax(sig.target_value, targets)
+        success[hit] = t
+        if t == config.steps:
+            break
+        for prior in priors:
+            g = g - prior.grad(v)
+        bad = active & ~np.isfinite(g).reshape(n, -1).all(axis=1)
+        status[bad], active[bad] = "diverged", False
+        zero = active & (np.abs(g).reshape(n, -1).max(axis=1) == 0)
+        status[zero], active[zero] = "zero-gradient", False
+        if not active.any():
+            break
+        g = np.where(active[:, None, None, None], g, 0).astype(np.float32)
+        eta = _step_sizes(g, config)
+        v_new = r(R.State(kernels.ascent_update(v, g, eta, config.decay), g, t))
+        v = np.where(active[:, None, None, None], v_new, v).astype(np.float32)
+        if progress is not None:
+            progress(t + 1, config.steps)
+    pixels = space.to_pixels(best_v)
+    cfg = asdict(config)
+    return [AscentResult(targets[i], pixels[i], float(best_obj[i]), float(last_obj[i]),
+                         int(best_step[i]), int(success[i]), str(status[i]), cfg)
+            for i in range(n)]
+
+
+def _step_sizes(g: np.ndarray, config: AscentConfig) -> np.ndarray:
+    if config.step_rule == "constant":
+        return np.full(g.shape[0], config.step_size)
+    sq = (g.astype(np.float64) ** 2).reshape(g.shape[0], -1).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        return np.minimum(config.step_size, np.where(sq > 0, 2.0 / sq, 0.0))
+
+
+def _is_argmax(value: np.ndarray, targets: list) -> np.ndarray:
+    """Whether each row's target unit is the arg-max of its layer (class score or channel)."""
+    out = np.zeros(len(targets), bool)
+    for i, t in enumerate(targets):
+        if isinstance(t, (int, np.integer)):
+            out[i] = int(np.argmax(value[i].reshape(-1))) == int(t)
+        else:
+            from ..targets import parse_one
+
+            u = parse_one(t)
+            per_channel = value[i].reshape(value.shape[1], -1).mean(axis=1)
+            out[i] = int(np.argmax(per_channel)) == u.channel
+    return out
