@@ -1,0 +1,502 @@
+"""The CUDA backend (``pydevis._cuda``) against the numpy oracle, with host and device inputs.
+
+``test_parity.py`` already runs every backend through :mod:`pydevis.kernels` on hypothesis
+shapes; this module checks what is particular to CUDA: the extension called directly with numpy
+arrays (copied to the GPU and back) and with device arrays (``__cuda_array_interface__`` from
+cupy or numba.cuda, result a ``DeviceArray`` left on the GPU), mixed host/device arguments,
+grid-stride loops past one full grid, inputs left untouched, and the argument checks (a
+``ValueError`` naming the argument, before any memory is touched).
+
+Skipped as a whole unless ``pydevis.kernels.available()["cuda"] is None`` (the extension is built
+and a CUDA device answers).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import pydevis.kernels as K
+from pydevis.kernels import _reference as R
+
+_REASON = K.available()["cuda"]
+if _REASON is not None:
+    pytest.skip(f"CUDA backend unavailable: {_REASON}", allow_module_level=True)
+
+pytestmark = pytest.mark.cuda
+
+from pydevis import _cuda as C  # noqa: E402  (only importable where the module did not skip)
+
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+DTYPES = [np.float32, np.float64]
+
+
+def check(actual, expected: np.ndarray, dtype) -> None:
+    """Same shape and dtype; values to rtol, with atol = rtol * max|expected|."""
+    if isinstance(actual, C.DeviceArray):
+        actual = actual.to_host()
+    assert isinstance(actual, np.ndarray)
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.dtype(dtype)
+    rtol = RTOL[dtype]
+    scale = float(np.abs(expected.astype(np.float64)).max(initial=0.0))
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
+                               rtol=rtol, atol=rtol * max(scale, 1e-30))
+
+
+# ---------------------------------------------------------------------------------------------
+# device arrays from cupy or numba.cuda, whichever is importable and sees the GPU
+# ---------------------------------------------------------------------------------------------
+def _cupy():
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+        return cupy
+    except Exception:
+        return None
+
+
+def _numba_cuda():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from numba import cuda
+
+            return cuda if cuda.is_available() else None
+    except Exception:
+        return None
+
+
+class DeviceLib:
+    """to(host array) -> device array; back(device array or DeviceArray) -> numpy."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.mod = _cupy() if name == "cupy" else _numba_cuda()
+        if self.mod is None:
+            pytest.skip(f"{name} is not importable or sees no GPU")
+        try:  # a library that imports but cannot allocate (driver/toolkit mismatch) is skipped
+            self.back(self.to(np.zeros(1, np.float32)))
+        except Exception as exc:
+            pytest.skip(f"{name} cannot use the GPU: {type(exc).__name__}: {exc}")
+
+    def to(self, a: np.ndarray):
+        if self.name == "cupy":
+            return self.mod.asarray(a)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.mod.to_device(a)
+
+    def wrap(self, d):
+        """A DeviceArray seen through the library, without a copy."""
+        if self.name == "cupy":
+            return self.mod.asarray(d)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.mod.as_cuda_array(d)
+
+    def back(self, d) -> np.ndarray:
+        if isinstance(d, C.DeviceArray):
+            return d.to_host()
+        if self.name == "cupy":
+            return self.mod.asnumpy(d)
+        return d.copy_to_host()
+
+
+@pytest.fixture(params=["cupy", "numba"])
+def dev(request) -> DeviceLib:
+    return DeviceLib(request.param)
+
+
+# ---------------------------------------------------------------------------------------------
+# cases (small: the oracle is a Python loop)
+# ---------------------------------------------------------------------------------------------
+def conv_case(n, c, m, group, hw, k, strides, pads, dilations, dtype, seed):
+    rng = np.random.default_rng(seed)
+    ho = R.conv_out_size(hw[0], k[0], strides[0], pads[0], pads[2], dilations[0])
+    wo = R.conv_out_size(hw[1], k[1], strides[1], pads[1], pads[3], dilations[1])
+    g = rng.standard_normal((n, m, ho, wo)).astype(dtype)
+    w = rng.standard_normal((m, c // group, *k)).astype(dtype)
+    return g, w, (tuple(hw), tuple(strides), tuple(pads), tuple(dilations), group)
+
+
+CONV_CASES = {
+    "dense_3x3_pad1": (2, 3, 5, 1, (9, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    "grouped_strided_dilated": (3, 4, 6, 2, (11, 8), (3, 2), (2, 3), (2, 0, 1, 3), (2, 1)),
+    "depthwise_stride2": (2, 6, 6, 6, (9, 10), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    "depthwise_multiplier": (1, 3, 6, 3, (7, 8), (3, 3), (1, 2), (0, 1, 2, 1), (2, 2)),
+    "pointwise": (1, 3, 7, 1, (5, 6), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    "alexnet_11x11_s4": (2, 3, 4, 1, (23, 19), (11, 11), (4, 4), (2, 2, 2, 2), (1, 1)),
+    "unreached_rows": (2, 5, 3, 1, (10, 9), (2, 2), (3, 3), (0, 0, 0, 0), (1, 1)),
+    "wide_channels": (1, 24, 16, 4, (6, 5), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+}
+
+
+def pool_case(n, c, hw, k, strides, pads, dilations, ceil_mode, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, *hw)).astype(dtype)
+    _, idx = R.max_pool2d_forward(x, k, strides, pads, dilations, ceil_mode)
+    g = rng.standard_normal(idx.shape).astype(dtype)
+    return g, idx, x.shape
+
+
+POOL_CASES = {
+    "overlap_3x3_s2_ceil": (2, 3, (9, 7), (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True),
+    "padded_asym": (3, 2, (8, 11), (3, 3), (2, 2), (1, 0, 0, 1), (1, 1), False),
+    "dilated_stride_gt_kernel": (1, 5, (10, 9), (2, 2), (3, 3), (0, 0, 0, 0), (2, 1), True),
+    "2x2_s2": (2, 4, (8, 6), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+}
+
+AVG_CASES = {
+    "3x3_s2_pad1_ceil": ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), True),
+    "rect_asym_ceil": ((3, 2, 8, 11), (3, 2), (2, 3), (1, 0, 0, 1), True),
+    "stride_gt_kernel": ((1, 4, 7, 6), (2, 2), (3, 3), (0, 0, 0, 0), False),
+    "2x2_s2": ((2, 3, 8, 6), (2, 2), (2, 2), (0, 0, 0, 0), False),
+    "7x7_s1_pad3": ((1, 2, 7, 7), (7, 7), (1, 1), (3, 3, 3, 3), False),
+}
+
+
+def avg_case(in_shape, k, strides, pads, ceil_mode, dtype, seed):
+    _, _, h, w = in_shape
+    ho = R.pool_out_size(h, k[0], strides[0], pads[0], pads[2], 1, ceil_mode)
+    wo = R.pool_out_size(w, k[1], strides[1], pads[1], pads[3], 1, ceil_mode)
+    g = np.random.default_rng(seed).standard_normal((*in_shape[:2], ho, wo)).astype(dtype)
+    return g, (in_shape, k, strides, pads)
+
+
+def rect_case(shape, lo, hi, dtype, seed):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal(shape).astype(dtype)
+    y = np.round(rng.standard_normal(shape) * 2) / 2  # out == lo / out == hi occur
+    if math.isfinite(hi):
+        y = np.minimum(y, hi)
+    if math.isfinite(lo):
+        y = np.maximum(y, lo)
+    return g, y.astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# device queries
+# ---------------------------------------------------------------------------------------------
+def test_device_queries():
+    assert C.device_count() >= 1
+    assert C.device_error() is None
+    assert isinstance(C.device_name(0), str) and C.device_name(0)
+    assert C.runtime_version() >= 11000
+    with pytest.raises(ValueError, match="device"):
+        C.device_name(C.device_count())
+    assert K.get("cuda").NAME == "cuda"
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy in, numpy out
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(CONV_CASES))
+def test_conv2d_backward_data_host(name, dtype):
+    g, w, args = conv_case(*CONV_CASES[name], dtype, seed=len(name))
+    before = (g.copy(), w.copy())
+    got = C.conv2d_backward_data(g, w, *args)
+    check(got, R.conv2d_backward_data(g, w, *args), dtype)
+    np.testing.assert_array_equal(g, before[0])
+    np.testing.assert_array_equal(w, before[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(POOL_CASES))
+def test_max_unpool2d_host(name, dtype):
+    g, idx, in_shape = pool_case(*POOL_CASES[name], dtype, seed=len(name))
+    got = C.max_unpool2d(g, idx, in_shape)
+    check(got, R.max_unpool2d(g, idx, in_shape), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_unpool2d_repeated_switches_accumulate(dtype):
+    x = np.zeros((2, 3, 9, 7), dtype)
+    x[:, :, 2, 2] = 5.0  # picked by the four windows around it
+    _, idx = R.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True)
+    g = np.random.default_rng(7).standard_normal(idx.shape).astype(dtype)
+    got = C.max_unpool2d(g, idx, x.shape)
+    check(got, R.max_unpool2d(g, idx, x.shape), dtype)
+    np.testing.assert_allclose(got[0, 0, 2, 2], g[0, 0, :2, :2].sum(), rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("bounds", [(0.0, math.inf), (0.0, 6.0), (-0.5, 0.5), (-math.inf, 1.0)])
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 5, 4)])
+def test_rectifier_backward_host(shape, bounds, mode, dtype):
+    g, y = rect_case(shape, *bounds, dtype, seed=mode)
+    got = C.rectifier_backward(g, y, mode, *bounds)
+    check(got, R.rectifier_backward(g, y, mode, *bounds), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size,c", [(1, 4), (2, 5), (3, 3), (4, 6), (5, 7), (5, 2), (6, 9)])
+def test_lrn_backward_host(size, c, dtype):
+    rng = np.random.default_rng(size * 10 + c)
+    shape = (2, c, 5, 3)
+    x = (rng.standard_normal(shape) * 2).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    for alpha, beta, bias in [(1e-4, 0.75, 1.0), (0.5, 0.75, 2.0), (1.0, 0.3, 0.5)]:
+        got = C.lrn_backward(g, x, size, alpha, beta, bias)
+        check(got, R.lrn_backward(g, x, size, alpha, beta, bias), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count_include_pad", [False, True])
+@pytest.mark.parametrize("name", list(AVG_CASES))
+def test_avg_pool2d_backward_host(name, count_include_pad, dtype):
+    g, args = avg_case(*AVG_CASES[name], dtype, seed=len(name))
+    got = C.avg_pool2d_backward(g, *args, count_include_pad)
+    check(got, R.avg_pool2d_backward(g, *args, count_include_pad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("in_shape", [(2, 3, 7, 5), (1, 1, 1, 1), (3, 16, 13, 13)])
+def test_global_avg_pool_backward_host(in_shape, dtype):
+    g = np.random.default_rng(5).standard_normal((*in_shape[:2], 1, 1)).astype(dtype)
+    got = C.global_avg_pool_backward(g, in_shape)
+    check(got, R.global_avg_pool_backward(g, in_shape), dtype)
+
+
+def test_through_the_front_end():
+    """pydevis.kernels with module=<cuda backend> gives the same as the oracle."""
+    cuda = K.get("cuda")
+    g, w, args = conv_case(*CONV_CASES["grouped_strided_dilated"], np.float32, seed=3)
+    check(K.conv2d_backward_data(g, w, *args, module=cuda), R.conv2d_backward_data(g, w, *args),
+          np.float32)
+    g, y = rect_case((2, 3, 4, 4), 0.0, math.inf, np.float64, seed=4)
+    check(K.rectifier_backward(g, y, "guided", module=cuda), R.rectifier_backward(g, y, 2),
+          np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# beyond one grid (65536 blocks x 256 threads): the grid-stride loops; vectorised expectations
+# ---------------------------------------------------------------------------------------------
+def test_grid_stride_loops_cover_large_arrays():
+    n = (1 << 24) + 12345
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(n).astype(np.float32)
+    y = rng.standard_normal(n).astype(np.float32)
+    got = C.rectifier_backward(g, y, 2, 0.0, math.inf)
+    np.testing.assert_array_equal(got, np.where(y > 0, np.maximum(g, 0), 0).astype(np.float32))
+
+    in_shape = (1, 3, 2400, 2400)  # 17.28 M elements
+    gg = rng.standard_normal((1, 3, 1, 1))
+    got = C.global_avg_pool_backward(gg, in_shape)
+    np.testing.assert_allclose(got, np.broadcast_to(gg / (2400 * 2400), in_shape), rtol=1e-15)
+
+
+def test_conv2d_backward_data_larger():
+    rng = np.random.default_rng(9)
+    n, c, m, h, w = 2, 32, 48, 37, 41
+    g = rng.standard_normal((n, m, h, w)).astype(np.float32)
+    wt = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+    args = ((h, w), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    check(C.conv2d_backward_data(g, wt, *args), R.conv2d_backward_data(g, wt, *args), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# device arrays in, DeviceArray out
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_kernel_with_device_inputs(dev, dtype):
+    # conv
+    g, w, args = conv_case(*CONV_CASES["grouped_strided_dilated"], dtype, seed=1)
+    dg, dw = dev.to(g), dev.to(w)
+    got = C.conv2d_backward_data(dg, dw, *args)
+    assert isinstance(got, C.DeviceArray)
+    check(got, R.conv2d_backward_data(g, w, *args), dtype)
+    np.testing.assert_array_equal(dev.back(dg), g)  # inputs untouched
+    np.testing.assert_array_equal(dev.back(dw), w)
+    # unpool
+    g, idx, in_shape = pool_case(*POOL_CASES["overlap_3x3_s2_ceil"], dtype, seed=2)
+    check(C.max_unpool2d(dev.to(g), dev.to(idx), in_shape), R.max_unpool2d(g, idx, in_shape),
+          dtype)
+    # rectifier
+    for mode in (0, 1, 2):
+        g, y = rect_case((2, 3, 5, 4), 0.0, 6.0, dtype, seed=mode)
+        check(C.rectifier_backward(dev.to(g), dev.to(y), mode, 0.0, 6.0),
+              R.rectifier_backward(g, y, mode, 0.0, 6.0), dtype)
+    # lrn
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, 5, 3)).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    check(C.lrn_backward(dev.to(g), dev.to(x), 5, 1e-4, 0.75, 1.0),
+          R.lrn_backward(g, x, 5, 1e-4, 0.75, 1.0), dtype)
+    # average pools
+    g, args = avg_case(*AVG_CASES["3x3_s2_pad1_ceil"], dtype, seed=4)
+    for cip in (False, True):
+        check(C.avg_pool2d_backward(dev.to(g), *args, cip), R.avg_pool2d_backward(g, *args, cip),
+              dtype)
+    g = rng.standard_normal((2, 3, 1, 1)).astype(dtype)
+    check(C.global_avg_pool_backward(dev.to(g), (2, 3, 7, 5)),
+          R.global_avg_pool_backward(g, (2, 3, 7, 5)), dtype)
+
+
+def test_device_array_interface(dev):
+    g = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2) - 10
+    y = np.ones_like(g)
+    out = C.rectifier_backward(dev.to(g), dev.to(y), 1, 0.0, math.inf)
+    assert isinstance(out, C.DeviceArray)
+    assert out.shape == (2, 3, 2, 2) and out.dtype == "float32" and out.ndim == 4
+    assert out.size == 24 and out.nbytes == 96 and out.device >= 0 and out.ptr != 0
+    cai = out.__cuda_array_interface__
+    assert cai["version"] == 3 and cai["typestr"] == "<f4" and cai["shape"] == (2, 3, 2, 2)
+    assert cai["data"] == (out.ptr, False) and cai["strides"] is None
+    assert "DeviceArray" in repr(out)
+    expected = np.maximum(g, 0)
+    np.testing.assert_array_equal(out.to_host(), expected)
+    wrapped = dev.wrap(out)  # zero-copy view; keeps `out` alive
+    np.testing.assert_array_equal(dev.back(wrapped), expected)
+    del out
+    np.testing.assert_array_equal(dev.back(wrapped), expected)
+
+
+def test_device_array_chains_into_the_next_kernel(dev):
+    """A DeviceArray is itself a valid device input (it exposes __cuda_array_interface__)."""
+    g, w, args = conv_case(*CONV_CASES["dense_3x3_pad1"], np.float64, seed=8)
+    y = np.random.default_rng(8).standard_normal((2, 3, 9, 7))
+    gi = C.conv2d_backward_data(dev.to(g), dev.to(w), *args)
+    out = C.rectifier_backward(gi, dev.to(y), 2, 0.0, math.inf)
+    assert isinstance(out, C.DeviceArray)
+    expected = R.rectifier_backward(R.conv2d_backward_data(g, w, *args), y, 2, 0.0, math.inf)
+    check(out, expected, np.float64)
+
+
+def test_mixed_host_and_device_arguments(dev):
+    """A numpy argument next to a device one is copied over; the result stays on the device."""
+    g, w, args = conv_case(*CONV_CASES["depthwise_stride2"], np.float32, seed=6)
+    expected = R.conv2d_backward_data(g, w, *args)
+    for a, b in ((dev.to(g), w), (g, dev.to(w))):
+        got = C.conv2d_backward_data(a, b, *args)
+        assert isinstance(got, C.DeviceArray)
+        check(got, expected, np.float32)
+
+
+def test_device_max_unpool2d_rejects_bad_index(dev):
+    g = np.ones((1, 3, 2, 2), np.float32)
+    idx = (np.arange(3, dtype=np.int64) * 20)[None, :, None, None] + np.zeros(g.shape, np.int64)
+    idx[0, 1, 1, 0] = 5  # plane (0, 1) is [20, 40)
+    with pytest.raises(ValueError, match=r"indices: value 5 at \(0, 1, 1, 0\)"):
+        C.max_unpool2d(dev.to(g), dev.to(idx), (1, 3, 5, 4))
+
+
+def test_empty_arrays():
+    for x in (np.zeros((0,), np.float32), np.zeros((2, 0, 3), np.float64)):
+        got = C.rectifier_backward(x, x, 0, 0.0, math.inf)
+        assert isinstance(got, np.ndarray) and got.shape == x.shape and got.dtype == x.dtype
+    g = np.zeros((0, 3, 2, 2), np.float32)
+    got = C.max_unpool2d(g, np.zeros(g.shape, np.int64), (0, 3, 4, 4))
+    assert isinstance(got, np.ndarray) and got.shape == (0, 3, 4, 4)
+
+
+def test_empty_device_arrays(dev):
+    g = np.zeros((0, 3, 2, 2), np.float32)
+    got = C.max_unpool2d(dev.to(g), dev.to(np.zeros(g.shape, np.int64)), (0, 3, 4, 4))
+    assert isinstance(got, C.DeviceArray) and got.to_host().shape == (0, 3, 4, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------------
+F4 = np.zeros((1, 2, 3, 3), np.float32)
+W4 = np.zeros((2, 1, 1, 1), np.float32)
+CONV = ((3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+BAD_CALLS = {
+    "grad_out int dtype": (lambda: C.conv2d_backward_data(F4.astype(np.int32), W4, *CONV),
+                           "grad_out: dtype int32 is not float32/float64"),
+    "weight dtype differs": (lambda: C.conv2d_backward_data(F4, W4.astype(np.float64), *CONV),
+                             "weight: dtype float64 differs from grad_out"),
+    "grad_out rank": (lambda: C.conv2d_backward_data(F4[0], W4, *CONV),
+                      "grad_out: expected a 4-D array"),
+    "grad_out non-contiguous": (lambda: C.conv2d_backward_data(F4[:, :, ::2], W4, *CONV),
+                                "grad_out: array must be C-contiguous"),
+    "not an array": (lambda: C.conv2d_backward_data(F4.tolist(), W4, *CONV),
+                     "grad_out: expected a numpy array or an object with"),
+    "weight channels": (lambda: C.conv2d_backward_data(F4, np.zeros((3, 1, 1, 1), np.float32),
+                                                       *CONV), "weight: shape"),
+    "group divides": (lambda: C.conv2d_backward_data(F4, W4, (3, 3), (1, 1), (0, 0, 0, 0),
+                                                     (1, 1), 3), "group: 3 does not divide"),
+    "conv output": (lambda: C.conv2d_backward_data(F4, W4, (4, 3), (1, 1), (0, 0, 0, 0),
+                                                   (1, 1), 1), "grad_out: shape"),
+    "strides length": (lambda: C.conv2d_backward_data(F4, W4, (3, 3), (1,), (0, 0, 0, 0),
+                                                      (1, 1), 1), "strides: expected 2"),
+    "negative pad": (lambda: C.conv2d_backward_data(F4, W4, (3, 3), (1, 1), (0, -1, 0, 0),
+                                                    (1, 1), 1), "pads: every entry"),
+    "indices dtype": (lambda: C.max_unpool2d(F4, np.zeros(F4.shape, np.int32), (1, 2, 6, 6)),
+                      "indices: dtype int32 is not int64"),
+    "indices shape": (lambda: C.max_unpool2d(F4, np.zeros((1, 2, 3, 2), np.int64), (1, 2, 6, 6)),
+                      "indices: shape"),
+    "unpool in_shape": (lambda: C.max_unpool2d(F4, np.zeros(F4.shape, np.int64), (1, 3, 6, 6)),
+                        "in_shape:"),
+    "rectifier shapes": (lambda: C.rectifier_backward(F4, F4[0], 0, 0.0, 1.0), "out: shape"),
+    "rectifier mode": (lambda: C.rectifier_backward(F4, F4, 5, 0.0, 1.0), "mode: expected"),
+    "lrn size": (lambda: C.lrn_backward(F4, F4, 0, 1e-4, 0.75, 1.0), "size: must be >= 1"),
+    "lrn x shape": (lambda: C.lrn_backward(F4, np.zeros((1, 2, 3, 4), np.float32), 3, 1e-4,
+                                           0.75, 1.0), "x: shape"),
+    "avg output": (lambda: C.avg_pool2d_backward(F4, (1, 2, 4, 4), (2, 2), (2, 2),
+                                                 (0, 0, 0, 0), False), "grad_out: shape"),
+    "avg kernel": (lambda: C.avg_pool2d_backward(F4, (1, 2, 2, 2), (3, 3), (1, 1),
+                                                 (0, 0, 0, 0), False), "kernel_shape:"),
+    "gap shape": (lambda: C.global_avg_pool_backward(F4, (1, 2, 6, 6)), "grad_out: shape"),
+    "gap in_shape": (lambda: C.global_avg_pool_backward(F4[:, :, :1, :1].copy(), (1, 3, 6, 6)),
+                     "grad_out: shape"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_rejects_bad_arguments(name):
+    call, message = BAD_CALLS[name]
+    with pytest.raises(ValueError, match=r"^" + re.escape(message)) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-1, 3 * 5 * 4, 5 * 4])
+def test_max_unpool2d_rejects_indices_outside_their_plane(bad):
+    g = np.ones((1, 3, 2, 2), np.float32)
+    idx = (np.arange(3, dtype=np.int64) * 20)[None, :, None, None] + np.zeros(g.shape, np.int64)
+    idx[0, 0, 1, 1] = bad
+    with pytest.raises(ValueError, match=rf"indices: value {bad} at \(0, 0, 1, 1\)"):
+        C.max_unpool2d(g, idx, (1, 3, 5, 4))
+    idx[0, 0, 1, 1] = 3  # valid again: the module is still usable after the error
+    assert C.max_unpool2d(g, idx, (1, 3, 5, 4)).sum() == 12
+
+
+class _Interface:
+    """An object exposing a hand-made __cuda_array_interface__."""
+
+    def __init__(self, **iface):
+        self.__cuda_array_interface__ = iface
+
+
+def test_rejects_bad_device_arrays(dev):
+    base = dev.to(np.zeros((1, 2, 4, 4), np.float32))
+    real = dict(base.__cuda_array_interface__)
+    ok = dict(shape=(1, 2, 4, 4), typestr="<f4", data=real["data"], version=3)
+    assert C.global_avg_pool_backward(
+        _Interface(**{**ok, "shape": (1, 2, 1, 1)}), (1, 2, 3, 3)).shape == (1, 2, 3, 3)
+    cases = [
+        ({**ok, "typestr": "<i4"}, "grad_out: dtype int32 is not float32/float64"),
+        ({**ok, "strides": (128, 64, 4, 16)}, "grad_out: array must be C-contiguous"),
+        ({**ok, "mask": ok["data"]}, "grad_out: masked device arrays are not supported"),
+        ({**ok, "data": (0, False)}, "grad_out: __cuda_array_interface__ has a null pointer"),
+        ({**ok, "data": (ok["data"][0] + 2, False)}, "grad_out: array must be aligned"),
+    ]
+    host = np.zeros((1, 2, 4, 4), np.float32)
+    cases.append(({**ok, "data": (host.ctypes.data, False)}, "grad_out: __cuda_array_interface__"
+                  " pointer is not device memory"))
+    for iface, message in cases:
+        with pytest.raises(ValueError, match="^" + re.escape(message)):
+            C.lrn_backward(_Interface(**iface), base, 3, 1e-4, 0.75, 1.0)
+    # C strides given explicitly are accepted
+    explicit = _Interface(**{**ok, "strides": (128, 64, 16, 4)})
+    assert C.lrn_backward(explicit, explicit, 3, 1e-4, 0.75, 1.0).shape == (1, 2, 4, 4)

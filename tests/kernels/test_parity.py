@@ -1,0 +1,381 @@
+"""Every kernel of every available backend against the naive numpy oracle (``_reference.py``).
+
+Shapes are drawn by hypothesis and kept small (the oracle is a Python loop): distinct, odd
+dimensions, groups (dense, grouped, depthwise, depthwise with a channel multiplier), strides,
+dilations, asymmetric pads, ceil_mode pooling shapes, both ``count_include_pad``, overlapping
+max-pool windows whose switches repeat. float32 is checked to rtol 1e-4, float64 to 1e-10, both
+relative to the largest magnitude of the expected result (sums can cancel to ~0 elementwise).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import pydevis.kernels as K
+from pydevis.kernels import _reference as R
+
+# PYDEVIS_KERNEL_EXAMPLES=500 for a deeper (and randomised) search than the CI default
+_EXAMPLES = int(os.environ.get("PYDEVIS_KERNEL_EXAMPLES", "25"))
+SETTINGS = settings(deadline=None, max_examples=_EXAMPLES, derandomize=_EXAMPLES <= 25,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+dtypes = st.sampled_from([np.float32, np.float64])
+seeds = st.integers(0, 2**32 - 1)
+
+
+def host(a) -> np.ndarray:
+    """A backend's result as a numpy array (device arrays are copied back)."""
+    if hasattr(a, "get"):  # cupy
+        return a.get()
+    if hasattr(a, "copy_to_host"):  # numba.cuda
+        return a.copy_to_host()
+    return np.asarray(a)
+
+
+def check(actual, expected: np.ndarray, dtype) -> None:
+    """Same shape and dtype; values to rtol, with atol = rtol * max|expected|."""
+    actual = host(actual)
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.dtype(dtype)
+    rtol = RTOL[dtype]
+    scale = float(np.abs(expected.astype(np.float64)).max(initial=0.0))
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
+                               rtol=rtol, atol=rtol * max(scale, 1e-30))
+
+
+def frozen(*arrays):
+    """Copies to check afterwards that the kernel left its inputs alone."""
+    return [a.copy() for a in arrays]
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d_backward_data
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def conv_cases(draw):
+    kind = draw(st.sampled_from(["dense", "grouped", "depthwise", "depthwise_mult"]))
+    if kind == "dense":
+        group, cg, mg = 1, draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    elif kind == "grouped":  # group > 1, not depthwise
+        group = draw(st.integers(2, 3))
+        cg, mg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        if cg == 1 and mg == 1:
+            cg = 2
+    elif kind == "depthwise":
+        group, cg, mg = draw(st.integers(2, 7)), 1, 1
+    else:
+        group, cg, mg = draw(st.integers(2, 4)), 1, draw(st.integers(2, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    # the input must hold at least one window (ONNX needs Ho, Wo >= 1)
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 13))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[1] - pads[3]), 12))
+    n = draw(st.integers(1, 3))
+    return dict(n=n, c=cg * group, m=mg * group, group=group, hw=(h, w), k=(kh, kw),
+                strides=(sh, sw), pads=pads, dilations=(dh, dw), dtype=draw(dtypes),
+                seed=draw(seeds))
+
+
+def _conv_args(case):
+    rng = np.random.default_rng(case["seed"])
+    (h, w), (kh, kw) = case["hw"], case["k"]
+    pt, pl, pb, pr = case["pads"]
+    ho = R.conv_out_size(h, kh, case["strides"][0], pt, pb, case["dilations"][0])
+    wo = R.conv_out_size(w, kw, case["strides"][1], pl, pr, case["dilations"][1])
+    dt = case["dtype"]
+    g = rng.standard_normal((case["n"], case["m"], ho, wo)).astype(dt)
+    wt = rng.standard_normal((case["m"], case["c"] // case["group"], kh, kw)).astype(dt)
+    return g, wt
+
+
+CONV_EXAMPLES = [
+    # N≠C≠H≠W, 3x3 pad 1
+    dict(n=2, c=3, m=5, group=1, hw=(9, 7), k=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1),
+         dilations=(1, 1), dtype=np.float32, seed=1),
+    # strided, dilated, asymmetric pads, rectangular kernel
+    dict(n=3, c=4, m=6, group=2, hw=(11, 8), k=(3, 2), strides=(2, 3), pads=(2, 0, 1, 3),
+         dilations=(2, 1), dtype=np.float64, seed=2),
+    # depthwise 3x3 stride 2 (MobileNet)
+    dict(n=2, c=6, m=6, group=6, hw=(9, 10), k=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
+         dilations=(1, 1), dtype=np.float32, seed=3),
+    # 1x1, more output than input channels; and AlexNet-like 11x11 stride 4
+    dict(n=1, c=3, m=7, group=1, hw=(5, 6), k=(1, 1), strides=(1, 1), pads=(0, 0, 0, 0),
+         dilations=(1, 1), dtype=np.float64, seed=4),
+    dict(n=2, c=3, m=4, group=1, hw=(23, 19), k=(11, 11), strides=(4, 4), pads=(2, 2, 2, 2),
+         dilations=(1, 1), dtype=np.float32, seed=5),
+    # input rows/cols that no window reaches (floor in the output size)
+    dict(n=2, c=5, m=3, group=1, hw=(10, 9), k=(2, 2), strides=(3, 3), pads=(0, 0, 0, 0),
+         dilations=(1, 1), dtype=np.float64, seed=6),
+]
+
+
+def _with_examples(examples):
+    def deco(fn):
+        for ex in reversed(examples):
+            fn = example(case=ex)(fn)
+        return fn
+    return deco
+
+
+@SETTINGS
+@given(case=conv_cases())
+@_with_examples(CONV_EXAMPLES)
+def test_conv2d_backward_data(backend, case):
+    g, w = _conv_args(case)
+    before = frozen(g, w)
+    args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
+    got = K.conv2d_backward_data(g, w, *args, module=backend)
+    check(got, R.conv2d_backward_data(g, w, *args), case["dtype"])
+    assert host(got).shape == (case["n"], case["c"], *case["hw"])
+    for a, b in zip((g, w), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_backward_data_rejects_bad_shapes(backend):
+    g = np.zeros((1, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError):  # weight has 6 output channels, grad_out 4
+        K.conv2d_backward_data(g, np.zeros((6, 1, 3, 3), np.float32), (5, 5), module=backend)
+    with pytest.raises(ValueError):  # group 3 does not divide M = 4
+        K.conv2d_backward_data(g, np.zeros((4, 1, 3, 3), np.float32), (5, 5), group=3,
+                               module=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# max_unpool2d
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def pool_cases(draw, dilation=True):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if dilation else (1, 1)
+    # pads smaller than the (dilated) kernel, so that every window sees the input
+    pads = (draw(st.integers(0, (dh * (kh - 1) + 1) // 2)),
+            draw(st.integers(0, (dw * (kw - 1) + 1) // 2)),
+            draw(st.integers(0, (dh * (kh - 1) + 1) // 2)),
+            draw(st.integers(0, (dw * (kw - 1) + 1) // 2)))
+    # every window must see the input: with dilation (holes) the input must span the kernel
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    h = draw(st.integers(eh if dilation else max(1, eh - pads[0] - pads[2]), 12))
+    w = draw(st.integers(ew if dilation else max(1, ew - pads[1] - pads[3]), 11))
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 4)), hw=(h, w), k=(kh, kw),
+                strides=(sh, sw), pads=pads, dilations=(dh, dw), ceil_mode=draw(st.booleans()),
+                dtype=draw(dtypes), seed=draw(seeds))
+
+
+POOL_EXAMPLES = [
+    # AlexNet/CaffeNet-style overlapping 3x3 stride 2, ceil_mode, N≠C≠H≠W
+    dict(n=2, c=3, hw=(9, 7), k=(3, 3), strides=(2, 2), pads=(0, 0, 0, 0), dilations=(1, 1),
+         ceil_mode=True, dtype=np.float32, seed=11),
+    dict(n=3, c=2, hw=(8, 11), k=(3, 3), strides=(2, 2), pads=(1, 0, 0, 1), dilations=(1, 1),
+         ceil_mode=False, dtype=np.float64, seed=12),
+    # stride larger than the kernel (pixels no window sees), dilated
+    dict(n=1, c=5, hw=(10, 9), k=(2, 2), strides=(3, 3), pads=(0, 0, 0, 0), dilations=(2, 1),
+         ceil_mode=True, dtype=np.float32, seed=13),
+]
+
+
+def _unpool_args(case, smooth=False):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    x = rng.standard_normal((case["n"], case["c"], *case["hw"]))
+    if smooth:  # a few large values that several overlapping windows all pick
+        x = np.round(x * 2) / 2
+    x = x.astype(dt)
+    _, idx = R.max_pool2d_forward(x, case["k"], case["strides"], case["pads"],
+                                  case["dilations"], case["ceil_mode"])
+    g = rng.standard_normal(idx.shape).astype(dt)
+    return x, g, idx
+
+
+@SETTINGS
+@given(case=pool_cases())
+@_with_examples(POOL_EXAMPLES)
+def test_max_unpool2d(backend, case):
+    x, g, idx = _unpool_args(case)
+    before = frozen(g, idx)
+    got = K.max_unpool2d(g, idx, x.shape, module=backend)
+    check(got, R.max_unpool2d(g, idx, x.shape), case["dtype"])
+    for a, b in zip((g, idx), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_unpool2d_repeated_switches_accumulate(backend, dtype):
+    """3x3 stride 2 windows overlap: a maximum on a shared row/column is picked by up to four
+    windows, and its gradient is the sum of theirs."""
+    x = np.zeros((2, 3, 9, 7), dtype)
+    x[:, :, 2, 2] = 5.0  # shared by the windows at (0,0), (0,1), (1,0), (1,1)
+    x[1, 2, 4, 6] = 7.0  # shared by (1,2), (2,2)
+    x[0, 1] += np.arange(63, dtype=dtype).reshape(9, 7) * 1e-3  # ties elsewhere broken
+    _, idx = R.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True)
+    counts = np.unique(idx, return_counts=True)[1]
+    assert counts.max() >= 4
+    g = np.random.default_rng(7).standard_normal(idx.shape).astype(dtype)
+    got = host(K.max_unpool2d(g, idx, x.shape, module=backend))
+    check(got, R.max_unpool2d(g, idx, x.shape), dtype)
+    np.testing.assert_allclose(got[0, 0, 2, 2], g[0, 0, :2, :2].sum(), rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("bad", [-1, 3 * 5 * 4, 5 * 4])
+def test_max_unpool2d_rejects_indices_outside_their_plane(backend, bad):
+    """An index must fall in its own (n, c) plane; 20 = first pixel of the next plane."""
+    in_shape = (1, 3, 5, 4)
+    g = np.ones((1, 3, 2, 2), np.float32)
+    idx = (np.arange(3, dtype=np.int64) * 20)[None, :, None, None] + np.zeros(g.shape, np.int64)
+    idx[0, 0, 1, 1] = bad
+    with pytest.raises(ValueError):
+        K.max_unpool2d(g, idx, in_shape, module=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# rectifier_backward
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def rect_cases(draw):
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.integers(1, 6)) for _ in range(ndim))
+    lo, hi = draw(st.sampled_from([(0.0, math.inf), (0.0, 6.0), (-0.5, 0.5), (-math.inf, 1.0)]))
+    return dict(shape=shape, lo=lo, hi=hi, mode=draw(st.sampled_from([0, 1, 2, "gradient",
+                                                                      "deconvnet", "guided"])),
+                dtype=draw(dtypes), seed=draw(seeds))
+
+
+@SETTINGS
+@given(case=rect_cases())
+@example(case=dict(shape=(2, 3, 5, 4), lo=0.0, hi=math.inf, mode="guided", dtype=np.float32,
+                   seed=21))
+@example(case=dict(shape=(3, 7), lo=-0.5, hi=0.5, mode=0, dtype=np.float64, seed=22))
+def test_rectifier_backward(backend, case):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    g = rng.standard_normal(case["shape"]).astype(dt)
+    # on a half-integer grid, so that out == lo and out == hi (mask 0: strict bounds) occur
+    y = (np.round(rng.standard_normal(case["shape"]) * 2) / 2).astype(dt)
+    if math.isfinite(case["hi"]):
+        y = np.minimum(y, case["hi"])
+    if math.isfinite(case["lo"]):
+        y = np.maximum(y, case["lo"])
+    before = frozen(g, y)
+    mode = K.MODES.get(case["mode"], case["mode"])
+    got = K.rectifier_backward(g, y, case["mode"], case["lo"], case["hi"], module=backend)
+    check(got, R.rectifier_backward(g, y, mode, case["lo"], case["hi"]), dt)
+    for a, b in zip((g, y), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# lrn_backward
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def lrn_cases(draw):
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 9)),
+                hw=(draw(st.integers(1, 6)), draw(st.integers(1, 5))),
+                size=draw(st.integers(1, 7)),
+                alpha=draw(st.sampled_from([1e-4, 2e-5, 0.1, 1.0])),
+                beta=draw(st.sampled_from([0.75, 0.5, 1.0, 0.3])),
+                bias=draw(st.sampled_from([1.0, 2.0, 0.5])),
+                dtype=draw(dtypes), seed=draw(seeds))
+
+
+@SETTINGS
+@given(case=lrn_cases())
+@example(case=dict(n=2, c=7, hw=(5, 3), size=5, alpha=1e-4, beta=0.75, bias=1.0,
+                   dtype=np.float32, seed=31))  # AlexNet's LRN
+@example(case=dict(n=3, c=6, hw=(4, 5), size=4, alpha=0.5, beta=0.75, bias=2.0,
+                   dtype=np.float64, seed=32))  # even size: asymmetric window
+def test_lrn_backward(backend, case):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    shape = (case["n"], case["c"], *case["hw"])
+    x = (rng.standard_normal(shape) * 2).astype(dt)
+    g = rng.standard_normal(shape).astype(dt)
+    before = frozen(g, x)
+    args = (case["size"], case["alpha"], case["beta"], case["bias"])
+    got = K.lrn_backward(g, x, *args, module=backend)
+    check(got, R.lrn_backward(g, x, *args), dt)
+    for a, b in zip((g, x), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# avg_pool2d_backward / global_avg_pool_backward
+# ---------------------------------------------------------------------------------------------
+AVG_EXAMPLES = [
+    dict(n=2, c=3, hw=(9, 7), k=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1),
+         ceil_mode=True, dtype=np.float32, seed=41),
+    dict(n=3, c=2, hw=(8, 11), k=(3, 2), strides=(2, 3), pads=(1, 0, 0, 1), dilations=(1, 1),
+         ceil_mode=True, dtype=np.float64, seed=42),
+    dict(n=1, c=4, hw=(7, 6), k=(2, 2), strides=(3, 3), pads=(0, 0, 0, 0), dilations=(1, 1),
+         ceil_mode=False, dtype=np.float32, seed=43),
+]
+
+
+@SETTINGS
+@given(case=pool_cases(dilation=False), count_include_pad=st.booleans())
+@example(case=AVG_EXAMPLES[0], count_include_pad=True)
+@example(case=AVG_EXAMPLES[0], count_include_pad=False)
+@example(case=AVG_EXAMPLES[1], count_include_pad=True)
+@example(case=AVG_EXAMPLES[1], count_include_pad=False)
+@example(case=AVG_EXAMPLES[2], count_include_pad=False)
+def test_avg_pool2d_backward(backend, case, count_include_pad):
+    rng = np.random.default_rng(case["seed"])
+    dt = case["dtype"]
+    in_shape = (case["n"], case["c"], *case["hw"])
+    (h, w), (kh, kw), (sh, sw) = case["hw"], case["k"], case["strides"]
+    pt, pl, pb, pr = case["pads"]
+    ho = R.pool_out_size(h, kh, sh, pt, pb, 1, case["ceil_mode"])
+    wo = R.pool_out_size(w, kw, sw, pl, pr, 1, case["ceil_mode"])
+    g = rng.standard_normal((case["n"], case["c"], ho, wo)).astype(dt)
+    before = frozen(g)
+    args = (in_shape, case["k"], case["strides"], case["pads"], count_include_pad)
+    got = K.avg_pool2d_backward(g, *args, module=backend)
+    check(got, R.avg_pool2d_backward(g, *args), dt)
+    np.testing.assert_array_equal(g, before[0])
+
+
+@SETTINGS
+@given(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 8),
+       dtype=dtypes, seed=seeds)
+@example(n=2, c=3, h=7, w=5, dtype=np.float32, seed=51)
+def test_global_avg_pool_backward(backend, n, c, h, w, dtype, seed):
+    g = np.random.default_rng(seed).standard_normal((n, c, 1, 1)).astype(dtype)
+    got = K.global_avg_pool_backward(g, (n, c, h, w), module=backend)
+    check(got, R.global_avg_pool_backward(g, (n, c, h, w)), dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# larger shapes, one example each: the blocked code paths (many channels, long rows)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("group", [1, 4, 24])
+def test_conv2d_backward_data_larger(backend, dtype, group):
+    rng = np.random.default_rng(group)
+    n, c, m, h, w = 2, 24, 24, 19, 23
+    g = rng.standard_normal((n, m, h, w)).astype(dtype)  # 3x3, pads 1: same size
+    wt = rng.standard_normal((m, c // group, 3, 3)).astype(dtype)
+    args = ((h, w), (1, 1), (1, 1, 1, 1), (1, 1), group)
+    check(K.conv2d_backward_data(g, wt, *args, module=backend),
+          R.conv2d_backward_data(g, wt, *args), dtype)
+
+
+def test_numba_conv2d_backward_data_images_end_to_end(monkeypatch):
+    """The numba kernel lays the planes of several images end to end in one task when maps are
+    small and tasks plentiful; force that path (it is rare on the small shapes above)."""
+    if K.available()["numba"] is not None:
+        pytest.skip(f"backend numba unavailable: {K.available()['numba']}")
+    mod = K.get("numba")
+    monkeypatch.setattr(mod, "_MIN_TASKS_PER_THREAD", 0)
+    for case in CONV_EXAMPLES:
+        case = dict(case, n=5)
+        g, w = _conv_args(case)
+        args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
+        check(K.conv2d_backward_data(g, w, *args, module=mod),
+              R.conv2d_backward_data(g, w, *args), case["dtype"])
