@@ -69,7 +69,7 @@ def emit(data: Any, as_json: bool, quiet: bool, text: str) -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
-    from . import model_cmds, vis_cmds  # noqa: F401  (registers the commands)
+    from . import eval_cmds, model_cmds, vis_cmds  # noqa: F401  (registers the commands)
 
     try:
         rv = app(standalone_mode=False)

@@ -1,0 +1,1 @@
+"""Cross-scoring, experiments and reports."""

@@ -1,0 +1,141 @@
+"""The experiment config (TOML): what to generate, with what, and who scores it.
+
+```toml
+out = "runs/first"            # the run folder
+seed = 0
+generators = ["models/cifar10_alexnet.onnx"]
+scorers = ["models/cifar10_inception.onnx", "models/cifar10_resnet.onnx"]
+classes = [0, "cat", "random:2"]          # or "random:N"; indices or label names
+methods = ["gradient", { name = "yosinski", preset = 3, steps = 300 }, "deconv"]
+batch_size = 16               # optional
+sanity = true                 # optional: also run on a weight-randomized copy (Adebayo 2018)
+bootstrap = 1000              # optional: resamples for the confidence intervals
+```
+Paths are relative to the config file. Unknown keys are rejected, with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import PydevisError
+from ..methods.ascent import METHODS, method_config
+
+
+class ConfigError(PydevisError):
+    """The experiment config is malformed."""
+
+
+_TOP = {"out": str, "seed": int, "generators": list, "scorers": list, "methods": list,
+        "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int}
+_REQUIRED = ("out", "generators", "scorers", "methods", "classes")
+_METHOD_KEYS = {"name", "preset", "label", "steps", "step_size", "step_rule", "decay",
+                "blur_sigma", "blur_every", "norm_pct", "contrib_pct", "tv_weight", "tv_beta",
+                "alpha_weight", "alpha", "jitter", "start", "start_std"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    label: str  # unique name of this method in the run (folder and table name)
+    name: str
+    preset: int | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    out: Path
+    seed: int
+    generators: tuple[Path, ...]
+    scorers: tuple[Path, ...]
+    methods: tuple[MethodSpec, ...]
+    classes: tuple[Any, ...]
+    batch_size: int = 16
+    sanity: bool = False
+    bootstrap: int = 1000
+
+
+def _unknown(key: str, allowed, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    for key, value in raw.items():
+        if key not in _TOP:
+            raise _unknown(key, _TOP, str(p))
+        if not isinstance(value, _TOP[key]) or (_TOP[key] is int and isinstance(value, bool)):
+            raise ConfigError(f"{p}: {key!r} has the wrong type ({type(value).__name__})")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{p}: missing required key {key!r}")
+    base = p.parent
+
+    def paths(key: str) -> tuple[Path, ...]:
+        items = raw[key]
+        if not items or not all(isinstance(s, str) for s in items):
+            raise ConfigError(f"{p}: {key!r} must be a non-empty list of model paths")
+        out = tuple((base / s) if not Path(s).is_absolute() else Path(s) for s in items)
+        for m in out:
+            if not m.is_file():
+                raise ConfigError(f"{p}: {key}: no such model file {m}")
+        return out
+
+    classes = raw["classes"] if isinstance(raw["classes"], list) else [raw["classes"]]
+    if not classes:
+        raise ConfigError(f"{p}: 'classes' is empty")
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, (int, str)):
+            raise ConfigError(f"{p}: class {c!r} must be an index or a label name")
+        if isinstance(c, int) and c < 0:
+            raise ConfigError(f"{p}: class index {c} is negative")
+    for key in ("batch_size", "bootstrap"):
+        if key in raw and raw[key] < 1:
+            raise ConfigError(f"{p}: {key!r} must be >= 1")
+    return Config(p, base / raw["out"], int(raw.get("seed", 0)), paths("generators"),
+                  paths("scorers"), _methods(raw["methods"], p), tuple(classes),
+                  int(raw.get("batch_size", 16)), bool(raw.get("sanity", False)),
+                  int(raw.get("bootstrap", 1000)))
+
+
+def _methods(items: list, p: Path) -> tuple[MethodSpec, ...]:
+    if not items:
+        raise ConfigError(f"{p}: 'methods' is empty")
+    specs: list[MethodSpec] = []
+    for item in items:
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(f"{p}: each method is a name or a table with 'name'")
+        for key in item:
+            if key not in _METHOD_KEYS:
+                raise _unknown(key, _METHOD_KEYS, f"{p}: method {item.get('name')!r}")
+        name = item["name"]
+        if name not in METHODS:
+            close = difflib.get_close_matches(str(name), list(METHODS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{p}: unknown method {name!r}{hint}")
+        preset = item.get("preset")
+        settings = {k: v for k, v in item.items() if k not in ("name", "preset", "label")}
+        try:
+            method_config(name, preset, **settings)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{p}: method {name!r}: {exc}") from None
+        label = item.get("label") or (f"{name}{preset}" if preset else name)
+        if any(s.label == label for s in specs):
+            raise ConfigError(f"{p}: method {label!r} appears twice (give one a 'label')")
+        specs.append(MethodSpec(str(label), name, preset, settings))
+    return tuple(specs)

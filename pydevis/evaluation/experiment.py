@@ -1,0 +1,206 @@
+"""The experiment runner: generate → score → summarize, resumable.
+
+Layout of a run folder::
+
+    config.toml                      the config this run was started with
+    images/GEN/METHOD/CLASS.png|json generated images and their metadata
+    scores/GEN/METHOD/chunkK.json    scores of one chunk on every scoring model (the chunk's
+                                     completion marker, written after its images)
+    results.json, results.csv, summary.md, report.html
+
+Work is done in chunks of ``batch_size`` classes per (generator, method); a chunk's class list
+and seed are fixed by the config, so a chunk redone after a kill gives the same images. Every
+file is written atomically (temp file + rename): a kill leaves finished chunks whole and the
+unfinished one is redone, never duplicated.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .. import load
+from ..api import _slug, resolve_class, write_json
+from ..image import read_rgb, save_png
+from ..methods.ascent import ascend, method_config
+from ..model import Model
+from .config import Config, ConfigError, load_config
+from .cross_score import score_images
+from .sanity import class_sensitivity, randomized_copy
+from .summary import summarize
+
+Progress = Callable[[str, int, int], None]
+
+
+def _names(paths) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in paths:
+        name = p.stem
+        k = 2
+        while name in out and out[name] != p:
+            name = f"{p.stem}_{k}"
+            k += 1
+        out[name] = p
+    return out
+
+
+def _seed(base: int, *parts: str) -> int:
+    h = hashlib.sha256("/".join(parts).encode()).digest()
+    return (base + int.from_bytes(h[:4], "little")) % (2**31)
+
+
+def resolve_classes(cfg: Config, model: Model) -> list[int]:
+    """Indices, label names and ``random:N`` (drawn with the run's seed, no repeats)."""
+    chosen: list[int] = []
+    rng = np.random.default_rng(cfg.seed)
+    for c in cfg.classes:
+        if isinstance(c, str) and c.startswith("random:"):
+            try:
+                n = int(c.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"{cfg.path}: {c!r}: expected random:N") from None
+            pool = [i for i in range(model.num_classes) if i not in chosen]
+            if n < 1 or n > len(pool):
+                raise ConfigError(f"{cfg.path}: {c!r}: N must be 1..{len(pool)}")
+            chosen += [int(i) for i in rng.choice(pool, size=n, replace=False)]
+        else:
+            i = resolve_class(model, c)
+            if i not in chosen:
+                chosen.append(i)
+    return chosen
+
+
+def _check_same_config(cfg: Config, force: bool) -> None:
+    saved = cfg.out / "config.toml"
+    text = cfg.path.read_text()
+    if saved.is_file() and saved.read_text() != text and not force:
+        raise ConfigError(f"{cfg.out} holds a run of a different config; use another 'out' "
+                          "or --force to start it afresh")
+    if saved.is_file() and saved.read_text() != text and force:
+        shutil.rmtree(cfg.out)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if not os.access(cfg.out, os.W_OK):
+        raise ConfigError(f"{cfg.out}: output folder is not writable")
+    if not saved.is_file():
+        _atomic_text(saved, text)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
+                   force: bool = False) -> dict:
+    """Run (or resume) the experiment of the TOML config at ``path``; returns the summary."""
+    cfg = load_config(path)
+    _check_same_config(cfg, force)
+    gens = {n: load(p) for n, p in _names(cfg.generators).items()}
+    if cfg.sanity:
+        for name in list(gens):
+            rpath = randomized_copy(gens[name].path, cfg.out / "sanity", cfg.seed)
+            gens[f"{name}~randomized"] = load(rpath)
+    scorer_paths = _names([*cfg.generators, *cfg.scorers])
+    scorers = {n: load(p) for n, p in scorer_paths.items()}
+    total = sum(len(range(0, len(resolve_classes(cfg, g)), cfg.batch_size))
+                for g in gens.values()) * len(cfg.methods)
+    done = 0
+    for gname, gen in gens.items():
+        classes = resolve_classes(cfg, gen)
+        for spec in cfg.methods:
+            config = method_config(spec.name, spec.preset, **spec.settings)
+            for k, start in enumerate(range(0, len(classes), cfg.batch_size)):
+                chunk = classes[start:start + cfg.batch_size]
+                marker = cfg.out / "scores" / gname / spec.label / f"chunk{k}.json"
+                if not marker.is_file():
+                    _run_chunk(cfg, gname, gen, spec, config, chunk, marker, scorers)
+                done += 1
+                if progress is not None:
+                    progress(f"{gname} {spec.label}", done, total)
+    return finish(cfg.out, cfg.bootstrap, cfg.seed)
+
+
+def _run_chunk(cfg, gname, gen, spec, config, chunk, marker, scorers) -> None:
+    folder = cfg.out / "images" / gname / spec.label
+    res = ascend(gen, chunk, config, seed=_seed(cfg.seed, gname, spec.label, str(chunk[0])))
+    names = []
+    for r in res:
+        c = int(r.target)
+        stem = f"{c:04d}_{_slug(gen.labels[c])}"
+        save_png(r.pixels, folder / f"{stem}.png")
+        write_json(folder / f"{stem}.json", {
+            "generating_model": gname, "model": str(gen.path), "method": spec.label,
+            "method_name": spec.name, "preset": spec.preset, "target_class": c,
+            "label": gen.labels[c], "status": r.status, "best_objective": r.best_objective,
+            "success_step": r.success_step, "settings": r.config})
+        names.append(str((folder / f"{stem}.png").relative_to(cfg.out)))
+    # score what was saved (8-bit PNGs read back), on every scoring model
+    pixels = np.stack([read_rgb(cfg.out / n) for n in names])
+    scores, skipped = score_images(pixels, names, chunk, gen.labels, scorers)
+    rows = [{**s.row(), "method": spec.label, "generating_model": gname,
+             "same_model": s.scoring_model == gname.split("~")[0]} for s in scores]
+    write_json(marker, {"rows": rows, "skipped": skipped})
+
+
+COLUMNS = ["image", "method", "generating_model", "scoring_model", "target_class",
+           "target_label", "probability", "rank", "top1", "top5", "entropy", "same_model",
+           "top5_labels"]
+
+
+def collect(out: Path) -> tuple[list[dict], list[str]]:
+    rows: list[dict] = []
+    skipped: list[str] = []
+    for f in sorted((out / "scores").rglob("chunk*.json"), key=lambda p: str(p)):
+        data = json.loads(f.read_text())
+        rows += data["rows"]
+        skipped += data["skipped"]
+    return rows, skipped
+
+
+def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Assemble results.json/csv, the summaries and the report from the finished chunks."""
+    from .report import write_report
+
+    rows, skipped = collect(out)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_text(out / "results.csv", buf.getvalue())
+    summary = summarize(rows, bootstrap, seed)
+    summary["class_sensitivity"] = class_sensitivity(out)
+    summary["skipped"] = skipped
+    write_json(out / "results.json", {"rows": rows, "summary": summary})
+    write_report(out, rows, summary)
+    return summary
+
+
+def report(run_dir: str | os.PathLike) -> Path:
+    """Rebuild results, summaries and report.html of a run folder from its finished chunks."""
+    import tomllib
+
+    out = Path(run_dir)
+    if not (out / "scores").is_dir():
+        raise ConfigError(f"{out}: not a pydevis run folder (no scores/)")
+    try:
+        raw = tomllib.loads((out / "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        raw = {}
+    finish(out, int(raw.get("bootstrap", 1000)), int(raw.get("seed", 0)))
+    return out / "report.html"

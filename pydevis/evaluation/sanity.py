@@ -1,0 +1,68 @@
+"""Sanity checks of a visualization method.
+
+- Model randomization (Adebayo et al. 2018): the same method on a copy of the model whose
+  Conv/Gemm/MatMul weights are redrawn (same shape, same std, seeded): a faithful method's
+  pictures should change and lose their class.
+- Class sensitivity: the mean Pearson correlation between the images a method made for
+  different classes on one model (near 1: the method ignores the class).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..image import read_rgb
+
+_WEIGHTED = {"Conv": 1, "Gemm": 1, "MatMul": 1}
+
+
+def randomized_copy(path: Path, folder: Path, seed: int) -> Path:
+    """Write (once) a weight-randomized copy of the model and its card into ``folder``."""
+    out = folder / f"{path.stem}~randomized.onnx"
+    if out.is_file():
+        return out
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(seed)
+    weights = {n.input[i] for n in model.graph.node if n.op_type in _WEIGHTED
+               for i in (_WEIGHTED[n.op_type],) if len(n.input) > i}
+    for t in model.graph.initializer:
+        if t.name in weights:
+            a = numpy_helper.to_array(t)
+            if a.dtype.kind == "f" and a.size > 1:
+                new = rng.normal(0, float(a.std()) or 1e-2, a.shape).astype(a.dtype)
+                t.CopyFrom(numpy_helper.from_array(new, t.name))
+    tmp = out.with_name(".tmp-" + out.name)
+    onnx.save(model, str(tmp))
+    card = path.with_name(path.name + ".json")
+    if card.is_file():
+        data = json.loads(card.read_text())
+        if isinstance(data.get("labels"), str):  # keep the labels file reachable
+            data["labels"] = str((card.parent / data["labels"]).resolve())
+        out.with_name(out.name + ".json").write_text(json.dumps(data, indent=1))
+    shutil.move(str(tmp), str(out))
+    return out
+
+
+def class_sensitivity(out: Path) -> list[dict]:
+    """Per (generating model, method): mean correlation between images of different classes."""
+    result = []
+    for folder in sorted((out / "images").glob("*/*")):
+        imgs = [read_rgb(p).ravel() for p in sorted(folder.glob("*.png"))]
+        if len(imgs) < 2:
+            continue
+        a = np.stack(imgs).astype(np.float64)
+        a -= a.mean(axis=1, keepdims=True)
+        norm = np.linalg.norm(a, axis=1)
+        norm[norm == 0] = 1
+        c = (a @ a.T) / np.outer(norm, norm)
+        off = c[~np.eye(len(a), dtype=bool)]
+        result.append({"generating_model": folder.parent.name, "method": folder.name,
+                       "mean_interclass_correlation": float(off.mean()), "images": len(a)})
+    return result
