@@ -1,0 +1,121 @@
+"""The CLI through typer's runner (arguments reaching the API) and through a real subprocess
+(exit codes, one-line errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pydevis.cli.app import app
+from pydevis.cli import eval_cmds, model_cmds, vis_cmds  # noqa: F401  (register commands)
+from tiny import tiny_classifier
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    path = tiny_classifier(d / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (30, 26, 3), dtype=np.uint8)).save(d / f"img{i}.png")
+    return path
+
+
+def run_cli(*args):
+    """The installed entry point in a subprocess: (exit code, stdout, stderr)."""
+    code = "from pydevis.cli import main; main()"
+    p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                       text=True, env=os.environ.copy(), timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_help_lists_every_command():
+    res = runner.invoke(app, ["--help"])
+    for cmd in ("info", "predict", "visualize", "deconv", "top9", "isolate", "score",
+                "experiment", "report", "demo"):
+        assert cmd in res.output
+
+
+def test_info_json(tiny):
+    res = runner.invoke(app, ["info", str(tiny), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["size"] == [20, 18] and data["classes"] == 6
+    assert data["sources"]["mean"].startswith("card") and data["ops"]["Conv"] is True
+
+
+def test_info_flags_override_card(tiny):
+    res = runner.invoke(app, ["info", str(tiny), "--json", "--mean", "1,2,3", "--bgr"])
+    data = json.loads(res.output)
+    assert data["mean"] == [1.0, 2.0, 3.0] and data["channels"] == "BGR"
+    assert data["sources"]["mean"] == "flags"
+
+
+def test_predict_blocks(tiny):
+    res = runner.invoke(app, ["predict", str(tiny), str(tiny.parent / "img0.png"),
+                              str(tiny.parent / "img1.png"), "--top", "2", "--json"])
+    data = json.loads(res.output)
+    assert [len(d["top"]) for d in data] == [2, 2]
+    assert data[0]["top"][0]["label"].startswith("thing")
+
+
+def test_visualize_writes_files(tiny, tmp_path):
+    res = runner.invoke(app, ["visualize", str(tiny), "--class", "2", "--class", "thing 5",
+                              "--method", "yosinski", "--preset", "1", "--steps", "5",
+                              "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "yosinski1_0002_thing_2.png", "yosinski1_0005_thing_5.png", "yosinski1_grid.png"}
+
+
+def test_deconv_top9_isolate_score(tiny, tmp_path):
+    img = tiny.parent / "img0.png"
+    assert runner.invoke(app, ["deconv", str(tiny), str(img), "--unit", "r2:3",
+                               "--out", str(tmp_path), "-q"]).exit_code == 0
+    assert (tmp_path / "deconv_r2_3.png").is_file()
+    assert runner.invoke(app, ["top9", str(tiny), str(tiny.parent), "--layer", "r2",
+                               "--channels", "0-1", "--out", str(tmp_path), "-q"]).exit_code == 0
+    assert (tmp_path / "top9_r2_grid.png").is_file()
+    res = runner.invoke(app, ["isolate", str(tiny), str(img), "--class", "1", "--steps", "5",
+                              "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0 and "target_probability" in json.loads(res.output)
+    res = runner.invoke(app, ["score", str(img), "--model", str(tiny), "--model", str(tiny),
+                              "--class", "thing 1", "--json"])
+    assert len(json.loads(res.output)["scores"]) == 1  # same stem: one scoring model
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "nope.onnx"], "nope.onnx: no such file"),
+    (["predict", "{tiny}", "nope.png"], "nope.png: no such file"),
+    (["visualize", "{tiny}", "--class", "thin 4", "--out", "{out}"], "did you mean 'thing 4'"),
+    (["visualize", "{tiny}", "--class", "60", "--out", "{out}"], "class 60 out of range"),
+    (["deconv", "{tiny}", "{img}", "--unit", "nosuch:1", "--out", "{out}"], "no tensor or node"),
+    (["experiment", "missing.toml"], "missing.toml: no such file"),
+])
+def test_user_errors_are_one_line_exit_2(tiny, tmp_path, args, message):
+    fmt = {"tiny": tiny, "img": tiny.parent / "img0.png", "out": tmp_path / "o"}
+    code, out, err = run_cli(*[a.format(**fmt) for a in args])
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_garbage_model_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage" * 100)
+    code, _, err = run_cli("info", bad)
+    assert code == 2 and "not an ONNX model" in err
+
+
+def test_version():
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.startswith("pydevis ")
