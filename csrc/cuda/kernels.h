@@ -1,4 +1,4 @@
-// Host launchers of the CUDA backward kernels of pydevis._cuda.
+// Host launchers of the CUDA kernels of pydevis._cuda (backward and ascent kernels).
 //
 // Every pointer is a device pointer; every launcher enqueues its kernels on `stream` and returns
 // without synchronising (CUDA launch errors are thrown as std::runtime_error). Semantics are those
@@ -67,5 +67,43 @@ void avg_pool2d_backward(const T* grad_out, T* grad_in, const AvgPoolShape& s,
 template <typename T>
 void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int64_t HW,
                               cudaStream_t stream);
+
+// ---- ascent kernels (docs/kernels.md, "Ascent kernels"); v and out are (N, C, H, W) ------------
+
+// out = (v + eta[n] * g) * (1 - decay), computed in double; per_image = C*H*W, eta has N entries.
+template <typename T>
+void ascent_update(const T* v, const T* g, const double* eta, T* out, int64_t N,
+                   int64_t per_image, double decay, cudaStream_t stream);
+
+// Separable Gaussian of each of the `planes` (H, W) planes with the normalised weights[2r+1]
+// (radius r >= 0), reflect boundary, rows then columns. `tmp` holds planes*H*W doubles.
+template <typename T>
+void gaussian_blur(const T* v, T* out, double* tmp, const double* weights, int64_t radius,
+                   int64_t planes, int64_t H, int64_t W, cudaStream_t stream);
+
+// Entries per image of clip_small's sort buffer: HW rounded up to a power of two.
+inline int64_t sort_width(int64_t HW) {
+    int64_t p = 1;
+    while (p < HW) p *= 2;
+    return p;
+}
+
+// Doubles of scratch clip_small needs: scores (N*HW), sort rows (N*sort_width(HW)), thresholds
+// (N).
+inline int64_t clip_small_scratch(int64_t N, int64_t HW) {
+    return N * HW + N * sort_width(HW) + N;
+}
+
+// clip_small_norm (g == nullptr: score sqrt(sum_c v^2)) or clip_small_contribution (score
+// |sum_c g * -v|): per image, the pixels whose score is below numpy.percentile(scores, pct)
+// (linear) get all channels zeroed in out, the others are copied. 0 < pct <= 100.
+template <typename T>
+void clip_small(const T* v, const T* g, T* out, double* scratch, int64_t N, int64_t C, int64_t HW,
+                double pct, cudaStream_t stream);
+
+// out[n, c] = min(max(v[n, c], lo[c]), hi[c]) in double (numpy.maximum/minimum: NaN propagates).
+template <typename T>
+void clamp_channels(const T* v, const double* lo, const double* hi, T* out, int64_t N, int64_t C,
+                    int64_t HW, cudaStream_t stream);
 
 }  // namespace pydevis::cuda

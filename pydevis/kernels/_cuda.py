@@ -20,10 +20,15 @@ NAME = "cuda"
 __all__ = [
     "NAME",
     "DeviceArray",
+    "ascent_update",
     "avg_pool2d_backward",
+    "clamp_channels",
+    "clip_small_contribution",
+    "clip_small_norm",
     "conv2d_backward_data",
     "device_count",
     "device_name",
+    "gaussian_blur",
     "global_avg_pool_backward",
     "lrn_backward",
     "max_unpool2d",
@@ -98,3 +103,29 @@ def avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads, count_i
 def global_avg_pool_backward(grad_out, in_shape):
     """dL/dX of ONNX GlobalAveragePool."""
     return _cuda.global_avg_pool_backward(grad_out, in_shape)
+
+
+# ---- ascent kernels (docs/kernels.md, "Ascent kernels") ----------------------------------------
+def ascent_update(v, g, eta, decay):
+    """(v + eta[n]·g)·(1 − decay); eta float64 (N,)."""
+    return _cuda.ascent_update(v, g, eta, decay)
+
+
+def gaussian_blur(v, sigma):
+    """Separable Gaussian of each (n, c) plane, reflect boundary (a copy for sigma <= 0)."""
+    return _cuda.gaussian_blur(v, sigma)
+
+
+def clip_small_norm(v, pct):
+    """Zero the pixels whose channel norm is below the pct-th percentile of their image."""
+    return _cuda.clip_small_norm(v, pct)
+
+
+def clip_small_contribution(v, g, pct):
+    """Zero the pixels whose |Σ_c g·(−v)| is below the pct-th percentile of their image."""
+    return _cuda.clip_small_contribution(v, g, pct)
+
+
+def clamp_channels(v, lo, hi):
+    """Clip channel c of v to [lo[c], hi[c]]; lo, hi float64 (C,)."""
+    return _cuda.clamp_channels(v, lo, hi)

@@ -5,7 +5,9 @@ shapes; this module checks what is particular to CUDA: the extension called dire
 arrays (copied to the GPU and back) and with device arrays (``__cuda_array_interface__`` from
 cupy or numba.cuda, result a ``DeviceArray`` left on the GPU), mixed host/device arguments,
 grid-stride loops past one full grid, inputs left untouched, and the argument checks (a
-``ValueError`` naming the argument, before any memory is touched).
+``ValueError`` naming the argument, before any memory is touched). The ascent kernels are checked
+here too (bit for bit against the oracle where numpy's result is exact: clip_small_*,
+clamp_channels, ascent_update), and the routing of device arrays by :mod:`pydevis.kernels`.
 
 Skipped as a whole unless ``pydevis.kernels.available()["cuda"] is None`` (the extension is built
 and a CUDA device answers).
@@ -449,6 +451,28 @@ BAD_CALLS = {
     "gap shape": (lambda: C.global_avg_pool_backward(F4, (1, 2, 6, 6)), "grad_out: shape"),
     "gap in_shape": (lambda: C.global_avg_pool_backward(F4[:, :, :1, :1].copy(), (1, 3, 6, 6)),
                      "grad_out: shape"),
+    # ascent kernels
+    "update g shape": (lambda: C.ascent_update(F4, F4[:, :1], np.zeros(1), 0.0),
+                       "g: shape (1, 1, 3, 3) != v shape (1, 2, 3, 3)"),
+    "update g dtype": (lambda: C.ascent_update(F4, F4.astype(np.float64), np.zeros(1), 0.0),
+                       "g: dtype float64 differs from v"),
+    "update eta length": (lambda: C.ascent_update(F4, F4, np.zeros(2), 0.0),
+                          "eta: shape (2,) is not (1,)"),
+    "update eta dtype": (lambda: C.ascent_update(F4, F4, np.zeros(1, np.float32), 0.0),
+                         "eta: dtype float32 is not float64"),
+    "blur rank": (lambda: C.gaussian_blur(F4[0], 1.0), "v: expected a 4-D array"),
+    "blur sigma nan": (lambda: C.gaussian_blur(F4, math.nan), "sigma: must be finite"),
+    "blur sigma huge": (lambda: C.gaussian_blur(F4, 1e12), "sigma: 1e+12 is too large"),
+    "norm pct": (lambda: C.clip_small_norm(F4, 100.5), "pct: must be <= 100"),
+    "norm pct nan": (lambda: C.clip_small_norm(F4, math.nan), "pct: must be <= 100"),
+    "norm int dtype": (lambda: C.clip_small_norm(F4.astype(np.int64), 50),
+                       "v: dtype int64 is not float32/float64"),
+    "contribution g shape": (lambda: C.clip_small_contribution(F4, F4[:, :, :2].copy(), 50),
+                             "g: shape"),
+    "clamp lo length": (lambda: C.clamp_channels(F4, np.zeros(3), np.ones(2)),
+                        "lo: shape (3,) is not (2,)"),
+    "clamp hi rank": (lambda: C.clamp_channels(F4, np.zeros(2), np.ones((2, 1))),
+                      "hi: expected a 1-D array"),
 }
 
 
@@ -500,3 +524,179 @@ def test_rejects_bad_device_arrays(dev):
     # C strides given explicitly are accepted
     explicit = _Interface(**{**ok, "strides": (128, 64, 16, 4)})
     assert C.lrn_backward(explicit, explicit, 3, 1e-4, 0.75, 1.0).shape == (1, 2, 4, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# ascent kernels (docs/kernels.md, "Ascent kernels"): clip_small_* and clamp_channels must zero /
+# clip exactly what numpy does, ascent_update is computed like numpy (double, once-rounded)
+# ---------------------------------------------------------------------------------------------
+ASCENT_SHAPES = [(3, 2, 11, 7), (2, 3, 1, 1), (1, 1, 5, 1), (2, 4, 16, 16), (1, 3, 9, 13)]
+PCTS = [0.5, 10, 20, 33.3, 50, 90, 99.9, 100]
+
+
+def ascent_case(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    v = (rng.standard_normal(shape) * 30).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    return v, g
+
+
+def same(actual, expected: np.ndarray) -> None:
+    """Bit-for-bit the oracle (NaN where it has NaN), same shape and dtype."""
+    if isinstance(actual, C.DeviceArray):
+        actual = actual.to_host()
+    assert isinstance(actual, np.ndarray)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ASCENT_SHAPES)
+def test_ascent_update_host(shape, dtype):
+    v, g = ascent_case(shape, dtype, seed=1)
+    eta = np.random.default_rng(2).standard_normal(shape[0])
+    before = (v.copy(), g.copy())
+    for decay in (0.0, 0.01, 1.0):
+        same(C.ascent_update(v, g, eta, decay), R.ascent_update(v, g, eta, decay))
+    np.testing.assert_array_equal(v, before[0])
+    np.testing.assert_array_equal(g, before[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sigma", [0.3, 0.5, 1.0, 2.3, 7.0])
+@pytest.mark.parametrize("shape", ASCENT_SHAPES)
+def test_gaussian_blur_host(shape, sigma, dtype):
+    v, _ = ascent_case(shape, dtype, seed=3)
+    check(C.gaussian_blur(v, sigma), R.gaussian_blur(v, sigma), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ASCENT_SHAPES)
+def test_clip_small_host(shape, dtype):
+    v, g = ascent_case(shape, dtype, seed=4)
+    for pct in PCTS:
+        same(C.clip_small_norm(v, pct), R.clip_small_norm(v, pct))
+        same(C.clip_small_contribution(v, g, pct), R.clip_small_contribution(v, g, pct))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ASCENT_SHAPES)
+def test_clamp_channels_host(shape, dtype):
+    v, _ = ascent_case(shape, dtype, seed=5)
+    rng = np.random.default_rng(6)
+    lo = rng.standard_normal(shape[1]) * 10
+    hi = lo + np.abs(rng.standard_normal(shape[1])) * 20
+    same(C.clamp_channels(v, lo, hi), R.clamp_channels(v, lo, hi))
+    same(C.clamp_channels(v, hi, lo), R.clamp_channels(v, hi, lo))  # lo > hi: hi wins
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ascent_copies(dtype):
+    """sigma <= 0 and pct <= 0 return a copy."""
+    v, g = ascent_case((2, 3, 5, 4), dtype, seed=7)
+    for out in (C.gaussian_blur(v, 0.0), C.gaussian_blur(v, -1.0), C.clip_small_norm(v, 0.0),
+                C.clip_small_norm(v, -5.0), C.clip_small_contribution(v, g, 0.0)):
+        same(out, v)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_small_ties_nan_and_inf(dtype):
+    """Many equal scores (integer images), and numpy's NaN / infinity rules of the percentile:
+    a NaN score makes the threshold NaN (nothing zeroed), inf - inf interpolates to NaN."""
+    rng = np.random.default_rng(8)
+    v = np.round(rng.standard_normal((3, 2, 37, 29)) * 2).astype(dtype)
+    g = np.round(rng.standard_normal(v.shape)).astype(dtype)
+    w = v.copy()
+    w[0, 1, 3, 4] = np.nan
+    w[1, 0, 5, 5] = np.inf
+    w[2, :, :, :3] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's own inf arithmetic
+        for pct in (0.1, 12.5, 25, 50, 75, 99, 100):
+            for x in (v, w):
+                same(C.clip_small_norm(x, pct), R.clip_small_norm(x, pct))
+                same(C.clip_small_contribution(x, g, pct), R.clip_small_contribution(x, g, pct))
+        lo, hi = np.array([-1.0, np.nan]), np.array([np.inf, 2.0])
+        same(C.clamp_channels(w, lo, hi), R.clamp_channels(w, lo, hi))
+
+
+def test_clip_small_larger_images():
+    """A 60000-pixel image: a 65536-entry sort row (136 bitonic stages)."""
+    v, g = ascent_case((2, 3, 300, 200), np.float32, seed=9)
+    for pct in (1, 50, 97.5):
+        same(C.clip_small_norm(v, pct), R.clip_small_norm(v, pct))
+        same(C.clip_small_contribution(v, g, pct), R.clip_small_contribution(v, g, pct))
+
+
+def test_ascent_empty_arrays():
+    for shape in [(0, 2, 3, 3), (2, 0, 3, 3), (2, 2, 0, 3)]:
+        e = np.zeros(shape, np.float32)
+        for out in (C.ascent_update(e, e, np.zeros(shape[0]), 0.1), C.gaussian_blur(e, 1.0),
+                    C.clip_small_norm(e, 50), C.clip_small_contribution(e, e, 50),
+                    C.clamp_channels(e, np.zeros(shape[1]), np.ones(shape[1]))):
+            assert isinstance(out, np.ndarray) and out.shape == shape and out.dtype == e.dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ascent_kernels_with_device_inputs(dev, dtype):
+    v, g = ascent_case((3, 2, 11, 7), dtype, seed=10)
+    eta = np.array([0.5, 2.0, 0.0])
+    lo, hi = np.array([-10.0, -20.0]), np.array([5.0, 30.0])
+    dv, dg = dev.to(v), dev.to(g)
+    results = {
+        "update": (C.ascent_update(dv, dg, dev.to(eta), 0.01), R.ascent_update(v, g, eta, 0.01)),
+        "update, host eta": (C.ascent_update(dv, dg, eta, 0.01),
+                             R.ascent_update(v, g, eta, 0.01)),
+        "norm": (C.clip_small_norm(dv, 30), R.clip_small_norm(v, 30)),
+        "contribution": (C.clip_small_contribution(dv, dg, 70),
+                         R.clip_small_contribution(v, g, 70)),
+        "contribution, host g": (C.clip_small_contribution(dv, g, 70),
+                                 R.clip_small_contribution(v, g, 70)),
+        "norm copy": (C.clip_small_norm(dv, 0.0), v),
+        "clamp": (C.clamp_channels(dv, dev.to(lo), dev.to(hi)), R.clamp_channels(v, lo, hi)),
+    }
+    for name, (got, expected) in results.items():
+        assert isinstance(got, C.DeviceArray), name
+        same(got, expected)
+    blurred = C.gaussian_blur(dv, 1.3)
+    assert isinstance(blurred, C.DeviceArray)
+    check(blurred, R.gaussian_blur(v, 1.3), dtype)
+    np.testing.assert_array_equal(dev.back(dv), v)  # inputs untouched
+    np.testing.assert_array_equal(dev.back(dg), g)
+
+
+def test_ascent_chain_stays_on_the_device(dev):
+    """update -> blur -> clip -> clamp, each result the next input, never leaving the GPU."""
+    v, g = ascent_case((2, 3, 9, 8), np.float64, seed=11)
+    eta = np.array([0.1, 0.2])
+    lo, hi = np.full(3, -20.0), np.full(3, 20.0)
+    x = C.ascent_update(dev.to(v), dev.to(g), eta, 0.01)
+    x = C.clamp_channels(C.clip_small_norm(C.gaussian_blur(x, 0.8), 25), lo, hi)
+    assert isinstance(x, C.DeviceArray)
+    ref = R.clamp_channels(R.clip_small_norm(R.gaussian_blur(R.ascent_update(v, g, eta, 0.01),
+                                                             0.8), 25), lo, hi)
+    check(x, ref, np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# the public front routes device arrays to this backend, whatever the host backend is
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("forced", ["", "cpp", "numba"])
+def test_front_routes_device_arrays_to_cuda(dev, forced, monkeypatch):
+    monkeypatch.setenv("PYDEVIS_BACKEND", forced)
+    v, g = ascent_case((2, 3, 6, 5), np.float32, seed=12)
+    dv = dev.to(v)
+    out = K.clip_small_norm(dv, 40)  # no module=: the first array decides
+    assert isinstance(out, C.DeviceArray)
+    same(out, R.clip_small_norm(v, 40))
+    out = K.ascent_update(dv, g, 0.5, 0.01)  # host g and a scalar eta are converted and staged
+    assert isinstance(out, C.DeviceArray)
+    same(out, R.ascent_update(v, g, np.full(2, 0.5), 0.01))
+    out = K.clamp_channels(dv, -1.0, 1.0)
+    same(out, R.clamp_channels(v, np.full(3, -1.0), np.full(3, 1.0)))
+    gi, w, args = conv_case(*CONV_CASES["dense_3x3_pad1"], np.float32, seed=12)
+    out = K.conv2d_backward_data(dev.to(gi), w, *args)
+    assert isinstance(out, C.DeviceArray)
+    check(out, R.conv2d_backward_data(gi, w, *args), np.float32)
+    # numpy in: the host backend, numpy out, as before
+    assert isinstance(K.rectifier_backward(v, v), np.ndarray)
