@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .errors import TargetError
+from .errors import PydevisError, TargetError
 from .image import load_for, save_png, to_uint8
 from .methods import deconvnet as dn
 from .methods.ascent import AscentResult, ascend, method_config
@@ -34,12 +34,41 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=_jsonable)
+            json.dump(_finite(data), f, indent=1, default=_jsonable, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with NaN/±Inf numbers replaced by None: strict JSON (a diverged ascent's objective
+    is written as null, not as the non-standard NaN/Infinity)."""
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a folder that can be written, checked before any work is done and without
+    creating anything: refused when it (or the first existing folder above it) is a file, or
+    not writable (a read-only file system, permissions)."""
+    out = Path(out)
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise PydevisError(f"{out}: cannot be an output folder ({parent} is a file)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PydevisError(f"{out}: output folder is not writable ({parent})")
+            break
+    return out
 
 
 def _jsonable(o: Any) -> Any:
@@ -99,6 +128,8 @@ def visualize(model: Model, classes: Sequence[int | str], method: str = "yosinsk
     its JSON and ``METHOD_grid.png``."""
     idx = [resolve_class(model, c) for c in classes]
     config = method_config(method, preset, **settings)
+    if out is not None:
+        check_out(out)
     results: list[AscentResult] = []
     for start in range(0, len(idx), batch_size):
         chunk = idx[start:start + batch_size]
@@ -130,6 +161,8 @@ def visualize(model: Model, classes: Sequence[int | str], method: str = "yosinsk
 def deconvolve(model: Model, image: str | os.PathLike, unit: str,
                out: str | os.PathLike | None = None, mode: str = "deconvnet") -> dn.Projection:
     """Zeiler–Fergus projection of ``unit`` ("TENSOR:CH[@Y,X]") of one image."""
+    if out is not None:
+        check_out(out)
     pixels = load_for(image, model.spec.size, model.spec.crop_fraction)
     proj = dn.project(model, pixels, unit, mode)
     if out is not None:
@@ -159,6 +192,8 @@ def top9(model: Model, image_dir: str | os.PathLike, layer: str, channels: Seque
     """Zeiler & Fergus fig. 2 for ``channels`` of ``layer`` over the images of a folder: per
     channel a k-grid of projections beside the k input patches under their receptive fields."""
     files = list_images(image_dir)
+    if out is not None:
+        check_out(out)
     images = {p.name: load_for(p, model.spec.size, model.spec.crop_fraction) for p in files}
     hits = dn.top9(model, images, layer, list(channels), k)
     if out is not None:
@@ -182,6 +217,8 @@ def isolate(model: Model, image: str | os.PathLike, cls: int | str,
             out: str | os.PathLike | None = None, **settings) -> Isolation:
     """Seed experiment 2 on one photo; writes the edited image, the difference map, a JSON."""
     c = resolve_class(model, cls)
+    if out is not None:
+        check_out(out)
     pixels = load_for(image, model.spec.size, model.spec.crop_fraction)
     res = _isolate(model, pixels, c, **settings)
     if out is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,12 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     white, 16-bit scaled to 8-bit, grayscale/CMYK/palette converted."""
     p = Path(path)
     try:
-        with Image.open(p) as im:
+        # Between MAX_IMAGE_PIXELS and twice that PIL only warns, then decodes the whole image:
+        # make that an error too, before any pixel is decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(p)
+        with opened as im:
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -31,7 +37,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{p}: image too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from None

@@ -60,6 +60,11 @@ def _read(p: Path) -> onnx.ModelProto:
         raise ModelError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
     if not proto.graph.node:
         raise ModelError(f"{p}: not an ONNX model (no graph nodes)")
+    newest = onnx.defs.onnx_opset_version()
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx") and not 1 <= imp.version <= newest:
+            raise ModelError(f"{p}: ONNX opset {imp.version} is not supported "
+                             f"(this onnx knows opsets 1..{newest})")
     _check_external(p, proto)
     try:
         external_data_helper.load_external_data_for_model(proto, str(p.parent))
@@ -99,7 +104,11 @@ class Model:
         self.data = self.graph.data_dependent(NONDIFF)
         self._plans: dict[str, engine.Plan] = {}
         self._templates: dict[str, tuple[tuple[int, int], ...]] = {}
-        self.plan(self.scores)  # unsupported ops on the class path are a load-time error
+        try:
+            self.plan(self.scores)  # unsupported ops on the class path are a load-time error
+        except ModelError as exc:  # name the file: several models load in one command
+            exc.args = (f"{path}: {exc}",)
+            raise
 
     # ---- structure -------------------------------------------------------------------------
     def _input_shape(self) -> tuple:
@@ -181,6 +190,12 @@ class Model:
         """Pre-softmax class scores (N, K)."""
         x = self._check_x(x)
         out = self.runner.run(x, [self.scores])[self.scores]
+        if sum(d != 1 for d in out.shape[1:]) > 1:  # (N, K), (N, K, 1, 1), (N, 1, K) are scores
+            raise ModelError(f"{self.path}: output {self.scores!r} has shape {list(out.shape)}; "
+                             "not class scores (N, K): pydevis needs an image classifier")
+        if not np.isfinite(out).all():
+            raise ModelError(f"{self.path}: non-finite output (NaN or Inf) of {self.scores!r}; "
+                             "are the weights finite?")
         return out.reshape(out.shape[0], -1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -262,7 +277,11 @@ class Model:
         if cot.shape != values[tensor].shape:
             raise ValueError(f"cotangent shape {cot.shape} != shape of {tensor!r} "
                              f"{values[tensor].shape}")
-        return walk(np.ascontiguousarray(cot))
+        grad = walk(np.ascontiguousarray(cot))
+        if not np.isfinite(grad).all():
+            raise ModelError(f"{self.path}: non-finite signal (NaN or Inf) from {tensor!r} "
+                             "back to the input; are the weights finite?")
+        return grad
 
     def backward(self, x: np.ndarray, target, mode: str = "gradient") -> np.ndarray:
         """The signal at the input (same shape as ``x``); see :meth:`signal`."""

@@ -19,6 +19,9 @@ from .errors import ModelError
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 _CARD_KEYS = ("size", "channels", "mean", "std", "crop_fraction", "labels")
+# Largest input H×W accepted (4096²); beyond it a single forward/backward pass would need tens
+# of GB, so it is refused before any session is built or array allocated.
+MAX_INPUT_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,11 @@ def resolve(model_path: Path, input_shape: tuple, metadata: dict[str, str],
     """Merge flags > card > metadata_props > defaults into a :class:`Spec`."""
     n_channels = input_shape[1] if isinstance(input_shape[1], int) else 3
     layers: list[tuple[str, dict[str, Any], Path | None]] = []
-    meta = {k: json.loads(v) if k in ("size", "mean", "std") else v
-            for k, v in metadata.items() if k in _CARD_KEYS}
+    try:
+        meta = {k: json.loads(v) if k in ("size", "mean", "std") else v
+                for k, v in metadata.items() if k in _CARD_KEYS}
+    except json.JSONDecodeError:
+        raise ModelError(f"{model_path}: metadata_props: size/mean/std must be JSON") from None
     layers.append(("metadata_props", meta, model_path.parent))
     card_path = card_path or model_path.with_name(model_path.name + ".json")
     if card_path.is_file():
@@ -108,8 +114,18 @@ def resolve(model_path: Path, input_shape: tuple, metadata: dict[str, str],
     sources = {k: "model input" if k == "size" else "default" for k in _CARD_KEYS}
     for origin, values, base in layers:
         for key, value in values.items():
-            spec = _apply(spec, key, value, origin, base, n_channels)
+            try:
+                spec = _apply(spec, key, value, origin, base, n_channels)
+            except (TypeError, ValueError, OverflowError):  # e.g. "size": "big"
+                raise ModelError(f"{origin}: invalid {key} {value!r:.60}") from None
             sources[key] = origin
+    if sources["size"] == "model input" and not (isinstance(h, int) and isinstance(w, int)
+                                                 and h > 0 and w > 0):
+        raise ModelError(f"{model_path}: the input's height and width ({h}, {w}) are not fixed "
+                         "positive sizes; give them with --size H,W or a model card's \"size\"")
+    if spec.size[0] * spec.size[1] > MAX_INPUT_PIXELS:
+        raise ModelError(f"{model_path}: input size {spec.size[0]}x{spec.size[1]} "
+                         f"[{sources['size']}] is too large (over {MAX_INPUT_PIXELS} pixels)")
     if n_channels == 1 and spec.channels != "L":
         spec = replace(spec, channels="L")
     return replace(spec, sources=sources)

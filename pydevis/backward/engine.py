@@ -68,7 +68,9 @@ def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
             continue
         rule = lookup(node.op_type, node.domain)
         if rule is None:
-            raise UnsupportedOpError(node.op_type, node.name)
+            custom = node.domain not in ("", "ai.onnx")
+            raise UnsupportedOpError(node.op_type, node.name,
+                                     f"domain {node.domain!r}" if custom else "")
         steps.append((node, rule))
         needs = list(rule.needs)
         if rule.broadcast:

@@ -15,6 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="What an ONNX image classifier has learned: deconvnet, guided backprop "
                        "and activation maximization, and how faithful each picture is.")
 
+# click's usage-error base class, wherever this typer takes click from (typer >= 0.2x vendors
+# it as typer._click, older typer depends on click): found through a class typer exports.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
 # exit codes scripts can rely on
 EXIT_USER = 2  # bad input: file, model, argument
 EXIT_INTERNAL = 1
@@ -91,10 +95,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(EXIT_INTERNAL)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_USER)
-        raise
+    except _CLICK_ERROR as exc:  # usage errors: unknown option, bad value, missing argument
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USER)

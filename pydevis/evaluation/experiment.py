@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import load
-from ..api import _slug, resolve_class, write_json
+from ..api import _slug, check_out, resolve_class, write_json
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
 from ..model import Model
@@ -79,13 +79,23 @@ def resolve_classes(cfg: Config, model: Model) -> list[int]:
     return chosen
 
 
+_RUN_ENTRIES = {"config.toml", "images", "scores", "sanity", "results.json", "results.csv",
+                "summary.md", "report.html"}
+
+
 def _check_same_config(cfg: Config, force: bool) -> None:
+    check_out(cfg.out)
     saved = cfg.out / "config.toml"
     text = cfg.path.read_text()
     if saved.is_file() and saved.read_text() != text and not force:
         raise ConfigError(f"{cfg.out} holds a run of a different config; use another 'out' "
                           "or --force to start it afresh")
     if saved.is_file() and saved.read_text() != text and force:
+        alien = sorted(e.name for e in cfg.out.iterdir()
+                       if e.name not in _RUN_ENTRIES and not e.name.startswith(".tmp-"))
+        if alien:  # --force deletes a run folder, never a folder that holds other files
+            raise ConfigError(f"{cfg.out} holds files that are not part of a run "
+                              f"({', '.join(alien[:3])}); --force will not delete it")
         shutil.rmtree(cfg.out)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if not os.access(cfg.out, os.W_OK):
@@ -110,8 +120,13 @@ def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
                    force: bool = False) -> dict:
     """Run (or resume) the experiment of the TOML config at ``path``; returns the summary."""
     cfg = load_config(path)
-    _check_same_config(cfg, force)
     gens = {n: load(p) for n, p in _names(cfg.generators).items()}
+    for gen in gens.values():  # unknown classes are refused before the run folder is touched
+        resolve_classes(cfg, gen)
+    _check_same_config(cfg, force)
+    for stale in cfg.out.rglob(".tmp-*"):  # temp files of a killed run: never renamed into place
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
     if cfg.sanity:
         for name in list(gens):
             rpath = randomized_copy(gens[name].path, cfg.out / "sanity", cfg.seed)

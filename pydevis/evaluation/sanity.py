@@ -39,14 +39,19 @@ def randomized_copy(path: Path, folder: Path, seed: int) -> Path:
                 new = rng.normal(0, float(a.std()) or 1e-2, a.shape).astype(a.dtype)
                 t.CopyFrom(numpy_helper.from_array(new, t.name))
     tmp = out.with_name(".tmp-" + out.name)
-    onnx.save(model, str(tmp))
-    card = path.with_name(path.name + ".json")
-    if card.is_file():
-        data = json.loads(card.read_text())
-        if isinstance(data.get("labels"), str):  # keep the labels file reachable
-            data["labels"] = str((card.parent / data["labels"]).resolve())
-        out.with_name(out.name + ".json").write_text(json.dumps(data, indent=1))
-    shutil.move(str(tmp), str(out))
+    try:
+        onnx.save(model, str(tmp))
+        card = path.with_name(path.name + ".json")
+        if card.is_file():
+            data = json.loads(card.read_text())
+            if isinstance(data.get("labels"), str):  # keep the labels file reachable
+                data["labels"] = str((card.parent / data["labels"]).resolve())
+            out.with_name(out.name + ".json").write_text(json.dumps(data, indent=1))
+        shutil.move(str(tmp), str(out))
+    except BaseException:  # a full disk leaves no half-written copy (nor card) behind
+        tmp.unlink(missing_ok=True)
+        out.with_name(out.name + ".json").unlink(missing_ok=True)
+        raise
     return out
 
 

@@ -9,7 +9,8 @@ et al. 2015, Table 1 as given in their toolbox's doc/running-optimize-image.md),
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import numbers
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from .. import kernels
 from ..model import Model
 from . import regularizers as R
 from .pixels import PixelSpace
+
+
+_KINDS = {"int": numbers.Integral, "float": numbers.Real, "str": str}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class AscentConfig:
     start_std: float = 0.0
 
     def validate(self) -> AscentConfig:
+        for f in fields(self):  # wrong types (steps = 2.5) fail here, not in the middle of a run
+            v, kind = getattr(self, f.name), _KINDS[f.type]
+            if isinstance(v, bool) or not isinstance(v, kind):
+                raise TypeError(f"invalid ascent setting: {f.name} must be {f.type}, got {v!r}")
         checks = [(self.signal in ("gradient", "deconvnet", "guided"), "signal"),
                   (self.steps >= 1, "steps must be >= 1"),
                   (self.step_rule in ("constant", "progress"), "step_rule"),
@@ -83,9 +91,9 @@ def method_config(name: str, preset: int | None = None, **overrides) -> AscentCo
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     if preset is not None and name != "yosinski":
         raise ValueError("--preset applies to the yosinski method only")
-    base = YOSINSKI[preset] if name == "yosinski" and preset else METHODS[name]
     if name == "yosinski" and preset is not None and preset not in YOSINSKI:
-        raise ValueError(f"yosinski preset must be 1-4, got {preset}")
+        raise ValueError(f"yosinski preset must be 1-4, got {preset!r}")
+    base = YOSINSKI[preset] if name == "yosinski" and preset else METHODS[name]
     return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
 
 
@@ -135,9 +143,12 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     last_obj = np.full(n, np.nan)
     for t in range(config.steps + 1):
         dy, dx = R.jitter_offsets(rng, config.jitter)
-        sig, g = space.signal(R.roll(v, dy, dx), targets, config.signal)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+            sig, g = space.signal(R.roll(v, dy, dx), targets, config.signal)
         g = R.roll(g, -dy, -dx)
         obj = sig.objective
+        blown = active & ~np.isfinite(obj)  # NaN/Inf objective: stop, keep the best finite iterate
+        status[blown], active[blown] = "diverged", False
         last_obj = np.where(active, obj, last_obj)
         better = active & (obj > best_obj)
         best_v[better], best_obj[better], best_step[better] = v[better], obj[better], t
