@@ -8,6 +8,8 @@
 #include <pybind11/stl.h>
 
 #include <climits>
+#include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <vector>
 
@@ -82,8 +84,9 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   CHECK(ph >= ekh && pw >= ekw, "weight: dilated kernel ", ekh, "x", ekw,
         " is larger than the padded input ", ph, "x", pw);
   const int64_t Ho = (ph - ekh) / g.sh + 1, Wo = (pw - ekw) / g.sw + 1;
-  CHECK(g.Ho == Ho && g.Wo == Wo, "grad_out: shape ", shape_str(gs), " does not match the Conv output ",
-        Ho, "x", Wo, " of input ", g.H, "x", g.W, " with these kernel, strides, pads, dilations");
+  CHECK(g.Ho == Ho && g.Wo == Wo, "grad_out: shape ", shape_str(gs),
+        " does not match the Conv output ", Ho, "x", Wo, " of input ", g.H, "x", g.W,
+        " (kernel, strides, pads, dilations)");
   check_int32(ws[1] * g.kH * g.kW, "C/group*kH*kW");
   check_int32(g.Ho * g.Wo, "Ho*Wo");
   check_int32(g.H * g.W, "H*W");
@@ -256,6 +259,111 @@ py::array global_avg_pool_backward(const py::array& grad_out, const Ints& in_sha
   return f64 ? gap_impl<double>(grad_out, in_shape) : gap_impl<float>(grad_out, in_shape);
 }
 
+// ---- ascent kernels ----------------------------------------------------------------------
+// A C-contiguous float64 (len,) argument: eta (one per image), lo and hi (one per channel).
+void check_f64_vector(const py::array& a, const char* name, int64_t len, const Ints& vshape,
+                      const char* what) {
+  pydevis::check_layout(a, name, 1);
+  CHECK(pydevis::has_dtype<double>(a), name, ": dtype ", pydevis::dtype_str(a),
+        " is not float64");
+  CHECK(a.shape(0) == len, name, ": shape ", shape_str(shape_of(a)), " is not (", len, ",): ",
+        what, " ", shape_str(vshape));
+}
+
+// v: a 4-D float array; g (optional): same dtype and shape.
+bool check_v_g(const py::array& v, const py::array* g) {
+  pydevis::check_layout(v, "v", 4);
+  const bool f64 = pydevis::is_float64(v, "v");
+  if (g) {
+    pydevis::check_layout(*g, "g", 4);
+    pydevis::check_same_dtype(*g, "g", v, "v");
+    CHECK(shape_of(*g) == shape_of(v), "g: shape ", shape_str(shape_of(*g)), " != v shape ",
+          shape_str(shape_of(v)));
+  }
+  return f64;
+}
+
+// A new array like v, filled by fn(out) with the GIL released.
+template <typename T, typename F>
+py::array run_like(const py::array& v, F&& fn) {
+  auto out = new_array<T>(shape_of(v));
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    fn(dst);
+  }
+  return std::move(out);
+}
+
+template <typename T>
+py::array copy_of(const py::array& v) {
+  return run_like<T>(v, [&](T* dst) { std::memcpy(dst, v.data(), size_t(v.nbytes())); });
+}
+
+py::array ascent_update(const py::array& v, const py::array& g, const py::array& eta,
+                        double decay) {
+  const bool f64 = check_v_g(v, &g);
+  const Ints s = shape_of(v);
+  check_f64_vector(eta, "eta", s[0], s, "one step size per image of v");
+  const int64_t per_image = s[1] * s[2] * s[3];
+  const double* e = cptr<double>(eta);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    return run_like<T>(v, [&](T* dst) {
+      pydevis::cpu::ascent_update<T>(cptr<T>(v), cptr<T>(g), e, dst, s[0], per_image, decay);
+    });
+  };
+  return f64 ? run(0.0) : run(0.0f);
+}
+
+py::array gaussian_blur(const py::array& v, double sigma) {
+  const bool f64 = check_v_g(v, nullptr);
+  CHECK(std::isfinite(sigma), "sigma: must be finite, got ", sigma);
+  CHECK(4.0 * sigma + 0.5 < 2147483648.0, "sigma: ", sigma,
+        " is too large (blur radius int(4 * sigma + 0.5) above 2^31 - 1)");
+  if (sigma <= 0) return f64 ? copy_of<double>(v) : copy_of<float>(v);
+  const Ints s = shape_of(v);
+  const std::vector<double> w = pydevis::cpu::gaussian_weights(sigma);
+  const int64_t r = (int64_t(w.size()) - 1) / 2;
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    return run_like<T>(v, [&](T* dst) {
+      pydevis::cpu::gaussian_blur<T>(cptr<T>(v), dst, s[0] * s[1], s[2], s[3], w.data(), r);
+    });
+  };
+  return f64 ? run(0.0) : run(0.0f);
+}
+
+py::array clip_small(const py::array& v, const py::array* g, double pct) {
+  const bool f64 = check_v_g(v, g);
+  CHECK(pct <= 100, "pct: must be <= 100 (a percentile), got ", pct);  // NaN fails too
+  if (pct <= 0) return f64 ? copy_of<double>(v) : copy_of<float>(v);
+  const Ints s = shape_of(v);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const T* gp = g ? cptr<T>(*g) : nullptr;
+    return run_like<T>(v, [&](T* dst) {
+      pydevis::cpu::clip_small<T>(cptr<T>(v), gp, dst, s[0], s[1], s[2] * s[3], pct);
+    });
+  };
+  return f64 ? run(0.0) : run(0.0f);
+}
+
+py::array clamp_channels(const py::array& v, const py::array& lo, const py::array& hi) {
+  const bool f64 = check_v_g(v, nullptr);
+  const Ints s = shape_of(v);
+  check_f64_vector(lo, "lo", s[1], s, "one bound per channel of v");
+  check_f64_vector(hi, "hi", s[1], s, "one bound per channel of v");
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    return run_like<T>(v, [&](T* dst) {
+      pydevis::cpu::clamp_channels<T>(cptr<T>(v), cptr<double>(lo), cptr<double>(hi), dst, s[0],
+                                      s[1], s[2] * s[3]);
+    });
+  };
+  return f64 ? run(0.0) : run(0.0f);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -275,6 +383,22 @@ PYBIND11_MODULE(_C, m) {
         py::arg("count_include_pad"), "dL/dX of ONNX AveragePool (2-D).");
   m.def("global_avg_pool_backward", &global_avg_pool_backward, py::arg("grad_out"),
         py::arg("in_shape"), "dL/dX of ONNX GlobalAveragePool.");
+  // ascent kernels
+  m.def("ascent_update", &ascent_update, py::arg("v"), py::arg("g"), py::arg("eta"),
+        py::arg("decay"), "(v + eta[n] * g) * (1 - decay), computed in float64.");
+  m.def("gaussian_blur", &gaussian_blur, py::arg("v"), py::arg("sigma"),
+        "Separable Gaussian of each (n, c) plane, radius int(4*sigma + 0.5), reflect boundary.");
+  m.def(
+      "clip_small_norm", [](const py::array& v, double pct) { return clip_small(v, nullptr, pct); },
+      py::arg("v"), py::arg("pct"),
+      "Zero the pixels whose channel norm is below the pct-th percentile of their image.");
+  m.def(
+      "clip_small_contribution",
+      [](const py::array& v, const py::array& g, double pct) { return clip_small(v, &g, pct); },
+      py::arg("v"), py::arg("g"), py::arg("pct"),
+      "Zero the pixels whose |sum_c g * -v| is below the pct-th percentile of their image.");
+  m.def("clamp_channels", &clamp_channels, py::arg("v"), py::arg("lo"), py::arg("hi"),
+        "Clip channel c of v to [lo[c], hi[c]] (NaN bounds propagate, as numpy's).");
   m.attr("has_openmp") =
 #ifdef _OPENMP
       true;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace pydevis::cpu {
 
@@ -48,5 +49,25 @@ void avg_pool2d_backward(const T* grad_out, T* grad_in, const PoolGeom& g);
 
 template <typename T>
 void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int64_t HW);
+
+// ---- ascent kernels (docs/kernels.md, "Ascent kernels") -----------------------------------------
+template <typename T>
+void ascent_update(const T* v, const T* g, const double* eta, T* out, int64_t N,
+                   int64_t per_image, double decay);
+
+// The 2r + 1 normalised weights exp(-k² / (2 sigma²)), k in [-r, r], r = int(4 sigma + 0.5).
+std::vector<double> gaussian_weights(double sigma);
+
+template <typename T>
+void gaussian_blur(const T* v, T* out, int64_t planes, int64_t H, int64_t W, const double* w,
+                   int64_t r);
+
+// clip_small_norm when g is null, else clip_small_contribution; 0 < pct <= 100.
+template <typename T>
+void clip_small(const T* v, const T* g, T* out, int64_t N, int64_t C, int64_t HW, double pct);
+
+template <typename T>
+void clamp_channels(const T* v, const double* lo, const double* hi, T* out, int64_t N, int64_t C,
+                    int64_t HW);
 
 }  // namespace pydevis::cpu

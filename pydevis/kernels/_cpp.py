@@ -12,8 +12,13 @@ NAME = "cpp"
 
 __all__ = [
     "NAME",
+    "ascent_update",
     "avg_pool2d_backward",
+    "clamp_channels",
+    "clip_small_contribution",
+    "clip_small_norm",
     "conv2d_backward_data",
+    "gaussian_blur",
     "global_avg_pool_backward",
     "lrn_backward",
     "max_unpool2d",
@@ -72,3 +77,29 @@ def avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads, count_i
 def global_avg_pool_backward(grad_out, in_shape):
     """dL/dX of ONNX GlobalAveragePool."""
     return _C.global_avg_pool_backward(grad_out, in_shape)
+
+
+# ---- ascent kernels (docs/kernels.md, "Ascent kernels") --------------------------------------
+def ascent_update(v, g, eta, decay):
+    """(v + eta[n]·g)·(1 − decay) in float64, rounded once to v's dtype; eta float64 (N,)."""
+    return _C.ascent_update(v, g, eta, decay)
+
+
+def gaussian_blur(v, sigma):
+    """Separable Gaussian of each (n, c) plane, radius int(4·sigma + 0.5), reflect boundary."""
+    return _C.gaussian_blur(v, sigma)
+
+
+def clip_small_norm(v, pct):
+    """Zero the pixels whose channel norm is below the pct-th percentile of their image."""
+    return _C.clip_small_norm(v, pct)
+
+
+def clip_small_contribution(v, g, pct):
+    """Zero the pixels whose |Σ_c g·(−v)| is below the pct-th percentile of their image."""
+    return _C.clip_small_contribution(v, g, pct)
+
+
+def clamp_channels(v, lo, hi):
+    """Clip channel c of v to [lo[c], hi[c]]; lo, hi float64 (C,)."""
+    return _C.clamp_channels(v, lo, hi)

@@ -1,16 +1,20 @@
 """pydevis._C rejects bad arguments with a ValueError naming the argument, before touching memory.
 
-The kernels' values are checked against ``_reference.py`` in test_parity.py; here only the
+The backward kernels' values are checked against ``_reference.py`` in test_parity.py; here the
 argument checks of the C++ wrappers (dtype, rank, shape agreement, contiguity, alignment, index
-ranges) and the "new array, inputs untouched" contract.
+ranges), the "new array, inputs untouched" contract, and the ascent kernels against the reference
+(bit for bit where docs/kernels.md promises numpy's rounding).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 
 from pydevis.kernels import _cpp
+from pydevis.kernels import _reference as R
 
 if _cpp.unavailable_reason() is not None:
     pytest.skip(f"C++ extension not built: {_cpp.unavailable_reason()}", allow_module_level=True)
@@ -114,7 +118,8 @@ def bad_index(pos, value):
     ({"in_shape": (2, 4, 4, 5)}, "^in_shape: .* does not match N, C"),
     ({"in_shape": (2, 3, 4)}, "^in_shape: expected 4 integers"),
     ({"indices": bad_index((0, 0, 0, 0), -1)}, r"^indices: value -1 at \(0, 0, 0, 0\) is outside"),
-    ({"indices": bad_index((1, 2, 1, 1), 120)}, r"^indices: value 120 at \(1, 2, 1, 1\) is outside"),
+    ({"indices": bad_index((1, 2, 1, 1), 120)},
+     r"^indices: value 120 at \(1, 2, 1, 1\) is outside"),
     # a valid offset of the whole tensor, but in the neighbouring plane
     ({"indices": bad_index((0, 1, 0, 0), 3)}, r"^indices: value 3 at \(0, 1, 0, 0\) is outside"),
 ])
@@ -211,6 +216,84 @@ def test_gap_rejects(grad_out, in_shape, match):
         _C.global_avg_pool_backward(grad_out, in_shape)
 
 
+# ---- ascent kernels
+V = rand(2, 3, 5, 4)
+ASCENT_BAD = [
+    (lambda: _C.ascent_update(V, V[:, :1].copy(), np.zeros(2), 0.0),
+     r"^g: shape \(2, 1, 5, 4\) != v shape \(2, 3, 5, 4\)"),
+    (lambda: _C.ascent_update(V, V.astype(np.float64), np.zeros(2), 0.0),
+     "^g: dtype float64 differs from v"),
+    (lambda: _C.ascent_update(V, V, np.zeros(3), 0.0), r"^eta: shape \(3,\) is not \(2,\)"),
+    (lambda: _C.ascent_update(V, V, np.zeros(2, np.float32), 0.0),
+     "^eta: dtype float32 is not float64"),
+    (lambda: _C.ascent_update(V, V, np.zeros(4)[::2], 0.0), "^eta: array must be C-contiguous"),
+    (lambda: _C.ascent_update(V[0], V[0], np.zeros(3), 0.0), "^v: expected a 4-D array"),
+    (lambda: _C.gaussian_blur(V.astype(np.int32), 1.0), "^v: dtype int32"),
+    (lambda: _C.gaussian_blur(np.asfortranarray(V), 1.0), "^v: array must be C-contiguous"),
+    (lambda: _C.gaussian_blur(V, float("nan")), "^sigma: must be finite"),
+    (lambda: _C.gaussian_blur(V, 1e12), "^sigma: 1e\\+12 is too large"),
+    (lambda: _C.clip_small_norm(V, 100.5), "^pct: must be <= 100"),
+    (lambda: _C.clip_small_norm(V, float("nan")), "^pct: must be <= 100"),
+    (lambda: _C.clip_small_contribution(V, V[:, :, :2].copy(), 50), "^g: shape"),
+    (lambda: _C.clip_small_contribution(V, misaligned(V), 50), "^g: array must be aligned"),
+    (lambda: _C.clamp_channels(V, np.zeros(2), np.ones(3)), r"^lo: shape \(2,\) is not \(3,\)"),
+    (lambda: _C.clamp_channels(V, np.zeros(3), np.ones((3, 1))), "^hi: expected a 1-D array"),
+]
+
+
+@pytest.mark.parametrize("call, match", ASCENT_BAD)
+def test_ascent_rejects(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 2, 11, 7), (2, 3, 1, 1), (1, 1, 5, 1), (1, 3, 9, 13)])
+def test_ascent_kernels_match_reference(shape, dtype):
+    rng = np.random.default_rng(1)
+    v = (rng.standard_normal(shape) * 30).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    eta, lo = rng.standard_normal(shape[0]), rng.standard_normal(shape[1]) * 10
+    hi = lo + 5
+    for decay in (0.0, 0.01, 1.0):
+        np.testing.assert_array_equal(_C.ascent_update(v, g, eta, decay),
+                                      R.ascent_update(v, g, eta, decay))
+    for pct in (0.5, 20, 33.3, 50, 99.9, 100):
+        np.testing.assert_array_equal(_C.clip_small_norm(v, pct), R.clip_small_norm(v, pct))
+        np.testing.assert_array_equal(_C.clip_small_contribution(v, g, pct),
+                                      R.clip_small_contribution(v, g, pct))
+    for a, b in ((lo, hi), (hi, lo)):  # lo > hi: hi wins
+        np.testing.assert_array_equal(_C.clamp_channels(v, a, b), R.clamp_channels(v, a, b))
+    for sigma in (0.3, 1.0, 2.3, 7.0):  # numpy's exp and libm's differ by an ulp here and there
+        got, want = _C.gaussian_blur(v, sigma), R.gaussian_blur(v, sigma)
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12,
+                                   atol=1e-12 * np.abs(want).max())
+    for copy in (_C.gaussian_blur(v, 0.0), _C.clip_small_norm(v, -1.0),
+                 _C.clip_small_contribution(v, g, 0.0)):
+        np.testing.assert_array_equal(copy, v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_small_ties_nan_and_inf(dtype):
+    """numpy's percentile rules: ties, a NaN score (threshold NaN), inf - inf (NaN)."""
+    rng = np.random.default_rng(8)
+    v = np.round(rng.standard_normal((3, 2, 37, 29)) * 2).astype(dtype)
+    g = np.round(rng.standard_normal(v.shape)).astype(dtype)
+    w = v.copy()
+    w[0, 1, 3, 4], w[1, 0, 5, 5], w[2, :, :, :3] = np.nan, np.inf, np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for pct in (0.1, 12.5, 50, 99, 100):
+            for x in (v, w):
+                np.testing.assert_array_equal(_C.clip_small_norm(x, pct),
+                                              R.clip_small_norm(x, pct))
+                np.testing.assert_array_equal(_C.clip_small_contribution(x, g, pct),
+                                              R.clip_small_contribution(x, g, pct))
+        lo, hi = np.array([-1.0, np.nan]), np.array([np.inf, 2.0])
+        np.testing.assert_array_equal(_C.clamp_channels(w, lo, hi), R.clamp_channels(w, lo, hi))
+
+
 # ---- every entry point returns a new array of grad_out's dtype and leaves its inputs alone
 CALLS = {
     "conv2d_backward_data": (_C.conv2d_backward_data, CONV),
@@ -220,6 +303,11 @@ CALLS = {
     "avg_pool2d_backward": (_C.avg_pool2d_backward, AVG),
     "global_avg_pool_backward": (_C.global_avg_pool_backward,
                                  dict(grad_out=rand(2, 3, 1, 1), in_shape=(2, 3, 4, 5))),
+    "ascent_update": (_C.ascent_update, dict(v=V, g=V * 2, eta=np.ones(2), decay=0.1)),
+    "gaussian_blur": (_C.gaussian_blur, dict(v=V, sigma=1.0)),
+    "clip_small_norm": (_C.clip_small_norm, dict(v=V, pct=50.0)),
+    "clip_small_contribution": (_C.clip_small_contribution, dict(v=V, g=V * 2, pct=50.0)),
+    "clamp_channels": (_C.clamp_channels, dict(v=V, lo=-np.ones(3), hi=np.ones(3))),
 }
 
 
@@ -227,8 +315,9 @@ CALLS = {
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_new_array_of_grad_out_dtype(name, dtype):
     fn, base = CALLS[name]
-    kw = {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
-          for k, v in base.items()}
+    # float arrays of rank > 1 take the dtype under test (eta, lo, hi stay float64)
+    kw = {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.ndim > 1
+          else v for k, v in base.items()}
     arrays = {k: v for k, v in kw.items() if isinstance(v, np.ndarray)}
     before = {k: v.copy() for k, v in arrays.items()}
     out = fn(**kw)
