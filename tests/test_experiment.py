@@ -4,6 +4,7 @@ a direct predict of the saved images, kill (SIGKILL) and resume, config errors."
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -51,9 +52,18 @@ def _rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _run_in_subprocess(cfg: Path) -> subprocess.Popen:
+    """The experiment in a fresh interpreter: the uninterrupted and the killed/resumed runs
+    then run under the same conditions (an ascent amplifies any difference in the last bit)."""
+    code = ("from pydevis.evaluation.experiment import run_experiment; "
+            f"run_experiment({str(cfg)!r})")
+    return subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+
+
 @pytest.fixture(scope="module")
 def full_run(folder):
-    summary = run_experiment(_config(folder, "full"))
+    assert _run_in_subprocess(_config(folder, "full")).wait(timeout=600) == 0
+    summary = json.loads((folder / "full" / "results.json").read_text())["summary"]
     return folder / "full", summary
 
 
@@ -88,11 +98,9 @@ def test_results_match_direct_predict(full_run, folder):
 
 def test_kill_and_resume_gives_the_same_results(full_run, folder):
     cfg = _config(folder, "killed")
-    code = ("import sys; from pydevis.evaluation.experiment import run_experiment; "
-            f"run_experiment({str(cfg)!r})")
     run = folder / "killed"
     for _ in range(2):  # kill twice at different points
-        proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+        proc = _run_in_subprocess(cfg)
         deadline = time.time() + 120
         start = len(list(run.rglob("chunk*.json"))) if run.exists() else 0
         while time.time() < deadline and proc.poll() is None:
@@ -101,7 +109,7 @@ def test_kill_and_resume_gives_the_same_results(full_run, folder):
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    run_experiment(cfg)
+    assert _run_in_subprocess(cfg).wait(timeout=600) == 0
     key = lambda r: (r["image"], r["scoring_model"])  # noqa: E731
     full = sorted(_rows(full_run[0]), key=key)
     resumed = sorted(_rows(run), key=key)
