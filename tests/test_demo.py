@@ -1,0 +1,29 @@
+"""`pydevis demo` (the README's main job) on the bundled models, with few steps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pydevis.demo import BUNDLED, models_dir
+
+
+def test_bundled_models_ship_with_the_package():
+    d = models_dir()
+    for name in BUNDLED:
+        assert (d / f"{name}.onnx").is_file() and (d / f"{name}.onnx.json").is_file()
+    assert (d / "cifar10_labels.txt").is_file()
+
+
+def test_demo_writes_report(tmp_path):
+    out = tmp_path / "demo"
+    p = subprocess.run([sys.executable, "-c", "from pydevis.cli import main; main()", "demo",
+                        "--out", str(out), "--steps", "2"], capture_output=True, text=True,
+                       env=os.environ.copy(), timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "report:" in p.stdout
+    html = (out / "report.html").read_text()
+    assert html.count("<img") == 18  # 9 methods × (model + its weight-randomized copy)
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 9 * 2 * 10 * 3
