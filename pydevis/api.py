@@ -7,7 +7,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from .atomic import atomic_open
 from .errors import PydevisError, TargetError
 from .image import load_for, save_png, to_uint8
 from .methods import deconvnet as dn
@@ -29,17 +29,9 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(data), f, indent=1, default=_jsonable, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path) as f:
+        json.dump(_finite(data), f, indent=1, default=_jsonable, allow_nan=False)
+    return Path(path)
 
 
 def _finite(o: Any) -> Any:

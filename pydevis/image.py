@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_open
 from .errors import ImageError
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # beyond this PIL raises DecompressionBombError
@@ -78,14 +78,6 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def save_png(pixels: np.ndarray, path: str | os.PathLike) -> Path:
     """Write (H, W, 3) pixels as an 8-bit PNG atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(to_uint8(pixels), mode="RGB").save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(to_uint8(pixels), mode="RGB").save(f, format="PNG")
+    return Path(path)

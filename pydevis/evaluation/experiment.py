@@ -22,13 +22,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .. import load
+from ..atomic import write_text
 from ..api import _slug, check_out, resolve_class, write_json
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
@@ -101,19 +101,9 @@ def _check_same_config(cfg: Config, force: bool) -> None:
     if not os.access(cfg.out, os.W_OK):
         raise ConfigError(f"{cfg.out}: output folder is not writable")
     if not saved.is_file():
-        _atomic_text(saved, text)
+        write_text(saved, text)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
@@ -197,7 +187,7 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_text(out / "results.csv", buf.getvalue())
+    write_text(out / "results.csv", buf.getvalue())
     summary = summarize(rows, bootstrap, seed)
     summary["class_sensitivity"] = class_sensitivity(out)
     summary["skipped"] = skipped

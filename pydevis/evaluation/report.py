@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import write_text
 from ..image import read_rgb, to_uint8
 from ..render import fit, grid
 
@@ -21,15 +20,6 @@ _COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
            "#ff9da7", "#9c755f", "#bab0ac"]
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _png_data(pixels: np.ndarray) -> str:
@@ -110,7 +100,7 @@ def markdown_table(summary: dict) -> str:
 
 def write_report(out: Path, rows: list[dict], summary: dict) -> Path:
     """Write ``report.html`` and ``summary.md`` into the run folder ``out``."""
-    _write(out / "summary.md", markdown_table(summary))
+    write_text(out / "summary.md", markdown_table(summary))
     conf: dict[str, dict[str, float]] = defaultdict(dict)
     for c in summary["cells"]:
         conf[f"{c['generating_model']}→{c['scoring_model']}"][c["method"]] = c["mean_probability"]
@@ -152,5 +142,5 @@ the method ignores the class).</p><table><tr><th>generating</th><th>method</th>
 <h2>Images</h2>{grids}
 <h2>Skipped</h2><ul>{skipped or "<li>nothing</li>"}</ul>
 </body></html>"""
-    _write(out / "report.html", doc)
+    write_text(out / "report.html", doc)
     return out / "report.html"
