@@ -107,3 +107,22 @@ def demo(out: Annotated[str, typer.Option("--out", "-o", help="Run folder.")] = 
     run_experiment(cfg, progress=show)
     emit({}, False, quiet, (Path(out) / "summary.md").read_text()
          + f"\nreport: {Path(out).resolve() / 'report.html'}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context,
+          which: Annotated[str, typer.Argument(help="ascent_step or kernels")] = "ascent_step"):
+    """Run a benchmark of bench/ (a source checkout); extra options go to the script
+    (e.g. --quick). Prints a table and saves JSON under bench/results/.
+
+    Example: pydevis bench kernels --quick
+    """
+    import subprocess
+    import sys
+
+    candidates = [Path.cwd() / "bench", Path(__file__).resolve().parents[2] / "bench"]
+    folder = next((d for d in candidates if (d / f"{which}.py").is_file()), None)
+    if folder is None:
+        raise PydevisError(f"bench/{which}.py not found: run from a pydevis source checkout")
+    raise typer.Exit(subprocess.call([sys.executable, str(folder / f"{which}.py"), *ctx.args],
+                                     cwd=folder.parent))
