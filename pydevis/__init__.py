@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from .errors import ImageError, ModelError, PydevisError, TargetError, UnsupportedOpError
 from .model import MODES, Model, Signal, load
+from .api import cross_score, deconvolve, isolate, top9, visualize  # noqa: E402
+from .evaluation.experiment import report, run_experiment  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -19,5 +21,12 @@ __all__ = [
     "TargetError",
     "UnsupportedOpError",
     "__version__",
+    "cross_score",
+    "deconvolve",
+    "isolate",
     "load",
+    "report",
+    "run_experiment",
+    "top9",
+    "visualize",
 ]

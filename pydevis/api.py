@@ -224,3 +224,29 @@ def isolate(model: Model, image: str | os.PathLike, cls: int | str,
             target_probability=res.target_probability,
             max_other_probability=res.max_other_probability))
     return res
+
+
+def cross_score(images: Sequence[str | os.PathLike], models: Sequence[Model | str],
+                classes: Sequence[int | str], labels: Sequence[str] | None = None):
+    """Score image files on several models (each with its own preprocessing and size).
+
+    ``classes`` are the intended classes (indices or label names of the first model, or of
+    ``labels``); returns ``(scores, skipped)`` — see :func:`evaluation.cross_score.score_images`.
+    """
+    from . import load
+    from .evaluation.cross_score import score_images
+    from .image import read_rgb
+
+    loaded = {(m.path.stem if isinstance(m, Model) else Path(m).stem):
+              (m if isinstance(m, Model) else load(m)) for m in models}
+    first = next(iter(loaded.values()))
+    label_list = list(labels) if labels is not None else list(first.labels)
+    idx = [c if isinstance(c, int) else label_list.index(c) if c in label_list
+           else resolve_class(first, c) for c in classes]
+    pixels = [read_rgb(p) for p in images]
+    size = pixels[0].shape[:2]
+    from .image import resize_pixels
+
+    stack = np.stack([p if p.shape[:2] == size else resize_pixels(p[None], size)[0]
+                      for p in pixels])
+    return score_images(stack, [str(p) for p in images], idx, label_list, loaded)

@@ -119,3 +119,33 @@ def test_garbage_model_file(tmp_path):
 def test_version():
     code, out, _ = run_cli("--version")
     assert code == 0 and out.startswith("pydevis ")
+
+
+def test_bundled_model_through_the_cli(tmp_path):
+    from pydevis.demo import models_dir
+
+    model = models_dir() / "cifar10_resnet.onnx"
+    code, out, err = run_cli("info", model)
+    assert code == 0 and "card cifar10_resnet.onnx.json" in out, err
+    code, out, err = run_cli("visualize", model, "--class", "cat", "--method", "gradient",
+                             "--steps", "30", "--out", tmp_path, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data[0]["label"] == "cat" and data[0]["probability"] > 0.5
+    code, out, err = run_cli("predict", model, tmp_path / "gradient_0003_cat.png", "--top", "1")
+    assert code == 0 and "cat" in out, err
+
+
+def test_cross_score_api(tmp_path):
+    import pydevis
+    from pydevis.demo import models_dir
+
+    d = models_dir()
+    pydevis.visualize(pydevis.load(d / "cifar10_alexnet.onnx"), ["ship"], "gradient",
+                      out=tmp_path, steps=30)
+    scores, skipped = pydevis.cross_score([tmp_path / "gradient_0008_ship.png"],
+                                          [d / "cifar10_inception.onnx", d / "cifar10_resnet.onnx"],
+                                          ["ship"])
+    assert [s.scoring_model for s in scores] == ["cifar10_inception", "cifar10_resnet"]
+    assert all(s.target_label == "ship" and 0 <= s.probability <= 1 for s in scores)
+    assert skipped == []
