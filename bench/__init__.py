@@ -1,0 +1,1 @@
+"""Benchmark scripts (``python bench/NAME.py``, or ``bench.NAME.main(argv)``); see README.md."""

@@ -1,0 +1,426 @@
+"""Shared helpers of the benchmark scripts in ``bench/``.
+
+- :func:`timeit`: wall-clock timing (``time.perf_counter``) with warm-up runs, the median (and
+  minimum) of ``repeats`` runs;
+- :func:`gemm_peak`: float32 GEMM rate (GFLOP/s) of numpy's BLAS and of torch at a thread count,
+  the yardstick the conv figures are compared against;
+- :func:`set_threads` / :func:`thread_env`: one thread count for every pool in the process
+  (OpenMP of the C++ backend, numba, numpy's OpenBLAS, torch, ONNX Runtime via ``pydevis.load``);
+- :func:`run_workers`: run a script once per thread count, each in a subprocess whose environment
+  fixes that count before anything is imported (OpenMP reads ``OMP_NUM_THREADS`` once);
+- :func:`machine_info`, :func:`versions`, :func:`write_json`, :func:`table`, :func:`check_close`.
+
+Every script exposes ``main(argv=None) -> int`` (``pydevis bench`` calls it) and accepts the
+options of :func:`add_common_args`; ``--quick`` gives tiny sizes and one repeat (the smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results"
+THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS")
+
+
+try:  # the installed pydevis when there is one, else this checkout's
+    import pydevis  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(ROOT))
+
+
+class CheckFailed(AssertionError):
+    """A benchmarked result disagrees with its reference: the script exits non-zero."""
+
+
+# ---- timing -------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    median_ms: float
+    min_ms: float
+    repeats: int
+    times_ms: list[float]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
+           budget_s: float | None = None) -> Timing:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed (wall clock).
+
+    ``budget_s``: stop early once the timed runs took this long (at least 3 runs, or
+    ``repeats`` if fewer), so a slow case does not run for minutes.
+    """
+    for _ in range(max(warmup, 0)):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt * 1e3)
+        spent += dt
+        if budget_s is not None and spent > budget_s and len(times) >= min(3, repeats):
+            break
+    return Timing(statistics.median(times), min(times), len(times), times)
+
+
+# ---- threads ------------------------------------------------------------------------------------
+def thread_env(threads: int, base: dict | None = None, wait_policy: str = "passive") -> dict:
+    """A copy of the environment with every thread-count variable set to ``threads`` and
+    ``OMP_WAIT_POLICY`` set to ``wait_policy`` (``default``: left as it is)."""
+    env = dict(os.environ if base is None else base)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    if wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = wait_policy.upper()
+    return env
+
+
+def _openblas_libs() -> list[ctypes.CDLL]:
+    """The OpenBLAS builds loaded in this process (numpy's 64-bit one, scipy-openblas32...)."""
+    paths: list[str] = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                p = line.split()[-1]
+                base = os.path.basename(p).lower()
+                if "openblas" in base and ".so" in base and p not in paths:
+                    paths.append(p)
+    except OSError:  # not Linux
+        return []
+    libs = []
+    for p in paths:
+        try:
+            libs.append(ctypes.CDLL(p))
+        except OSError:
+            pass
+    return libs
+
+
+_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
+            "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
+
+
+def set_blas_threads(threads: int) -> int:
+    """Set the thread count of every loaded OpenBLAS; returns how many libraries took it."""
+    done = 0
+    for lib in _openblas_libs():
+        for name in _SETTERS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int]
+                fn(int(threads))
+                done += 1
+                break
+    return done
+
+
+def set_threads(threads: int) -> dict:
+    """Use ``threads`` threads in torch, numba and OpenBLAS of this process (OpenMP of the C++
+    backend only follows ``OMP_NUM_THREADS`` at start-up: see :func:`run_workers`)."""
+    out = {"requested": threads, "omp_env": os.environ.get("OMP_NUM_THREADS")}
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        out["torch"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        out["numba"] = numba.get_num_threads()
+    except ImportError:
+        pass
+    out["openblas_libs"] = set_blas_threads(threads)
+    return out
+
+
+# ---- GEMM peak ----------------------------------------------------------------------------------
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 3) -> dict:
+    """float32 C = A·B rate at ``threads`` threads: numpy (its OpenBLAS) and torch (if present).
+
+    ``peak_gflops`` is the larger of the two: the rate a conv kernel built on a good sgemm could
+    approach on this machine, now.
+    """
+    set_threads(threads)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flops = 2.0 * n ** 3
+    t = timeit(lambda: a @ b, repeats=repeats, warmup=1)
+    out = {"n": n, "threads": threads, "numpy_ms": t.median_ms,
+           "numpy_gflops": flops / (t.median_ms * 1e6)}
+    try:
+        import torch
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        tt = timeit(lambda: torch.mm(ta, tb), repeats=repeats, warmup=1)
+        out["torch_ms"] = tt.median_ms
+        out["torch_gflops"] = flops / (tt.median_ms * 1e6)
+    except ImportError:
+        out["torch_gflops"] = None
+    out["peak_gflops"] = max(v for v in (out["numpy_gflops"], out["torch_gflops"]) if v)
+    return out
+
+
+# ---- machine, versions, output ------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+                            if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict:
+    """CPU model, logical cores, cores this process may use, load average, OS."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    quota = None
+    try:
+        quota = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    except OSError:
+        pass
+    return {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "logical_cores": os.cpu_count(),
+            "usable_cores": usable, "cgroup_cpu_max": quota, "load_average": load_average(),
+            "os": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    """Versions of the libraries the figures depend on (None: not installed)."""
+    out: dict[str, str | None] = {}
+    for name in ("numpy", "onnx", "onnxruntime", "torch", "numba", "pydevis", "onnx2torch"):
+        try:
+            mod = __import__(name)
+            out[name] = getattr(mod, "__version__", "?")
+        except Exception:
+            out[name] = None
+    try:
+        import pydevis
+
+        out["pydevis_path"] = str(Path(pydevis.__file__).resolve().parent)
+    except Exception:
+        pass
+    try:
+        out["pydevis_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            timeout=5).stdout.strip() or None
+    except Exception:
+        out["pydevis_commit"] = None
+    try:
+        import numba
+
+        out["numba_threading_layer"] = numba.config.THREADING_LAYER
+    except Exception:
+        pass
+    return out
+
+
+def backends() -> dict[str, str | None]:
+    """Kernel backends: name -> None when usable, else why not."""
+    import pydevis.kernels as K
+
+    return K.available()
+
+
+def usable_backends(wanted: Sequence[str] | None = None) -> list[str]:
+    avail = [k for k, why in backends().items() if why is None]
+    if wanted:
+        return [b for b in wanted if b in avail]
+    return [b for b in ("cpp", "numba", "cuda") if b in avail]
+
+
+def meta(argv: Sequence[str] | None) -> dict:
+    return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "argv": list(argv or []), "machine": machine_info(), "versions": versions(),
+            "backends": backends()}
+
+
+def write_json(name: str, payload: dict, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``payload`` to ``OUT_DIR/NAME.json`` (default ``bench/results``)."""
+    d = Path(out_dir) if out_dir else RESULTS
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if abs(v) >= 1000:
+            return f"{v:.0f}"
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def table(rows: list[dict], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    """A plain fixed-width table of ``rows`` (dicts) over ``columns``: text left-aligned,
+    numbers right-aligned, ``-`` for a missing value."""
+    headers = list(headers or columns)
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows)
+               for c in columns]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+# ---- correctness --------------------------------------------------------------------------------
+def rel_err(actual, expected) -> float:
+    """max |actual − expected| / max |expected| (float64); inf on a shape mismatch."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return float("inf")
+    scale = float(np.abs(e).max(initial=0.0))
+    diff = float(np.abs(a - e).max(initial=0.0))
+    if not np.isfinite(diff):
+        return float("inf")
+    return diff / scale if scale > 0 else diff
+
+
+def check_close(actual, expected, tol: float, what: str) -> float:
+    """Raise :class:`CheckFailed` unless ``rel_err(actual, expected) <= tol``; return the error."""
+    err = rel_err(actual, expected)
+    if not err <= tol:
+        raise CheckFailed(f"{what}: relative error {err:.3g} > {tol:g}")
+    return err
+
+
+# ---- command line and per-thread workers --------------------------------------------------------
+def add_common_args(p: argparse.ArgumentParser, default_name: str) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and one repeat: checks the script runs (no useful figures)")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="thread counts, one subprocess each (default: 1 and all cores)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="kernel backends to time (default: every available one)")
+    p.add_argument("--name", default=default_name, help="JSON file name (without .json)")
+    p.add_argument("--out-dir", default=None, help=f"where the JSON goes (default {RESULTS})")
+    p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+    p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"),
+                   default="passive",
+                   help="OMP_WAIT_POLICY of the workers (every OpenMP runtime: torch's, the C++ "
+                        "backend's, numba's). Default passive: on a shared, loaded machine "
+                        "spinning teams run several times slower")
+    # internal: one thread count, in a subprocess, writing its rows to a file
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+
+
+def default_threads() -> list[int]:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return sorted({1, n})
+
+
+def run_workers(script: Path, argv: Sequence[str], threads: Sequence[int],
+                timeout: float | None = None, wait_policy: str = "passive"
+                ) -> tuple[list[dict], int]:
+    """Run ``script argv --threads T --worker-out FILE`` once per ``T`` with the thread
+    variables of :func:`thread_env` set; returns the workers' payloads and the worst exit code."""
+    parts: list[dict] = []
+    worst = 0
+    with tempfile.TemporaryDirectory(prefix="pydevis-bench-") as tmp:
+        for t in threads:
+            out = Path(tmp) / f"t{t}.json"
+            cmd = [sys.executable, str(script), *argv, "--threads", str(t),
+                   "--worker-out", str(out)]
+            env = thread_env(t, wait_policy=wait_policy)
+            # the workers import the same pydevis as this process (installed or this checkout)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [_pydevis_root(), *filter(None, [env.get("PYTHONPATH")])])
+            proc = subprocess.run(cmd, env=env, timeout=timeout)
+            if proc.returncode != 0:
+                print(f"[bench] worker threads={t} exited with {proc.returncode}",
+                      file=sys.stderr)
+                worst = worst or proc.returncode
+            if out.is_file():
+                part = json.loads(out.read_text())
+                part["env"] = {k: env.get(k) for k in (*THREAD_VARS, "OMP_WAIT_POLICY")}
+                parts.append(part)
+    return parts, worst
+
+
+def _pydevis_root() -> str:
+    import pydevis
+
+    return str(Path(pydevis.__file__).resolve().parents[1])
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)

@@ -1,0 +1,98 @@
+"""Smoke test of the benchmark scripts in ``bench/``: each ``main(["--quick", ...])`` runs (tiny
+shapes, one timed run, one worker subprocess at one thread), passes its own correctness checks and
+writes its JSON with the expected keys. No timing is compared with anything."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.torch
+
+
+def _bench(name: str):
+    """``bench.NAME`` (the module ``pydevis bench`` calls ``main(argv)`` of)."""
+    pytest.importorskip("torch")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"bench.{name}")
+
+
+def _run(name: str, tmp_path: Path, *extra: str) -> dict:
+    mod = _bench(name)
+    rc = mod.main(["--quick", "--threads", "1", "--out-dir", str(tmp_path), "--name", name,
+                   *extra])
+    path = tmp_path / f"{name}.json"
+    assert path.is_file(), f"{name}: no JSON written"
+    data = json.loads(path.read_text())
+    assert rc == 0, f"{name}: exit code {rc}, errors {data.get('errors')}"
+    return data
+
+
+def _common_keys(data: dict, name: str) -> None:
+    assert data["benchmark"] == name
+    assert data["ok"] is True and data["errors"] == []
+    assert data["quick"] is True
+    meta = data["meta"]
+    for key in ("date", "argv", "machine", "versions", "backends"):
+        assert key in meta
+    for key in ("cpu", "logical_cores", "usable_cores", "load_average"):
+        assert key in meta["machine"]
+    for lib in ("numpy", "onnxruntime", "torch", "numba", "pydevis"):
+        assert lib in meta["versions"]
+    assert meta["versions"]["pydevis"]
+    assert set(data["gemm"]) == {"1"}
+    gemm = data["gemm"]["1"]
+    assert gemm["threads"] == 1 and gemm["peak_gflops"] > 0
+    assert [w["threads"] for w in data["workers"]] == [1]
+    assert data["workers"][0]["env"]["OMP_NUM_THREADS"] == "1"
+    assert data["checks"], "no correctness check was recorded"
+    asserted = [c for c in data["checks"] if c.get("asserted", True)]
+    assert asserted and all(c["rel_err"] <= data["tolerance"] for c in asserted)
+
+
+def test_kernels_quick(tmp_path):
+    data = _run("kernels", tmp_path)
+    _common_keys(data, "kernels")
+    rows = data["rows"]
+    kernels = {r["kernel"].split()[0] for r in rows}
+    assert {"conv2d_backward_data", "max_unpool2d", "lrn_backward", "rectifier_backward",
+            "ascent_update", "gaussian_blur", "clip_small_norm", "clip_small_contribution",
+            "clamp_channels"} <= kernels
+    for r in rows:
+        assert {"kernel", "case", "impl", "threads", "ms", "min_ms", "repeats"} <= set(r)
+        assert r["ms"] > 0
+    conv = [r for r in rows if r["kernel"] == "conv2d_backward_data"]
+    assert {"torch"} <= {r["impl"] for r in conv}
+    assert all("gflops" in r and "pct_peak" in r for r in conv)
+    import pydevis.kernels as K
+
+    usable = {b for b, why in K.available().items() if why is None and b != "cuda"}
+    assert usable <= {r["impl"] for r in conv}
+    assert all("x_ref" in r for r in conv if r["impl"] in usable)
+
+
+def test_ascent_step_quick(tmp_path):
+    data = _run("ascent_step", tmp_path, "--nets", "resnet18", "--batches", "1", "2")
+    _common_keys(data, "ascent_step")
+    assert data["onnx2torch"] in ("not installed", "installed")
+    rows = data["rows"]
+    assert {(r["net"], r["batch"]) for r in rows} == {("resnet18", 1), ("resnet18", 2)}
+    impls = {r["impl"] for r in rows}
+    assert "torch" in impls and any(i.startswith("pydevis[") for i in impls)
+    for r in rows:
+        assert {"net", "batch", "threads", "impl", "step_ms", "x_torch", "gflop", "gflops",
+                "pct_peak"} <= set(r)
+        assert r["gflop"] > 0 and r["step_ms"] > 0
+        if r["impl"].startswith("pydevis["):
+            assert {"fwd_ms", "bwd_ms", "fwd_plain_ms"} <= set(r)
+    grads = [c for c in data["checks"] if c["what"].startswith("gradient pydevis")
+             and "torch float64 autograd" in c["what"]]
+    assert len(grads) == 2 * len([i for i in impls if i.startswith("pydevis[")])
+    assert all("plain_torch" in c for c in grads)
