@@ -149,3 +149,18 @@ def test_cross_score_api(tmp_path):
     assert [s.scoring_model for s in scores] == ["cifar10_inception", "cifar10_resnet"]
     assert all(s.target_label == "ship" and 0 <= s.probability <= 1 for s in scores)
     assert skipped == []
+
+
+def test_bench_command(tmp_path):
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", "from pydevis.cli import main; main()", "bench",
+                        "kernels", "--quick", "--threads", "1", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, cwd=root, env=os.environ.copy(),
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert list(tmp_path.glob("*.json"))
+    code, _, err = run_cli("bench", "nosuch")
+    assert code == 2 and "bench/nosuch.py not found" in err
