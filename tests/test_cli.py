@@ -31,10 +31,14 @@ def tiny(tmp_path_factory):
 
 
 def run_cli(*args):
-    """The installed entry point in a subprocess: (exit code, stdout, stderr)."""
+    """The installed entry point in a subprocess: (exit code, stdout, stderr). The cwd is a
+    temp folder, so that ``-c`` does not import the source tree instead of the install."""
+    import tempfile
+
     code = "from pydevis.cli import main; main()"
     p = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                       text=True, env=os.environ.copy(), timeout=300)
+                       text=True, env=os.environ.copy(), timeout=300,
+                       cwd=tempfile.gettempdir())
     return p.returncode, p.stdout, p.stderr
 
 

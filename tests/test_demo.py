@@ -20,7 +20,8 @@ def test_demo_writes_report(tmp_path):
     out = tmp_path / "demo"
     p = subprocess.run([sys.executable, "-c", "from pydevis.cli import main; main()", "demo",
                         "--out", str(out), "--steps", "2"], capture_output=True, text=True,
-                       env=os.environ.copy(), timeout=900)
+                       env=os.environ.copy(), timeout=900,
+                       cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "report:" in p.stdout
     html = (out / "report.html").read_text()
