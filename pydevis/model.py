@@ -248,7 +248,7 @@ class Model:
         plan = self.plan(tensor)
         values = self.runner.run(x, plan.values)
         shapes = self._shapes(plan.shapes + (self.graph.input_name,), x.shape[0])
-        ctx = engine.Context(self.graph, values, shapes)
+        ctx = engine.Context(self.graph, values, shapes, self.data)
 
         def walk(seed: np.ndarray) -> np.ndarray:
             grad = engine.run(plan, ctx, seed, self.data, self.graph.input_name, mode)

@@ -31,10 +31,15 @@ class Context:
     """What a rule may read: forward values (static or exposed) and tensor shapes."""
 
     def __init__(self, graph: Graph, values: dict[str, np.ndarray],
-                 shapes: dict[str, tuple[int, ...]]):
+                 shapes: dict[str, tuple[int, ...]], data: set[str] | None = None):
         self.graph = graph
         self._values = values
         self._shapes = shapes
+        self._data = data
+
+    def wants_grad(self, name: str) -> bool:
+        """Whether ``name`` depends on the image (else its gradient is not worth computing)."""
+        return self._data is None or name in self._data
 
     def value(self, name: str) -> np.ndarray:
         if name in self.graph.constants:

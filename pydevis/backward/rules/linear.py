@@ -15,13 +15,13 @@ def gemm(node, ctx, gy, mode):
     ta, tb = node.attrs.get("transA", 0), node.attrs.get("transB", 0)
     g = gy[0]
     ga = gb = gc = None
-    if ctx.has(b_name):
-        b = ctx.value(b_name).astype(g.dtype)
+    if ctx.wants_grad(a_name) and ctx.has(b_name):
+        b = ctx.value(b_name).astype(g.dtype, copy=False)
         b = b.T if tb else b
         ga = alpha * (g @ b.T)
         ga = ga.T if ta else ga
-    if ctx.has(a_name):
-        a = ctx.value(a_name).astype(g.dtype)
+    if ctx.wants_grad(b_name) and ctx.has(a_name):
+        a = ctx.value(a_name).astype(g.dtype, copy=False)
         a = a.T if ta else a
         gb = alpha * (a.T @ g)
         gb = gb.T if tb else gb
@@ -41,12 +41,12 @@ def matmul(node, ctx, gy, mode):
     g = g[..., None, :] if a1 else g
     g = g[..., None] if b1 else g
     ga = gb = None
-    if ctx.has(b_name):
-        b = ctx.value(b_name).astype(g.dtype)
+    if ctx.wants_grad(a_name) and ctx.has(b_name):
+        b = ctx.value(b_name).astype(g.dtype, copy=False)
         ga = g @ np.swapaxes(b[:, None] if b1 else b, -1, -2)
         ga = ga[..., 0, :] if a1 else ga
-    if ctx.has(a_name):
-        a = ctx.value(a_name).astype(g.dtype)
+    if ctx.wants_grad(b_name) and ctx.has(a_name):
+        a = ctx.value(a_name).astype(g.dtype, copy=False)
         gb = np.swapaxes(a[None, :] if a1 else a, -1, -2) @ g
         gb = gb[..., 0] if b1 else gb
     return [ga, gb]
