@@ -22,7 +22,8 @@ into a temporary folder. For every batch size and thread count the script
    - ``onnx2torch`` + autograd when that package is installed (else reported "not installed").
 
 GFLOP/s counts conv and linear layers analytically: 2·MACs forward + 2·MACs backward-data;
-``% peak`` compares it with the float32 GEMM rate measured in the same worker (``common.gemm_peak``).
+``% peak`` compares it with the float32 GEMM rate measured in the same worker
+(``common.gemm_peak``).
 Each thread count runs in its own subprocess, with OMP/numba/OpenBLAS/torch/ORT all at that count.
 
 Usage::
@@ -447,10 +448,7 @@ def onnx2torch_status() -> str | None:
 
 
 def bench_net(name, args, threads, peak, onnx_dir: Path, rows, checks):
-    import torch
-
     import pydevis
-    from pydevis import targets
 
     size = input_size(name, args.quick)
     model = build(name, args.quick)
@@ -470,94 +468,103 @@ def bench_net(name, args, threads, peak, onnx_dir: Path, rows, checks):
         for p in o2t_model.parameters():
             p.requires_grad_(False)
     for batch in args.batches:
-        case = f"{name} b{batch} t{threads}"
-        # ---- checks, before any timing
-        x = np.random.default_rng(batch).standard_normal((batch, 3, size, size),
-                                                         dtype=np.float32)
-        xt = torch.from_numpy(x)
-        with torch.no_grad():
-            logits = model(xt)
-        classes = logits.argmax(1)
-        cls_list = [int(c) for c in classes]
+        bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t_model,
+                    rows, checks)
 
-        def torch_step(model=model):
-            xg = xt.clone().requires_grad_(True)
-            out = model(xg)
-            return torch.autograd.grad(out.gather(1, classes[:, None]).sum(), xg)[0]
 
-        ref = torch_step().numpy()
-        ref64 = grad64(model, x, classes)
-        replay = grad64(model, x, classes, ort_decisions(pm, x))
-        checks.append({"case": case, "asserted": False,
-                       "what": "torch float32 vs torch float64 (not asserted)",
-                       "rel_err": C.rel_err(ref, ref64)})
-        checks.append({"case": case, "what": "logits pydevis vs torch",
-                       "rel_err": C.check_close(pm.forward(x), logits.numpy(), TOL,
-                                                f"{case}: logits")})
-        grads = {}
-        for b in backends:
-            with _Backend(b):
-                grads[b] = pm.signal(x, cls_list, "gradient").grad
-            checks.append(check_grad(grads[b], replay, ref, ref64,
-                                     f"{case}: gradient pydevis[{b}]"))
-        for b in backends[1:]:
-            checks.append({"case": case,
-                           "what": f"gradient pydevis[{b}] vs pydevis[{backends[0]}]",
-                           "rel_err": C.check_close(grads[b], grads[backends[0]], TOL,
-                                                    f"{case}: {b} vs {backends[0]}")})
-        if o2t_model is not None:
-            g = torch_step(o2t_model).numpy()
-            checks.append({"case": case, "what": "gradient onnx2torch vs torch float32",
-                           "rel_err": C.check_close(g, ref, TOL, f"{case}: onnx2torch")})
-        macs = count_macs(model, xt)
-        flops = 4.0 * macs["total"]  # 2·MACs forward + 2·MACs backward-data
+def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t_model, rows,
+                checks):
+    """Check, then time, one (net, batch) at this worker's thread count."""
+    import torch
 
-        def torch_fwd(model=model):
-            with torch.no_grad():
-                return model(xt)
+    from pydevis import targets
 
-        def t(fn):
-            return C.timeit(fn, repeats=args.repeats, warmup=args.warmup, budget_s=args.budget)
+    case = f"{name} b{batch} t{threads}"
+    # ---- checks, before any timing
+    x = np.random.default_rng(batch).standard_normal((batch, 3, size, size),
+                                                     dtype=np.float32)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        logits = model(xt)
+    classes = logits.argmax(1)
+    cls_list = [int(c) for c in classes]
 
-        base = {"net": name, "batch": batch, "threads": threads, "size": size,
-                "gflop": flops / 1e9, "macs": macs}
-        tt = t(torch_step)
-        tf = t(torch_fwd)
+    def torch_step(model=model):
         xg = xt.clone().requires_grad_(True)
-        sel = model(xg).gather(1, classes[:, None]).sum()
-        tb = t(lambda: torch.autograd.grad(sel, xg, retain_graph=True))
-        del xg, sel
-        torch_ms = tt.median_ms
-        rows.append(dict(base, impl="torch", step_ms=torch_ms, step_min_ms=tt.min_ms,
-                         fwd_ms=tf.median_ms, bwd_ms=tb.median_ms, x_torch=1.0,
-                         gflops=flops / (torch_ms * 1e6),
-                         pct_peak=100 * flops / (torch_ms * 1e6) / peak))
-        if o2t_model is not None:
-            to = t(lambda: torch_step(o2t_model))
-            rows.append(dict(base, impl="onnx2torch", step_ms=to.median_ms,
-                             step_min_ms=to.min_ms, x_torch=to.median_ms / torch_ms,
-                             gflops=flops / (to.median_ms * 1e6),
-                             pct_peak=100 * flops / (to.median_ms * 1e6) / peak))
-        # ORT forward: plain scores, and instrumented (what signal runs)
-        t_plain = t(lambda: pm.forward(x))
-        tensor = pm.scores
-        units = targets.parse(cls_list, batch)
-        t_fwd = t(lambda: pm._forward_for(x, tensor, "gradient"))
-        values, walk = pm._forward_for(x, tensor, "gradient")
-        seed, _ = targets.seed(values[tensor], units)
-        for b in backends:
-            with _Backend(b):
-                ts = t(lambda: pm.signal(x, cls_list, "gradient"))
-                tb = t(lambda: walk(seed))
-            rows.append(dict(base, impl=f"pydevis[{b}]", step_ms=ts.median_ms,
-                             step_min_ms=ts.min_ms, fwd_ms=t_fwd.median_ms,
-                             fwd_plain_ms=t_plain.median_ms, bwd_ms=tb.median_ms,
-                             x_torch=ts.median_ms / torch_ms,
-                             gflops=flops / (ts.median_ms * 1e6),
-                             pct_peak=100 * flops / (ts.median_ms * 1e6) / peak))
-        C.log(f"[ascent_step] {case}: torch {torch_ms:.1f} ms, " + ", ".join(
-            f"{r['impl']} {r['step_ms']:.1f} ms" for r in rows[-len(backends):]))
-    del pm, model
+        out = model(xg)
+        return torch.autograd.grad(out.gather(1, classes[:, None]).sum(), xg)[0]
+
+    ref = torch_step().numpy()
+    ref64 = grad64(model, x, classes)
+    replay = grad64(model, x, classes, ort_decisions(pm, x))
+    checks.append({"case": case, "asserted": False,
+                   "what": "torch float32 vs torch float64 (not asserted)",
+                   "rel_err": C.rel_err(ref, ref64)})
+    checks.append({"case": case, "what": "logits pydevis vs torch",
+                   "rel_err": C.check_close(pm.forward(x), logits.numpy(), TOL,
+                                            f"{case}: logits")})
+    grads = {}
+    for b in backends:
+        with _Backend(b):
+            grads[b] = pm.signal(x, cls_list, "gradient").grad
+        checks.append(check_grad(grads[b], replay, ref, ref64,
+                                 f"{case}: gradient pydevis[{b}]"))
+    for b in backends[1:]:
+        checks.append({"case": case,
+                       "what": f"gradient pydevis[{b}] vs pydevis[{backends[0]}]",
+                       "rel_err": C.check_close(grads[b], grads[backends[0]], TOL,
+                                                f"{case}: {b} vs {backends[0]}")})
+    if o2t_model is not None:
+        g = torch_step(o2t_model).numpy()
+        checks.append({"case": case, "what": "gradient onnx2torch vs torch float32",
+                       "rel_err": C.check_close(g, ref, TOL, f"{case}: onnx2torch")})
+    macs = count_macs(model, xt)
+    flops = 4.0 * macs["total"]  # 2·MACs forward + 2·MACs backward-data
+
+    def torch_fwd(model=model):
+        with torch.no_grad():
+            return model(xt)
+
+    def t(fn):
+        return C.timeit(fn, repeats=args.repeats, warmup=args.warmup, budget_s=args.budget)
+
+    base = {"net": name, "batch": batch, "threads": threads, "size": size,
+            "gflop": flops / 1e9, "macs": macs}
+    tt = t(torch_step)
+    tf = t(torch_fwd)
+    xg = xt.clone().requires_grad_(True)
+    sel = model(xg).gather(1, classes[:, None]).sum()
+    tb = t(lambda: torch.autograd.grad(sel, xg, retain_graph=True))
+    torch_ms = tt.median_ms
+    rows.append(dict(base, impl="torch", step_ms=torch_ms, step_min_ms=tt.min_ms,
+                     fwd_ms=tf.median_ms, bwd_ms=tb.median_ms, x_torch=1.0,
+                     gflops=flops / (torch_ms * 1e6),
+                     pct_peak=100 * flops / (torch_ms * 1e6) / peak))
+    if o2t_model is not None:
+        to = t(lambda: torch_step(o2t_model))
+        rows.append(dict(base, impl="onnx2torch", step_ms=to.median_ms,
+                         step_min_ms=to.min_ms, x_torch=to.median_ms / torch_ms,
+                         gflops=flops / (to.median_ms * 1e6),
+                         pct_peak=100 * flops / (to.median_ms * 1e6) / peak))
+    # ORT forward: plain scores, and instrumented (what signal runs)
+    t_plain = t(lambda: pm.forward(x))
+    tensor = pm.scores
+    units = targets.parse(cls_list, batch)
+    t_fwd = t(lambda: pm._forward_for(x, tensor, "gradient"))
+    values, walk = pm._forward_for(x, tensor, "gradient")
+    seed, _ = targets.seed(values[tensor], units)
+    for b in backends:
+        with _Backend(b):
+            ts = t(lambda: pm.signal(x, cls_list, "gradient"))
+            tb = t(lambda: walk(seed))
+        rows.append(dict(base, impl=f"pydevis[{b}]", step_ms=ts.median_ms,
+                         step_min_ms=ts.min_ms, fwd_ms=t_fwd.median_ms,
+                         fwd_plain_ms=t_plain.median_ms, bwd_ms=tb.median_ms,
+                         x_torch=ts.median_ms / torch_ms,
+                         gflops=flops / (ts.median_ms * 1e6),
+                         pct_peak=100 * flops / (ts.median_ms * 1e6) / peak))
+    C.log(f"[ascent_step] {case}: torch {torch_ms:.1f} ms, " + ", ".join(
+        f"{r['impl']} {r['step_ms']:.1f} ms" for r in rows[-len(backends):]))
 
 
 def worker(args) -> int:

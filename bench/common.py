@@ -329,7 +329,7 @@ def table(rows: list[dict], columns: Sequence[str], headers: Sequence[str] | Non
 
     def line(values):
         return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(row) for row in cells]

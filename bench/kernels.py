@@ -244,21 +244,24 @@ class Runner:
             g = rng.standard_normal(shape, dtype=np.float32)
             eta = rng.uniform(1, 2, n)
             lo, hi = -np.array([104.0, 117.0, 123.0])[:c], np.array([151.0, 138.0, 132.0])[:c]
-            K = self.K
-            cases = [
-                ("ascent_update", lambda: ref_update(v, g, eta, 1e-4),
-                 lambda mod: K.ascent_update(v, g, eta, 1e-4, module=mod)),
-                ("gaussian_blur s=1", lambda: ref_blur(v, 1.0),
-                 lambda mod: K.gaussian_blur(v, 1.0, module=mod)),
-                ("clip_small_norm 50%", lambda: ref_clip(v, norm_score(v), 50),
-                 lambda mod: K.clip_small_norm(v, 50.0, module=mod)),
-                ("clip_small_contribution 90%", lambda: ref_clip(v, contrib_score(v, g), 90),
-                 lambda mod: K.clip_small_contribution(v, g, 90.0, module=mod)),
-                ("clamp_channels", lambda: ref_clamp(v, lo, hi),
-                 lambda mod: K.clamp_channels(v, lo, hi, module=mod)),
-            ]
-            for kernel, ref, run in cases:
+            for kernel, ref, run in ascent_cases(self.K, v, g, eta, lo, hi):
                 self.compare(kernel, label, run, {"numpy": ref}, ref())
+
+
+def ascent_cases(K, v, g, eta, lo, hi):
+    """(kernel, numpy reference, backend call) for the ascent update and the regularizers."""
+    return [
+        ("ascent_update", lambda: ref_update(v, g, eta, 1e-4),
+         lambda mod: K.ascent_update(v, g, eta, 1e-4, module=mod)),
+        ("gaussian_blur s=1", lambda: ref_blur(v, 1.0),
+         lambda mod: K.gaussian_blur(v, 1.0, module=mod)),
+        ("clip_small_norm 50%", lambda: ref_clip(v, norm_score(v), 50),
+         lambda mod: K.clip_small_norm(v, 50.0, module=mod)),
+        ("clip_small_contribution 90%", lambda: ref_clip(v, contrib_score(v, g), 90),
+         lambda mod: K.clip_small_contribution(v, g, 90.0, module=mod)),
+        ("clamp_channels", lambda: ref_clamp(v, lo, hi),
+         lambda mod: K.clamp_channels(v, lo, hi, module=mod)),
+    ]
 
 
 # ---- plain numpy definitions (docs/kernels.md) --------------------------------------------------

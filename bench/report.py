@@ -49,6 +49,32 @@ def ascent_table(d: dict) -> str:
                 "× torch", "GFLOP", "GFLOP/s", "% peak"])
 
 
+def ascent_pivot(d: dict) -> str:
+    """One line per (net, batch, threads): torch, then each pydevis backend, side by side."""
+    lines: dict[tuple, dict] = {}
+    for r in d["rows"]:
+        lines.setdefault((r["net"], r["batch"], r["threads"]), {})[r["impl"]] = r
+    backends = sorted({i for v in lines.values() for i in v if i.startswith("pydevis[")})
+    heads = ["net", "batch", "thr", "GFLOP", "torch step (fwd + bwd) ms",
+             "ORT fwd ms (plain)"]
+    for b in backends:
+        heads += [f"{b} step ms (× torch)", f"{b} bwd ms", f"{b} % peak"]
+    out = ["| " + " | ".join(heads) + " |", "|---|" + "---:|" * (len(heads) - 1)]
+    for (net, batch, thr), v in sorted(lines.items()):
+        t = v.get("torch", {})
+        first = v[backends[0]] if backends and backends[0] in v else {}
+        cells = [net, str(batch), str(thr), C.fmt(t.get("gflop") or first.get("gflop")),
+                 f"{C.fmt(t.get('step_ms'))} ({C.fmt(t.get('fwd_ms'))} + "
+                 f"{C.fmt(t.get('bwd_ms'))})",
+                 f"{C.fmt(first.get('fwd_ms'))} ({C.fmt(first.get('fwd_plain_ms'))})"]
+        for b in backends:
+            r = v.get(b, {})
+            cells += [f"{C.fmt(r.get('step_ms'))} ({C.fmt(r.get('x_torch'))})",
+                      C.fmt(r.get("bwd_ms")), C.fmt(r.get("pct_peak"))]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def kernels_table(d: dict) -> str:
     return _md(d["rows"], ["kernel", "case", "threads", "impl", "ms", "gflops", "pct_peak",
                            "x_ref", "note"],
@@ -86,14 +112,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench/report.py", description=__doc__.split("\n")[0])
     p.add_argument("files", nargs="*", help="result files (default: bench/results/*.json)")
     p.add_argument("--pivot", action="store_true",
-                   help="kernels: one line per case, implementations side by side")
+                   help="one line per case, implementations side by side")
     args = p.parse_args(argv)
     files = [Path(f) for f in args.files] or sorted(C.RESULTS.glob("*.json"))
     for f in files:
         d = json.loads(f.read_text())
         print(f"### {f.name}\n\n{header(d)}\n")
         if d.get("benchmark") == "ascent_step":
-            print(ascent_table(d))
+            print(ascent_pivot(d) if args.pivot else ascent_table(d))
         elif d.get("benchmark") == "kernels":
             print(kernels_pivot(d) if args.pivot else kernels_table(d))
         print()

@@ -181,7 +181,6 @@ def _conv_bwd_rows(gbuf, w, out, sh, sw, pt, pl, group, rows, pitch, front, nb,
     m_ = gbuf.shape[0]
     n_ = out.shape[0]
     cg = w.shape[1]
-    h_, w_ = out.shape[2], out.shape[3]
     mg = m_ // group
     plane = rows * pitch
     nphase = sh * sw
