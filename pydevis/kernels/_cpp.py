@@ -48,58 +48,6 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
-def conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group):
-    """dL/dX of ONNX Conv (the transposed convolution), (N, C, H, W)."""
-    return _C.conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group)
-
-
-def max_unpool2d(grad_out, indices, in_shape):
-    """Scatter-add grad_out to the MaxPool switches (flat int64 indices), shape in_shape."""
-    return _C.max_unpool2d(grad_out, indices, in_shape)
-
-
-def rectifier_backward(grad_out, out, mode, lo, hi):
-    """Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided."""
-    return _C.rectifier_backward(grad_out, out, mode, lo, hi)
-
-
-def lrn_backward(grad_out, x, size, alpha, beta, bias):
-    """dL/dX of ONNX LRN given its forward input x."""
-    return _C.lrn_backward(grad_out, x, size, alpha, beta, bias)
-
-
-def avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads, count_include_pad):
-    """dL/dX of ONNX AveragePool (2-D)."""
-    return _C.avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads,
-                                  count_include_pad)
-
-
-def global_avg_pool_backward(grad_out, in_shape):
-    """dL/dX of ONNX GlobalAveragePool."""
-    return _C.global_avg_pool_backward(grad_out, in_shape)
-
-
-# ---- ascent kernels (docs/kernels.md, "Ascent kernels") --------------------------------------
-def ascent_update(v, g, eta, decay):
-    """(v + eta[n]·g)·(1 − decay) in float64, rounded once to v's dtype; eta float64 (N,)."""
-    return _C.ascent_update(v, g, eta, decay)
-
-
-def gaussian_blur(v, sigma):
-    """Separable Gaussian of each (n, c) plane, radius int(4·sigma + 0.5), reflect boundary."""
-    return _C.gaussian_blur(v, sigma)
-
-
-def clip_small_norm(v, pct):
-    """Zero the pixels whose channel norm is below the pct-th percentile of their image."""
-    return _C.clip_small_norm(v, pct)
-
-
-def clip_small_contribution(v, g, pct):
-    """Zero the pixels whose |Σ_c g·(−v)| is below the pct-th percentile of their image."""
-    return _C.clip_small_contribution(v, g, pct)
-
-
-def clamp_channels(v, lo, hi):
-    """Clip channel c of v to [lo[c], hi[c]]; lo, hi float64 (C,)."""
-    return _C.clamp_channels(v, lo, hi)
+KERNELS = tuple(n for n in __all__ if n not in ("NAME", "unavailable_reason"))
+if _C is not None:  # the extension's functions are the backend's, unwrapped
+    globals().update({name: getattr(_C, name) for name in KERNELS})
