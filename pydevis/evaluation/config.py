@@ -10,6 +10,13 @@ methods = ["gradient", { name = "yosinski", preset = 3, steps = 300 }, "deconv"]
 batch_size = 16               # optional
 sanity = true                 # optional: also run on a weight-randomized copy (Adebayo 2018)
 bootstrap = 1000              # optional: resamples for the confidence intervals
+images_per_class = 1          # optional: images per class and method, each with its own seed
+
+[train_on_generated]          # optional: train a small net on each method's images, test on
+dataset = "cifar10.npz"       # the real test images of the same classes (see transfer.py)
+test_images = 1000            # optional: size of the balanced test subset
+baseline = true               # optional: also train on as many real train-split images
+hidden = 128                  # optional, and epochs, size, batch, lr, weight_decay, noise
 ```
 Paths are relative to the config file. Unknown keys are rejected, with a did-you-mean.
 """
@@ -17,13 +24,15 @@ Paths are relative to the config file. Unknown keys are rejected, with a did-you
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from ..errors import PydevisError
 from ..methods.ascent import METHODS, method_config
+from .smallnet import NetSpec
 
 
 class ConfigError(PydevisError):
@@ -31,11 +40,14 @@ class ConfigError(PydevisError):
 
 
 _TOP = {"out": str, "seed": int, "generators": list, "scorers": list, "methods": list,
-        "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int}
+        "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int,
+        "images_per_class": int, "train_on_generated": dict}
 _REQUIRED = ("out", "generators", "scorers", "methods", "classes")
-_METHOD_KEYS = {"name", "preset", "label", "steps", "step_size", "step_rule", "decay",
+_METHOD_KEYS = {"name", "preset", "label", "steps", "step_size", "step_rule", "step_norm", "decay",
                 "blur_sigma", "blur_every", "norm_pct", "contrib_pct", "tv_weight", "tv_beta",
                 "alpha_weight", "alpha", "jitter", "start", "start_std"}
+_TRANSFER = {"dataset": str, "test_images": int, "baseline": bool, "hidden": int, "epochs": int,
+             "size": int, "batch": int, "lr": float, "weight_decay": float, "noise": float}
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,16 @@ class MethodSpec:
     name: str
     preset: int | None
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """The ``[train_on_generated]`` table: train on generated images, test on real ones."""
+
+    dataset: Path
+    test_images: int = 1000
+    baseline: bool = True
+    net: NetSpec = field(default_factory=NetSpec)
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,8 @@ class Config:
     batch_size: int = 16
     sanity: bool = False
     bootstrap: int = 1000
+    images_per_class: int = 1
+    train_on_generated: TransferSpec | None = None
 
 
 def _unknown(key: str, allowed, where: str) -> ConfigError:
@@ -102,13 +126,54 @@ def load_config(path: str | Path) -> Config:
             raise ConfigError(f"{p}: class {c!r} must be an index or a label name")
         if isinstance(c, int) and c < 0:
             raise ConfigError(f"{p}: class index {c} is negative")
-    for key in ("batch_size", "bootstrap"):
+    for key in ("batch_size", "bootstrap", "images_per_class"):
         if key in raw and raw[key] < 1:
             raise ConfigError(f"{p}: {key!r} must be >= 1")
+    methods = _methods(raw["methods"], p)
+    per_class = int(raw.get("images_per_class", 1))
+    if per_class > 1:
+        _check_random(methods, p)
+    transfer = (_transfer(raw["train_on_generated"], p)
+                if "train_on_generated" in raw else None)
     return Config(p, base / raw["out"], int(raw.get("seed", 0)), paths("generators"),
-                  paths("scorers"), _methods(raw["methods"], p), tuple(classes),
+                  paths("scorers"), methods, tuple(classes),
                   int(raw.get("batch_size", 16)), bool(raw.get("sanity", False)),
-                  int(raw.get("bootstrap", 1000)))
+                  int(raw.get("bootstrap", 1000)), per_class, transfer)
+
+
+def _check_random(methods: tuple[MethodSpec, ...], p: Path) -> None:
+    """Several images per class differ only by seed: refuse a method that ignores its seed."""
+    for spec in methods:
+        c = method_config(spec.name, spec.preset, **spec.settings)
+        if c.jitter == 0 and not (c.start == "noise" and c.start_std > 0):
+            raise ConfigError(f"{p}: method {spec.label!r} does not depend on its seed (no "
+                              "jitter, start from the mean): images_per_class > 1 would repeat "
+                              "one image; set start = \"noise\" with start_std > 0, or jitter")
+
+
+def _transfer(table: dict, p: Path) -> TransferSpec:
+    where = f"{p}: [train_on_generated]"
+    for key, value in table.items():
+        if key not in _TRANSFER:
+            raise _unknown(key, _TRANSFER, where)
+        kind = _TRANSFER[key]
+        ok = isinstance(value, (int, float) if kind is float else kind)
+        if not ok or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+        low = 0 if key in ("hidden", "weight_decay", "noise") else 1 if kind is int else None
+        if (low is not None and value < low) or (key == "lr" and value <= 0):
+            raise ConfigError(f"{where}: {key!r} must be {'>' if low is None else '>='} "
+                              f"{low or 0}")
+    if "dataset" not in table:
+        raise ConfigError(f"{where}: missing required key 'dataset'")
+    dataset = Path(table["dataset"])
+    dataset = dataset if dataset.is_absolute() else p.parent / dataset
+    if not dataset.is_file():
+        raise ConfigError(f"{where}: no such dataset file {dataset}")
+    net = {k: (float(v) if _TRANSFER[k] is float else v) for k, v in table.items()
+           if k not in ("dataset", "test_images", "baseline")}
+    return TransferSpec(dataset, int(table.get("test_images", 1000)),
+                        bool(table.get("baseline", True)), NetSpec(**net))
 
 
 def _methods(items: list, p: Path) -> tuple[MethodSpec, ...]:

@@ -3,9 +3,11 @@
 Layout of a run folder::
 
     config.toml                      the config this run was started with
-    images/GEN/METHOD/CLASS.png|json generated images and their metadata
+    images/GEN/METHOD/CLASS.png|json generated images and their metadata (CLASS_K.png: the
+                                     K-th extra image of a class with images_per_class > 1)
     scores/GEN/METHOD/chunkK.json    scores of one chunk on every scoring model (the chunk's
                                      completion marker, written after its images)
+    transfer/...                     with [train_on_generated]: see transfer.py
     results.json, results.csv, summary.md, report.html
 
 Work is done in chunks of ``batch_size`` classes per (generator, method); a chunk's class list
@@ -28,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import load
-from ..atomic import write_text
 from ..api import _slug, check_out, resolve_class, write_json
+from ..atomic import write_text
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
 from ..model import Model
@@ -79,8 +81,8 @@ def resolve_classes(cfg: Config, model: Model) -> list[int]:
     return chosen
 
 
-_RUN_ENTRIES = {"config.toml", "images", "scores", "sanity", "results.json", "results.csv",
-                "summary.md", "report.html"}
+_RUN_ENTRIES = {"config.toml", "images", "scores", "sanity", "transfer", "results.json",
+                "results.csv", "summary.md", "report.html"}
 
 
 def _check_same_config(cfg: Config, force: bool) -> None:
@@ -123,11 +125,11 @@ def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
             gens[f"{name}~randomized"] = load(rpath)
     scorer_paths = _names([*cfg.generators, *cfg.scorers])
     scorers = {n: load(p) for n, p in scorer_paths.items()}
-    total = sum(len(range(0, len(resolve_classes(cfg, g)), cfg.batch_size))
+    total = sum(len(range(0, len(_items(cfg, g)), cfg.batch_size))
                 for g in gens.values()) * len(cfg.methods)
     done = 0
     for gname, gen in gens.items():
-        classes = resolve_classes(cfg, gen)
+        classes = _items(cfg, gen)
         for spec in cfg.methods:
             config = method_config(spec.name, spec.preset, **spec.settings)
             for k, start in enumerate(range(0, len(classes), cfg.batch_size)):
@@ -138,21 +140,35 @@ def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
                 done += 1
                 if progress is not None:
                     progress(f"{gname} {spec.label}", done, total)
+    if cfg.train_on_generated is not None:
+        from .transfer import run_transfer
+
+        run_transfer(cfg.out, cfg.train_on_generated, cfg.seed, progress)
     return finish(cfg.out, cfg.bootstrap, cfg.seed)
 
 
-def _run_chunk(cfg, gname, gen, spec, config, chunk, marker, scorers) -> None:
+def _items(cfg: Config, model: Model) -> list[tuple[int, int]]:
+    """(class, copy) pairs: every class once, then again for each extra image per class."""
+    classes = resolve_classes(cfg, model)
+    return [(c, k) for k in range(cfg.images_per_class) for c in classes]
+
+
+def _run_chunk(cfg, gname, gen, spec, config, items, marker, scorers) -> None:
     folder = cfg.out / "images" / gname / spec.label
-    res = ascend(gen, chunk, config, seed=_seed(cfg.seed, gname, spec.label, str(chunk[0])))
+    c0, k0 = items[0]  # a run without extra copies keeps its seeds
+    seed = _seed(cfg.seed, gname, spec.label, str(c0), *([f"copy{k0}"] if k0 else []))
+    chunk = [c for c, _ in items]
+    res = ascend(gen, chunk, config, seed=seed)
     names = []
-    for r in res:
+    for r, (_, copy) in zip(res, items, strict=True):
         c = int(r.target)
-        stem = f"{c:04d}_{_slug(gen.labels[c])}"
+        stem = f"{c:04d}_{_slug(gen.labels[c])}" + (f"_{copy}" if copy else "")
         save_png(r.pixels, folder / f"{stem}.png")
         write_json(folder / f"{stem}.json", {
             "generating_model": gname, "model": str(gen.path), "method": spec.label,
             "method_name": spec.name, "preset": spec.preset, "target_class": c,
-            "label": gen.labels[c], "status": r.status, "best_objective": r.best_objective,
+            "label": gen.labels[c], "copy": copy, "status": r.status,
+            "best_objective": r.best_objective,
             "success_step": r.success_step, "settings": r.config})
         names.append(str((folder / f"{stem}.png").relative_to(cfg.out)))
     # score what was saved (8-bit PNGs read back), on every scoring model
@@ -191,6 +207,10 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     summary = summarize(rows, bootstrap, seed)
     summary["class_sensitivity"] = class_sensitivity(out)
     summary["skipped"] = skipped
+    if (out / "transfer").is_dir():
+        from .transfer import collect_transfer
+
+        summary["train_on_generated"] = collect_transfer(out)
     write_json(out / "results.json", {"rows": rows, "summary": summary})
     write_report(out, rows, summary)
     return summary

@@ -59,15 +59,16 @@ def class_sensitivity(out: Path) -> list[dict]:
     """Per (generating model, method): mean correlation between images of different classes."""
     result = []
     for folder in sorted((out / "images").glob("*/*")):
-        imgs = [read_rgb(p).ravel() for p in sorted(folder.glob("*.png"))]
-        if len(imgs) < 2:
+        files = sorted(folder.glob("*.png"))
+        cls = np.array([p.stem.split("_")[0] for p in files])  # CLASS_label[_copy].png
+        if len(set(cls)) < 2:
             continue
-        a = np.stack(imgs).astype(np.float64)
+        a = np.stack([read_rgb(p).ravel() for p in files]).astype(np.float64)
         a -= a.mean(axis=1, keepdims=True)
         norm = np.linalg.norm(a, axis=1)
         norm[norm == 0] = 1
         c = (a @ a.T) / np.outer(norm, norm)
-        off = c[~np.eye(len(a), dtype=bool)]
+        off = c[cls[:, None] != cls[None, :]]  # pairs of different classes only
         result.append({"generating_model": folder.parent.name, "method": folder.name,
                        "mean_interclass_correlation": float(off.mean()), "images": len(a)})
     return result

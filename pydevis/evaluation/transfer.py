@@ -1,0 +1,210 @@
+"""Seed question 3: do the generated class images teach a classifier anything about real data?
+
+Per (generating model, method) of a run folder, a small numpy net (:mod:`.smallnet`) is trained
+on the method's images (``images/GEN/METHOD/*.png``, several per class with ``images_per_class``)
+and tested on real images of the same classes: a balanced subset of the test split of a labelled
+dataset. A baseline row trains the same net, with the same seed, on as many real images per
+class drawn from the dataset's train split. Results are written one file per row::
+
+    transfer/generated/GEN/METHOD.json
+    transfer/real/GEN.json
+
+each atomically and skipped when present, so a killed run resumes here too.
+
+The dataset is an ``.npz`` with ``{split}_jpeg`` (concatenated JPEG bytes), ``{split}_offsets``
+(N+1 byte offsets), ``{split}_labels`` for ``split`` in ``train``/``test``, and optionally
+``class_names``. Generated classes map to dataset classes by label name (the first
+comma-separated synonym, case-insensitive; see :func:`.cross_score.class_map`); without
+``class_names`` the dataset's labels are taken to be the generating model's class indices.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..api import write_json
+from ..image import read_rgb
+from .config import ConfigError, TransferSpec
+from .cross_score import _key
+from .smallnet import fit_predict
+
+
+class Dataset:
+    """A JPEG ``.npz`` dataset, decoded lazily, image by image."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._arrays: dict[str, np.ndarray] = {}
+        with np.load(self.path) as z:
+            self.names = [str(n) for n in z["class_names"]] if "class_names" in z.files else None
+
+    def _array(self, key: str) -> np.ndarray:
+        if key not in self._arrays:  # read once, on first use
+            with np.load(self.path) as z:
+                if key not in z.files:
+                    raise ConfigError(f"{self.path}: the dataset has no array {key!r}")
+                self._arrays[key] = z[key]
+        return self._arrays[key]
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._array(f"{split}_labels").astype(np.int64)
+
+    def images(self, split: str, idx: np.ndarray) -> np.ndarray:
+        jpeg, o = self._array(f"{split}_jpeg"), self._array(f"{split}_offsets")
+        out = [np.asarray(Image.open(io.BytesIO(jpeg[o[i]:o[i + 1]].tobytes())).convert("RGB"),
+                          np.float32) for i in idx]
+        return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.float32)
+
+    def class_of(self, index: int, label: str) -> int | None:
+        """The dataset class of a generated image's class (index, label), or None."""
+        if self.names is None:
+            return index
+        keys = [_key(n) for n in self.names]
+        return keys.index(_key(label)) if _key(label) in keys else None
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n (test-set sampling only)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(mid - half), float(mid + half))
+
+
+def generated(folder: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A method's images, their dataset classes, and the images skipped (with why)."""
+    pixels, classes, skipped = [], [], []
+    for png in sorted(folder.glob("*.png")):
+        meta = json.loads(png.with_suffix(".json").read_text())
+        c = ds.class_of(int(meta["target_class"]), str(meta["label"]))
+        if c is None:
+            skipped.append(f"{png.name}: class {meta['label']!r} is not in {ds.path.name}")
+            continue
+        pixels.append(read_rgb(png))
+        classes.append(c)
+    return (np.stack(pixels) if pixels else np.zeros((0, 1, 1, 3), np.float32),
+            np.array(classes, np.int64), skipped)
+
+
+def balanced_test_indices(labels: np.ndarray, classes: list[int], n: int) -> np.ndarray:
+    """The first ``n // len(classes)`` (at least 1) test images of each class, in file order."""
+    per = max(1, n // len(classes))
+    return np.concatenate([np.flatnonzero(labels == c)[:per] for c in classes])
+
+
+def train_indices(labels: np.ndarray, counts: dict[int, int], rng: np.random.Generator
+                 ) -> np.ndarray:
+    """``counts[c]`` train images of each class c (at most all of them), drawn without
+    replacement."""
+    pools = [np.flatnonzero(labels == c) for c in sorted(counts)]
+    return np.concatenate([rng.choice(pool, size=min(counts[c], len(pool)), replace=False)
+                           for c, pool in zip(sorted(counts), pools, strict=True)])
+
+
+def evaluate(train_px: np.ndarray, train_c: np.ndarray, test: tuple[np.ndarray, np.ndarray],
+             spec: TransferSpec, seed: int, names: dict[int, str]) -> dict:
+    """Train on (pixels, dataset classes), test on ``test``; the numbers of one row."""
+    classes = sorted(names)
+    index = {c: k for k, c in enumerate(classes)}
+    test_px, test_c = test
+    pred = fit_predict(train_px, np.array([index[c] for c in train_c]), test_px,
+                       len(classes), spec.net, np.random.default_rng(seed))
+    truth = np.array([index[c] for c in test_c], np.int64)
+    hits = pred == truth
+
+    def rate(mask: np.ndarray) -> float | None:  # None: no test image there
+        return float(hits[mask].mean()) if mask.any() else None
+
+    return {"train_images": int(len(train_px)),
+            "images_per_class": {names[c]: int((train_c == c).sum()) for c in classes},
+            "classes": [names[c] for c in classes], "test_images": int(len(truth)),
+            "accuracy": rate(np.ones(len(hits), bool)),
+            "accuracy_ci": wilson(int(hits.sum()), len(hits)), "chance": 1.0 / len(classes),
+            "per_class_accuracy": {names[c]: rate(truth == k) for k, c in enumerate(classes)}}
+
+
+def _fill(row: dict, px: np.ndarray, cls: np.ndarray, ds: Dataset, spec: TransferSpec,
+          seed: int, tests: dict) -> dict:
+    """``row`` with its status and, when there is something to learn and test, its numbers."""
+    classes = sorted({int(c) for c in cls})
+    test = _test(ds, classes, spec, tests) if len(classes) >= 2 else None
+    if test is None:
+        row["status"] = "fewer than 2 classes with a dataset counterpart"
+    elif len(set(test[1].tolist())) < len(classes):
+        row["status"] = f"a class has no test images in {ds.path.name}"
+    else:
+        names = {c: ds.names[c] if ds.names else str(c) for c in classes}
+        row.update(status="ok", **evaluate(px, cls, test, spec, seed, names))
+    return row
+
+
+def _write_generated(out: Path, folder: Path, ds: Dataset, spec: TransferSpec, seed: int,
+                     tests: dict) -> dict[int, int]:
+    """Train/test one method's images; returns its per-class image counts."""
+    gname, method = folder.parent.name, folder.name
+    target = out / "transfer" / "generated" / gname / f"{method}.json"
+    px, cls, skipped = generated(folder, ds)
+    counts = {int(c): int((cls == c).sum()) for c in np.unique(cls)}
+    if not target.is_file():
+        row = {"generating_model": gname, "method": method, "source": "generated",
+               "skipped": skipped}
+        write_json(target, _fill(row, px, cls, ds, spec, seed, tests))
+    return counts
+
+
+def _test(ds: Dataset, classes: list[int], spec: TransferSpec, tests: dict):
+    """The test subset of ``classes`` (pixels, dataset classes), cached in ``tests``."""
+    key = tuple(classes)
+    if key not in tests:  # decoded once per class set
+        idx = balanced_test_indices(ds.labels("test"), classes, spec.test_images)
+        tests[key] = (ds.images("test", idx), ds.labels("test")[idx])
+    return tests[key]
+
+
+def _write_baseline(out: Path, gname: str, counts: dict[int, int], ds: Dataset,
+                    spec: TransferSpec, seed: int, tests: dict) -> None:
+    target = out / "transfer" / "real" / f"{gname}.json"
+    if target.is_file() or len(counts) < 2:
+        return
+    labels = ds.labels("train")
+    idx = np.sort(train_indices(labels, counts, np.random.default_rng([seed, 1])))
+    row = {"generating_model": gname, "method": "real (train split)", "source": "real",
+           "skipped": []}
+    write_json(target, _fill(row, ds.images("train", idx), labels[idx], ds, spec, seed, tests))
+
+
+def run_transfer(out: Path, spec: TransferSpec, seed: int,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
+    """Every (generating model, method) of the run folder ``out``, plus one real-data baseline
+    per generating model (not for the weight-randomized copies, whose classes are the same)."""
+    folders = [f for f in sorted((out / "images").glob("*/*")) if f.is_dir()]
+    ds, tests = Dataset(spec.dataset), {}
+    counts: dict[str, dict[int, int]] = {}
+    for k, folder in enumerate(folders):
+        got = _write_generated(out, folder, ds, spec, seed, tests)
+        prev = counts.setdefault(folder.parent.name, {})
+        for c, n in got.items():
+            prev[c] = max(prev.get(c, 0), n)
+        if progress is not None:
+            progress(f"train on {folder.parent.name} {folder.name}", k + 1, len(folders) + 1)
+    for gname, cnt in counts.items():
+        if spec.baseline and "~" not in gname:
+            _write_baseline(out, gname, cnt, ds, spec, seed, tests)
+    if progress is not None:
+        progress("train on real (baseline)", len(folders) + 1, len(folders) + 1)
+
+
+def collect_transfer(out: Path) -> list[dict]:
+    """The rows written so far: per generating model, its methods then its real baseline."""
+    files = sorted((out / "transfer").rglob("*.json"), key=str)
+    rows = [json.loads(f.read_text()) for f in files if not f.name.startswith(".tmp-")]
+    return sorted(rows, key=lambda r: (r["generating_model"], r["source"] == "real",
+                                       r["method"]))
