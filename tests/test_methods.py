@@ -52,10 +52,14 @@ PIXEL_CENTER = np.array([120.0, 115.0, 100.0])
 def test_presets_are_the_papers_table():
     assert (YOSINSKI[1].decay, YOSINSKI[1].blur_sigma, YOSINSKI[1].blur_every,
             YOSINSKI[1].norm_pct, YOSINSKI[1].steps) == (0, 0.5, 4, 50, 500)
-    assert (YOSINSKI[2].decay, YOSINSKI[2].norm_pct, YOSINSKI[2].step_size,
-            YOSINSKI[2].step_rule, YOSINSKI[2].steps) == (0.3, 20, 100, "constant", 750)
+    assert (YOSINSKI[2].decay, YOSINSKI[2].norm_pct, YOSINSKI[2].step_rule,
+            YOSINSKI[2].steps) == (0.3, 20, "constant", 750)
+    # the papers' raw steps (Caffe AlexNet's gradient scale) become RMS pixel steps
+    assert {k: (p.step_norm, p.step_size) for k, p in YOSINSKI.items()} == {
+        1: ("rms", 8.0), 2: ("rms", 8.0), 3: ("rms", 2.0), 4: ("rms", 1e8)}
     assert (YOSINSKI[3].decay, YOSINSKI[3].blur_sigma, YOSINSKI[3].steps) == (1e-4, 1.0, 1000)
-    assert (YOSINSKI[4].contrib_pct, YOSINSKI[4].step_size, YOSINSKI[4].steps) == (90, 1e8, 1000)
+    assert (YOSINSKI[4].contrib_pct, YOSINSKI[4].step_rule, YOSINSKI[4].steps) == (90, "progress",
+                                                                                  1000)
     with pytest.raises(ValueError, match="preset"):
         method_config("gradient", preset=2)
 
