@@ -62,11 +62,11 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   CHECK_LEN(strides, 2, "strides");
   CHECK_LEN(pads, 4, "pads");
   CHECK_LEN(dilations, 2, "dilations");
-  CHECK_ALL_GE(in_hw, 1, "in_hw");
-  CHECK_ALL_GE(strides, 1, "strides");
-  CHECK_ALL_GE(pads, 0, "pads");
-  CHECK_ALL_GE(dilations, 1, "dilations");
-  CHECK(group >= 1, "group: must be >= 1, got ", group);
+  pydevis::check_all_in_range(in_hw, 1, "in_hw");
+  pydevis::check_all_in_range(strides, 1, "strides");
+  pydevis::check_all_in_range(pads, 0, "pads");
+  pydevis::check_all_in_range(dilations, 1, "dilations");
+  pydevis::check_int_range(group, 1, "group");
   const Ints gs = shape_of(grad_out), ws = shape_of(weight);
   CHECK(ws[0] == gs[1], "weight: shape ", shape_str(ws), " has ", ws[0],
         " output channels but grad_out ", shape_str(gs), " has ", gs[1]);
@@ -79,6 +79,7 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   g.H = in_hw[0], g.W = in_hw[1];
   g.sh = strides[0], g.sw = strides[1], g.pt = pads[0], g.pl = pads[1];
   g.dh = dilations[0], g.dw = dilations[1];
+  pydevis::checked_numel({g.N, g.C, g.H, g.W}, "in_hw", "output shape");
   const int64_t ekh = g.dh * (g.kH - 1) + 1, ekw = g.dw * (g.kW - 1) + 1;
   const int64_t ph = g.H + pads[0] + pads[2], pw = g.W + pads[1] + pads[3];
   CHECK(ph >= ekh && pw >= ekw, "weight: dilated kernel ", ekh, "x", ekw,
@@ -130,11 +131,61 @@ py::array max_unpool2d(const py::array& grad_out, const py::array& indices, cons
   const Ints gs = shape_of(grad_out), is = shape_of(indices);
   CHECK(is == gs, "indices: shape ", shape_str(is), " != grad_out shape ", shape_str(gs));
   CHECK_LEN(in_shape, 4, "in_shape");
-  CHECK_ALL_GE(in_shape, 0, "in_shape");
+  pydevis::check_all_in_range(in_shape, 0, "in_shape");
   CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
         " does not match N, C of grad_out ", shape_str(gs));
+  pydevis::checked_numel(in_shape, "in_shape", "output shape");
   return f64 ? unpool_impl<double>(grad_out, indices, in_shape)
              : unpool_impl<float>(grad_out, indices, in_shape);
+}
+
+// ---- max_pool2d_backward ------------------------------------------------------------------
+template <typename T>
+py::array maxpool_impl(const py::array& go, const py::array& x,
+                       const pydevis::cpu::MaxPoolGeom& g) {
+  auto out = new_array<T>({g.N, g.C, g.H, g.W});
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::max_pool2d_backward<T>(cptr<T>(go), cptr<T>(x), dst, g);
+  }
+  return std::move(out);
+}
+
+py::array max_pool2d_backward(const py::array& grad_out, const py::array& x,
+                              const Ints& kernel_shape, const Ints& strides, const Ints& pads,
+                              const Ints& dilations) {
+  pydevis::check_layout(grad_out, "grad_out", 4);
+  pydevis::check_layout(x, "x", 4);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
+  CHECK_LEN(kernel_shape, 2, "kernel_shape");
+  CHECK_LEN(strides, 2, "strides");
+  CHECK_LEN(pads, 4, "pads");
+  CHECK_LEN(dilations, 2, "dilations");
+  pydevis::check_all_in_range(kernel_shape, 1, "kernel_shape");
+  pydevis::check_all_in_range(strides, 1, "strides");
+  pydevis::check_all_in_range(pads, 0, "pads");
+  pydevis::check_all_in_range(dilations, 1, "dilations");
+  const Ints gs = shape_of(grad_out), xs = shape_of(x);
+  CHECK(xs[0] == gs[0] && xs[1] == gs[1], "x: shape ", shape_str(xs),
+        " does not match N, C of grad_out ", shape_str(gs));
+  CHECK(kernel_shape[0] * kernel_shape[1] <= INT_MAX, "kernel_shape: ",
+        shape_str(kernel_shape), " has more than 2^31 - 1 taps");
+  pydevis::cpu::MaxPoolGeom g{xs[0], xs[1], xs[2], xs[3], gs[2], gs[3],
+                              kernel_shape[0], kernel_shape[1], strides[0], strides[1],
+                              pads[0], pads[1], dilations[0], dilations[1]};
+  // ceil_mode may add one window per axis to the floor-mode output size, never more; every
+  // window must start inside the padded input.
+  const int64_t ekh = g.dh * (g.kH - 1) + 1, ekw = g.dw * (g.kW - 1) + 1;
+  const int64_t ph = g.H + pads[0] + pads[2], pw = g.W + pads[1] + pads[3];
+  CHECK(ph >= ekh && pw >= ekw, "kernel_shape: dilated kernel ", ekh, "x", ekw,
+        " is larger than the padded input ", ph, "x", pw);
+  const int64_t Ho = pydevis::ceil_div(ph - ekh, g.sh) + 1;
+  const int64_t Wo = pydevis::ceil_div(pw - ekw, g.sw) + 1;
+  CHECK(g.Ho <= Ho && g.Wo <= Wo, "grad_out: shape ", shape_str(gs),
+        " is larger than the MaxPool output (at most ", Ho, "x", Wo, ")");
+  return f64 ? maxpool_impl<double>(grad_out, x, g) : maxpool_impl<float>(grad_out, x, g);
 }
 
 // ---- rectifier_backward -------------------------------------------------------------------
@@ -187,7 +238,7 @@ py::array lrn_backward(const py::array& grad_out, const py::array& x, int64_t si
   pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
   CHECK(shape_of(x) == shape_of(grad_out), "x: shape ", shape_str(shape_of(x)),
         " != grad_out shape ", shape_str(shape_of(grad_out)));
-  CHECK(size >= 1, "size: must be >= 1, got ", size);
+  pydevis::check_lrn_params(size, alpha, beta, bias);
   return f64 ? lrn_impl<double>(grad_out, x, size, alpha, beta, bias)
              : lrn_impl<float>(grad_out, x, size, alpha, beta, bias);
 }
@@ -213,13 +264,14 @@ py::array avg_pool2d_backward(const py::array& grad_out, const Ints& in_shape,
   CHECK_LEN(kernel_shape, 2, "kernel_shape");
   CHECK_LEN(strides, 2, "strides");
   CHECK_LEN(pads, 4, "pads");
-  CHECK_ALL_GE(in_shape, 0, "in_shape");
-  CHECK_ALL_GE(kernel_shape, 1, "kernel_shape");
-  CHECK_ALL_GE(strides, 1, "strides");
-  CHECK_ALL_GE(pads, 0, "pads");
+  pydevis::check_all_in_range(in_shape, 0, "in_shape");
+  pydevis::check_all_in_range(kernel_shape, 1, "kernel_shape");
+  pydevis::check_all_in_range(strides, 1, "strides");
+  pydevis::check_all_in_range(pads, 0, "pads");
   const Ints gs = shape_of(grad_out);
   CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
         " does not match N, C of grad_out ", shape_str(gs));
+  pydevis::checked_numel(in_shape, "in_shape", "output shape");
   pydevis::cpu::PoolGeom g{gs[0], gs[1], in_shape[2], in_shape[3], gs[2], gs[3],
                            kernel_shape[0], kernel_shape[1], strides[0], strides[1],
                            pads[0], pads[1], pads[2], pads[3], count_include_pad};
@@ -251,11 +303,12 @@ py::array global_avg_pool_backward(const py::array& grad_out, const Ints& in_sha
   pydevis::check_layout(grad_out, "grad_out", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   CHECK_LEN(in_shape, 4, "in_shape");
-  CHECK_ALL_GE(in_shape, 1, "in_shape");
+  pydevis::check_all_in_range(in_shape, 1, "in_shape");
   const Ints gs = shape_of(grad_out);
   CHECK(gs[0] == in_shape[0] && gs[1] == in_shape[1] && gs[2] == 1 && gs[3] == 1,
         "grad_out: shape ", shape_str(gs), " is not (N, C, 1, 1) of in_shape ",
         shape_str(in_shape));
+  pydevis::checked_numel(in_shape, "in_shape", "output shape");
   return f64 ? gap_impl<double>(grad_out, in_shape) : gap_impl<float>(grad_out, in_shape);
 }
 
@@ -318,9 +371,7 @@ py::array ascent_update(const py::array& v, const py::array& g, const py::array&
 
 py::array gaussian_blur(const py::array& v, double sigma) {
   const bool f64 = check_v_g(v, nullptr);
-  CHECK(std::isfinite(sigma), "sigma: must be finite, got ", sigma);
-  CHECK(4.0 * sigma + 0.5 < 2147483648.0, "sigma: ", sigma,
-        " is too large (blur radius int(4 * sigma + 0.5) above 2^31 - 1)");
+  pydevis::check_blur_sigma(sigma);
   if (sigma <= 0) return f64 ? copy_of<double>(v) : copy_of<float>(v);
   const Ints s = shape_of(v);
   const std::vector<double> w = pydevis::cpu::gaussian_weights(sigma);
@@ -373,6 +424,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("group"), "dL/dX of ONNX Conv (the transposed convolution).");
   m.def("max_unpool2d", &max_unpool2d, py::arg("grad_out"), py::arg("indices"),
         py::arg("in_shape"), "Route grad_out to the MaxPool switches (flat int64 indices).");
+  m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"),
+        py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum).");
   m.def("rectifier_backward", &rectifier_backward, py::arg("grad_out"), py::arg("out"),
         py::arg("mode"), py::arg("lo"), py::arg("hi"),
         "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");

@@ -26,6 +26,14 @@ def conv2d_backward_data(
 def max_unpool2d(
     grad_out: _Array, indices: npt.NDArray[np.int64], in_shape: Sequence[int]
 ) -> _Array: ...
+def max_pool2d_backward(
+    grad_out: _Array,
+    x: _Array,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+) -> _Array: ...
 def rectifier_backward(
     grad_out: _Array, out: _Array, mode: int, lo: float, hi: float
 ) -> _Array: ...

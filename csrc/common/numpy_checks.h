@@ -19,11 +19,13 @@ inline std::vector<int64_t> shape_of(const py::array& a) {
   return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
 }
 
-// Rank (ndim < 0: any), C-contiguity and alignment of an array argument.
+// Rank (ndim < 0: any), size (at most kMaxSize elements), C-contiguity and alignment of an array
+// argument.
 inline void check_layout(const py::array& a, const char* name, int ndim) {
   if (ndim >= 0)
     CHECK(a.ndim() == ndim, name, ": expected a ", ndim, "-D array, got shape ",
           shape_str(shape_of(a)));
+  checked_numel(shape_of(a), name);
   CHECK(a.flags() & py::array::c_style, name, ": array must be C-contiguous (shape ",
         shape_str(shape_of(a)), ")");
   CHECK(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_, name, ": array must be aligned");

@@ -26,8 +26,10 @@ inline int thread_id() {
 }
 
 // Below this much work (element operations) a loop runs on the calling thread: waking the
-// OpenMP team costs more than it saves.
-constexpr int64_t kMinParallelWork = 1 << 15;
+// OpenMP team costs more than it saves. 2^15 was too low on a busy machine (a 2^18-element Relu
+// backward through the 2-thread team took 16 ms at load 3.5, 0.6 ms serially); 2^18 is the
+// numba backend's threshold too (bench/README.md, "numba: serial path for small arrays").
+constexpr int64_t kMinParallelWork = 1 << 18;
 
 // f(i) for i in [0, n), statically split over the OpenMP team when n * cost is large enough.
 template <typename F>

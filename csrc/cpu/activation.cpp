@@ -6,6 +6,11 @@
 //   mode 0 gradient:  g · [lo < y < hi]
 //   mode 1 deconvnet: max(g, 0)
 //   mode 2 guided:    max(g, 0) · [lo < y < hi]
+// The loops are branch-free (both comparisons evaluated, '&' not '&&', restrict pointers) so
+// that the compiler vectorises them: a short-circuit mask kept the loop scalar, ~9x slower than
+// torch's threshold_backward on 6.4 M elements. The op is memory-bound, so the OpenMP team is
+// woken only for large arrays (kMinParallelElems): below that one core streams it faster than a
+// team can be woken on a busy machine.
 #include <algorithm>
 
 #include "../common/parallel.h"
@@ -14,21 +19,31 @@
 namespace pydevis::cpu {
 
 namespace {
-constexpr int64_t kChunk = 1 << 14;  // elements per OpenMP task
+constexpr int64_t kChunk = 1 << 16;              // elements per OpenMP task
+constexpr int64_t kMinParallelElems = 1 << 21;   // 8 MiB of float32 per operand
+
+template <typename T, int Mode>
+void run_chunk(const T* __restrict__ g, const T* __restrict__ y, T* __restrict__ gi, int64_t n,
+               T lo, T hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T gv = g[i];
+    // NaN passes max(g, 0), like np.maximum
+    const T v = Mode == 0 ? gv : (gv < T(0) ? T(0) : gv);
+    if constexpr (Mode == 1) {
+      gi[i] = v;
+    } else {
+      const bool pass = (lo < y[i]) & (y[i] < hi);
+      gi[i] = pass ? v : T(0);
+    }
+  }
+}
 
 template <typename T, int Mode>
 void run(const T* g, const T* y, T* gi, int64_t n, T lo, T hi) {
-  parallel_for(ceil_div(n, kChunk), kChunk, [&](int64_t chunk) {
+  if (n < kMinParallelElems || max_threads() == 1) return run_chunk<T, Mode>(g, y, gi, n, lo, hi);
+  parallel_for(ceil_div(n, kChunk), kMinParallelWork, [&](int64_t chunk) {
     const int64_t i0 = chunk * kChunk, i1 = std::min(n, i0 + kChunk);
-    for (int64_t i = i0; i < i1; ++i) {
-      if constexpr (Mode == 1) {
-        gi[i] = g[i] < T(0) ? T(0) : g[i];  // NaN passes, like np.maximum
-      } else {
-        const bool pass = lo < y[i] && y[i] < hi;
-        const T v = Mode == 0 ? g[i] : (g[i] < T(0) ? T(0) : g[i]);
-        gi[i] = pass ? v : T(0);
-      }
-    }
+    run_chunk<T, Mode>(g + i0, y + i0, gi + i0, i1 - i0, lo, hi);
   });
 }
 }  // namespace

@@ -19,6 +19,16 @@ inline void gemm_tn(int m, int n, int k, const double* a, int lda, const double*
                     ldc);
 }
 
+// Row-major y = A^T · x with A stored (k × m, lda), x strided by incx; y is (m) strided by incy.
+inline void gemv_t(int m, int k, const float* a, int lda, const float* x, int incx, float* y,
+                   int incy) {
+  scipy_cblas_sgemv(CblasRowMajor, CblasTrans, k, m, 1.0f, a, lda, x, incx, 0.0f, y, incy);
+}
+inline void gemv_t(int m, int k, const double* a, int lda, const double* x, int incx, double* y,
+                   int incy) {
+  scipy_cblas_dgemv(CblasRowMajor, CblasTrans, k, m, 1.0, a, lda, x, incx, 0.0, y, incy);
+}
+
 // While alive, OpenBLAS runs single-threaded, so each OpenMP thread's GEMM stays on its own core.
 // OpenBLAS is a pthreads build: a multi-threaded GEMM called from several OpenMP threads would
 // serialise on its level-3 lock and its workers would spin on cores the OpenMP team owns. The

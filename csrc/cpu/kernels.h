@@ -16,6 +16,12 @@ struct ConvGeom {
   int64_t sh, sw, pt, pl, dh, dw;
 };
 
+// Geometry of an ONNX MaxPool (2-D): input N, C, H, W; output Ho, Wo (ceil_mode is in them).
+struct MaxPoolGeom {
+  int64_t N, C, H, W, Ho, Wo;
+  int64_t kH, kW, sh, sw, pt, pl, dh, dw;
+};
+
 // Geometry of an ONNX AveragePool (2-D, no dilation).
 struct PoolGeom {
   int64_t N, C, H, W, Ho, Wo;
@@ -34,6 +40,11 @@ int64_t first_bad_unpool_index(const int64_t* indices, int64_t planes, int64_t p
 template <typename T>
 void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
                   int64_t plane_out, int64_t plane_in);
+
+// grad_in (N, C, H, W) of MaxPool from its forward input x: each grad_out element goes to the first
+// strict maximum of its window (ONNX Runtime's switch); windows holding no finite value route none.
+template <typename T>
+void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g);
 
 // mode 0 gradient, 1 deconvnet, 2 guided.
 template <typename T>

@@ -35,7 +35,9 @@ void lrn_backward(const T* grad_out, const T* x, T* grad_in, int64_t N, int64_t 
   const T a_n = T(alpha / double(size)), coef = T(2.0 * alpha * beta / double(size));
   const T b = T(bias), nbeta = T(-beta);
   const int64_t tiles = ceil_div(HW, kPixelTile);
-  parallel_for(N * tiles, C * kPixelTile * (size + 4), [&](int64_t task) {
+  // Work per task, saturated (size and C may each be up to 2^31 - 1).
+  const int64_t cost = std::min(C * (std::min(size, C) + 4), kMinParallelWork) * kPixelTile;
+  parallel_for(N * tiles, cost, [&](int64_t task) {
     const int64_t n = task / tiles, p0 = (task % tiles) * kPixelTile;
     const int64_t tw = std::min(kPixelTile, HW - p0);
     T* sb = lrn_buffer<T>(size_t(2 * C * kPixelTile)).data();  // s^-beta, then t

@@ -61,6 +61,9 @@ int64_t numel(const std::vector<int64_t>& shape) {
     return n;
 }
 
+using ::pydevis::check_all_in_range;
+using ::pydevis::check_int_range;
+using ::pydevis::checked_numel;
 using ::pydevis::shape_str;
 using Ints = std::vector<int64_t>;
 
@@ -249,6 +252,7 @@ Arg parse_numpy(const py::array& arr, const std::string& name, Want want) {
     }
     check_kind(a, want, shown);
     for (py::ssize_t i = 0; i < arr.ndim(); ++i) a.shape.push_back(arr.shape(i));
+    checked_numel(a.shape, name);
     if (!(arr.flags() & py::array::c_style)) {
         bad_arg(name + ": array must be C-contiguous (shape " + shape_str(a.shape) + ")");
     }
@@ -258,6 +262,20 @@ Arg parse_numpy(const py::array& arr, const std::string& name, Want want) {
     a.ptr = arr.data();
     a.owner = arr;
     return a;
+}
+
+// A tuple of ints of an array interface (shape, strides), else a ValueError naming the argument.
+Ints interface_ints(const py::handle& value, const std::string& name, const char* key) {
+    Ints out;
+    try {
+        for (const py::handle v : py::tuple(py::reinterpret_borrow<py::object>(value))) {
+            out.push_back(v.cast<int64_t>());
+        }
+    } catch (const std::exception&) {
+        PyErr_Clear();
+        bad_arg(name + ": __cuda_array_interface__ " + key + " is not a tuple of ints");
+    }
+    return out;
 }
 
 Arg parse_cai(const py::object& obj, const std::string& name, Want want) {
@@ -278,16 +296,10 @@ Arg parse_cai(const py::object& obj, const std::string& name, Want want) {
     if (!dt) bad_arg(name + ": dtype " + shown + " is not " + want_str(want));
     a.dtype = *dt;
     check_kind(a, want, shown);
-    try {
-        for (const py::handle v : py::tuple(d["shape"])) a.shape.push_back(v.cast<int64_t>());
-    } catch (const py::error_already_set&) {
-        throw;
-    } catch (const std::exception&) {
-        bad_arg(name + ": __cuda_array_interface__ shape is not a tuple of ints");
-    }
+    a.shape = interface_ints(d["shape"], name, "shape");
+    checked_numel(a.shape, name);
     if (d.contains("strides") && !d["strides"].is_none()) {
-        std::vector<int64_t> strides;
-        for (const py::handle v : py::tuple(d["strides"])) strides.push_back(v.cast<int64_t>());
+        const Ints strides = interface_ints(d["strides"], name, "strides");
         if (strides.size() != a.shape.size() ||
             !c_contiguous(a.shape, strides, itemsize(a.dtype))) {
             bad_arg(name + ": array must be C-contiguous (shape " + shape_str(a.shape) +
@@ -297,13 +309,24 @@ Arg parse_cai(const py::object& obj, const std::string& name, Want want) {
     if (d.contains("mask") && !d["mask"].is_none()) {
         bad_arg(name + ": masked device arrays are not supported");
     }
-    const py::tuple data(d["data"]);
-    if (data.size() < 1) bad_arg(name + ": __cuda_array_interface__ data is not (ptr, readonly)");
-    const auto address = data[0].cast<uintptr_t>();
+    uintptr_t address = 0;
+    try {
+        const py::tuple data(d["data"]);
+        if (data.size() < 1) throw std::invalid_argument("empty");
+        address = data[0].cast<uintptr_t>();
+    } catch (const std::exception&) {
+        PyErr_Clear();
+        bad_arg(name + ": __cuda_array_interface__ data is not (ptr, readonly)");
+    }
     a.ptr = reinterpret_cast<const void*>(address);
     if (address % itemsize(a.dtype) != 0) bad_arg(name + ": array must be aligned");
     if (d.contains("stream") && !d["stream"].is_none()) {
-        a.stream = d["stream"].cast<intptr_t>();  // 0 is disallowed by v3: taken as "none"
+        try {
+            a.stream = d["stream"].cast<intptr_t>();  // 0 is disallowed by v3: taken as "none"
+        } catch (const std::exception&) {
+            PyErr_Clear();
+            bad_arg(name + ": __cuda_array_interface__ stream is not an int");
+        }
     }
     if (a.ptr != nullptr) {
         cudaPointerAttributes attr{};
@@ -370,9 +393,11 @@ py::object run(const std::vector<const Arg*>& ins, const std::vector<int64_t>& o
                     first->name + " is on device " + std::to_string(device));
         }
     }
+    // The callers check the output shape against the argument it comes from; this is a backstop.
+    const size_t out_bytes =
+        static_cast<size_t>(checked_numel(out_shape, "output")) * itemsize(out_dtype);
     if (device < 0) PYDEVIS_CUDA_CHECK(cudaGetDevice(&device));
 
-    const size_t out_bytes = static_cast<size_t>(numel(out_shape)) * itemsize(out_dtype);
     py::array host_out;
     void* host_dst = nullptr;
     if (!device_out) {
@@ -447,11 +472,11 @@ py::object conv2d_backward_data_py(const py::object& grad_out, const py::object&
     CHECK_LEN(strides, 2, "strides");
     CHECK_LEN(pads, 4, "pads");
     CHECK_LEN(dilations, 2, "dilations");
-    CHECK_ALL_GE(in_hw, 1, "in_hw");
-    CHECK_ALL_GE(strides, 1, "strides");
-    CHECK_ALL_GE(pads, 0, "pads");
-    CHECK_ALL_GE(dilations, 1, "dilations");
-    CHECK(group >= 1, "group: must be >= 1, got ", group);
+    check_all_in_range(in_hw, 1, "in_hw");
+    check_all_in_range(strides, 1, "strides");
+    check_all_in_range(pads, 0, "pads");
+    check_all_in_range(dilations, 1, "dilations");
+    check_int_range(group, 1, "group");
     const Ints& gs = g.shape;
     const Ints& ws = w.shape;
     CHECK(ws[0] == gs[1], "weight: shape ", shape_str(ws), " has ", ws[0],
@@ -477,6 +502,7 @@ py::object conv2d_backward_data_py(const py::object& grad_out, const py::object&
     s.pl = pads[1];
     s.dh = dilations[0];
     s.dw = dilations[1];
+    checked_numel({s.N, s.C, s.H, s.W}, "in_hw", "output shape");
     const int64_t ekh = s.dh * (s.kH - 1) + 1, ekw = s.dw * (s.kW - 1) + 1;
     const int64_t ph = s.H + pads[0] + pads[2], pw = s.W + pads[1] + pads[3];
     CHECK(ph >= ekh && pw >= ekw, "weight: dilated kernel ", ekh, "x", ekw,
@@ -508,9 +534,10 @@ py::object max_unpool2d_py(const py::object& grad_out, const py::object& indices
     CHECK(idx.shape == gs, "indices: shape ", shape_str(idx.shape), " != grad_out shape ",
           shape_str(gs));
     CHECK_LEN(in_shape, 4, "in_shape");
-    CHECK_ALL_GE(in_shape, 0, "in_shape");
+    check_all_in_range(in_shape, 0, "in_shape");
     CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
           " does not match N, C of grad_out ", shape_str(gs));
+    checked_numel(in_shape, "in_shape", "output shape");
     const int64_t planes = gs[0] * gs[1];
     const int64_t out_plane = gs[2] * gs[3];
     const int64_t in_plane = in_shape[2] * in_shape[3];
@@ -582,7 +609,7 @@ py::object lrn_backward_py(const py::object& grad_out, const py::object& x, int6
     require_same_dtype(xx, g);
     CHECK(xx.shape == g.shape, "x: shape ", shape_str(xx.shape), " != grad_out shape ",
           shape_str(g.shape));
-    CHECK(size >= 1, "size: must be >= 1, got ", size);
+    ::pydevis::check_lrn_params(size, alpha, beta, bias);
     const int64_t N = g.shape[0], C = g.shape[1], HW = g.shape[2] * g.shape[3];
     const DType dt = g.dtype;
     return run({&g, &xx}, g.shape, dt,
@@ -608,13 +635,14 @@ py::object avg_pool2d_backward_py(const py::object& grad_out, const Ints& in_sha
     CHECK_LEN(kernel_shape, 2, "kernel_shape");
     CHECK_LEN(strides, 2, "strides");
     CHECK_LEN(pads, 4, "pads");
-    CHECK_ALL_GE(in_shape, 0, "in_shape");
-    CHECK_ALL_GE(kernel_shape, 1, "kernel_shape");
-    CHECK_ALL_GE(strides, 1, "strides");
-    CHECK_ALL_GE(pads, 0, "pads");
+    check_all_in_range(in_shape, 0, "in_shape");
+    check_all_in_range(kernel_shape, 1, "kernel_shape");
+    check_all_in_range(strides, 1, "strides");
+    check_all_in_range(pads, 0, "pads");
     const Ints& gs = g.shape;
     CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
           " does not match N, C of grad_out ", shape_str(gs));
+    checked_numel(in_shape, "in_shape", "output shape");
     AvgPoolShape s{};
     s.N = in_shape[0];
     s.C = in_shape[1];
@@ -655,11 +683,12 @@ py::object global_avg_pool_backward_py(const py::object& grad_out, const Ints& i
     const Arg g = parse(grad_out, "grad_out", Want::floating);
     require_rank(g, 4);
     CHECK_LEN(in_shape, 4, "in_shape");
-    CHECK_ALL_GE(in_shape, 1, "in_shape");
+    check_all_in_range(in_shape, 1, "in_shape");
     const Ints& gs = g.shape;
     CHECK(gs[0] == in_shape[0] && gs[1] == in_shape[1] && gs[2] == 1 && gs[3] == 1,
           "grad_out: shape ", shape_str(gs), " is not (N, C, 1, 1) of in_shape ",
           shape_str(in_shape));
+    checked_numel(in_shape, "in_shape", "output shape");
     const int64_t planes = in_shape[0] * in_shape[1];
     const int64_t HW = in_shape[2] * in_shape[3];
     const DType dt = g.dtype;
@@ -725,9 +754,7 @@ py::object ascent_update_py(const py::object& v_arr, const py::object& g_arr,
 py::object gaussian_blur_py(const py::object& v_arr, double sigma) {
     const Arg v = parse(v_arr, "v", Want::floating);
     require_rank(v, 4);
-    CHECK(std::isfinite(sigma), "sigma: must be finite, got ", sigma);
-    CHECK(4.0 * sigma + 0.5 < 2147483648.0, "sigma: ", sigma,
-          " is too large (blur radius int(4 * sigma + 0.5) above 2^31 - 1)");
+    ::pydevis::check_blur_sigma(sigma);
     const Ints& vs = v.shape;
     const DType dt = v.dtype;
     if (sigma <= 0) return run({&v}, vs, dt, copy_of_first(v.nbytes()));

@@ -21,6 +21,7 @@ __all__ = [
     "gaussian_blur",
     "global_avg_pool_backward",
     "lrn_backward",
+    "max_pool2d_backward",
     "max_unpool2d",
     "rectifier_backward",
     "unavailable_reason",

@@ -389,6 +389,109 @@ def max_unpool2d(g, idx, in_shape):
 
 
 # --------------------------------------------------------------------------------------------
+# MaxPool backward from the forward input (switches found here, as ONNX Runtime picks them)
+# --------------------------------------------------------------------------------------------
+@njit(**_SER)
+def _max_pool_rows(g, x, out, kh_, kw_, sh, sw, pt, pl, dh, dw, p0, p1):
+    # planes [p0, p1) of (P, H, W) / (P, Ho, Wo). Per output row: a running maximum and tap per
+    # column, updated tap by tap with the columns innermost (first strict maximum wins). The
+    # plane is first split into sw column phases, so that each tap reads contiguous memory, and
+    # the inner loop runs over zero-based slices with an int32 tap: LLVM vectorises it (3.3x).
+    h_, w_ = x.shape[1], x.shape[2]
+    ho, wo = g.shape[1], g.shape[2]
+    wp = (w_ + sw - 1) // sw
+    lowest = np.finfo(x.dtype).min
+    best = np.empty(wo, x.dtype)
+    tap = np.empty(wo, np.int32)
+    phases = np.empty((sw, h_, wp), x.dtype)
+    lo_ = np.empty(kw_, np.int64)
+    hi_ = np.empty(kw_, np.int64)
+    r_ = np.empty(kw_, np.int64)
+    q_ = np.empty(kw_, np.int64)
+    for kw in range(kw_):  # tap column iw = ow*sw + off = (ow + q)*sw + r
+        off = kw * dw - pl
+        r_[kw] = off % sw
+        q_[kw] = (off - r_[kw]) // sw
+        lo_[kw] = 0 if off >= 0 else (-off + sw - 1) // sw
+        hi_[kw] = 0 if off >= w_ else min(wo, (w_ - off + sw - 1) // sw)
+    zero = g.dtype.type(0)
+    for p in range(p0, p1):
+        o = out[p]
+        xp = x[p]
+        for ih in range(h_):
+            row = xp[ih]
+            for r in range(sw):
+                ph = phases[r, ih]
+                for j in range((w_ - r + sw - 1) // sw):
+                    ph[j] = row[j * sw + r]
+        o[:, :] = zero
+        for oh in range(ho):
+            best[:] = lowest
+            tap[:] = -1
+            hs = oh * sh - pt
+            for kh in range(kh_):
+                ih = hs + kh * dh
+                if ih < 0 or ih >= h_:
+                    continue
+                for kw in range(kw_):
+                    lo = lo_[kw]
+                    n = hi_[kw] - lo
+                    src = phases[r_[kw], ih, lo + q_[kw]:lo + q_[kw] + n]
+                    bs = best[lo:lo + n]
+                    ts = tap[lo:lo + n]
+                    k = np.int32(kh * kw_ + kw)
+                    for i in range(n):
+                        v = src[i]
+                        cur = bs[i]
+                        take = v > cur
+                        bs[i] = v if take else cur
+                        ts[i] = k if take else ts[i]
+            for ow in range(wo):
+                k = tap[ow]
+                if k >= 0:
+                    kh = k // kw_
+                    kw = k - kh * kw_
+                    o[hs + kh * dh, ow * sw - pl + kw * dw] += g[p, oh, ow]
+
+
+@njit(**_JIT)
+def _max_pool_par(g, x, out, kh_, kw_, sh, sw, pt, pl, dh, dw):
+    for p in prange(g.shape[0]):
+        _max_pool_rows(g, x, out, kh_, kw_, sh, sw, pt, pl, dh, dw, p, p + 1)
+
+
+def max_pool2d_backward(g, x, kernel_shape, strides, pads, dilations):
+    """dL/dX of ONNX MaxPool from its forward input: g to the first strict maximum per window."""
+    g = _arr(g, "grad_out", 4)
+    x = _arr(x, "x", 4, dtype=g.dtype)
+    kh_, kw_ = _tuple(kernel_shape, 2, "kernel_shape", 1)
+    sh, sw = _tuple(strides, 2, "strides", 1)
+    pt, pl, pb, pr = _tuple(pads, 4, "pads", 0)
+    dh, dw = _tuple(dilations, 2, "dilations", 1)
+    n_, c_, h_, w_ = x.shape
+    if g.shape[:2] != (n_, c_):
+        raise ValueError(f"grad_out shape {g.shape} does not match N, C of x {x.shape}")
+    ekh, ekw = dh * (kh_ - 1) + 1, dw * (kw_ - 1) + 1
+    ph, pw = h_ + pt + pb, w_ + pl + pr
+    if ph < ekh or pw < ekw:
+        raise ValueError(f"kernel_shape: dilated kernel {ekh}x{ekw} is larger than the padded "
+                         f"input {ph}x{pw}")
+    if g.shape[2] > -(-(ph - ekh) // sh) + 1 or g.shape[3] > -(-(pw - ekw) // sw) + 1:
+        raise ValueError(f"grad_out shape {g.shape} is larger than the MaxPool output")
+    out = np.empty(x.shape, g.dtype)
+    if out.size == 0:
+        return out
+    planes = n_ * c_
+    args = (g.reshape(planes, *g.shape[2:]), x.reshape(planes, h_, w_),
+            out.reshape(planes, h_, w_), kh_, kw_, sh, sw, pt, pl, dh, dw)
+    if _serial(g.size * kh_ * kw_ + out.size):
+        _max_pool_rows(*args, 0, planes)
+    else:
+        _max_pool_par(*args)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Relu / Clip
 # --------------------------------------------------------------------------------------------
 @njit(**_SER)

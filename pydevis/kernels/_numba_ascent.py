@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
+
+# Below this many multiply-adds a kernel runs on the calling thread (as in ``_numba.py``).
+_MIN_PARALLEL_WORK = 1 << 18
 
 
 @njit(cache=True, parallel=True)
@@ -28,26 +32,46 @@ def _reflect(i, n):
     return i if i < n else period - 1 - i
 
 
-@njit(cache=True, parallel=True)
-def _blur(v, w, r):
-    n, c, h, wd = v.shape
-    out = np.empty_like(v)
-    for p in prange(n * c):
-        i, ch = p // c, p % c
-        tmp = np.empty((h, wd), np.float64)
+@njit(cache=True, nogil=True)
+def _blur_planes(v, w, r, out, p0, p1):
+    """Separable blur of planes [p0, p1) of (P, H, W): a horizontal pass over a reflected copy
+    of each row, then a vertical pass over whole rows, every inner loop running along x
+    (contiguous, vectorised); accumulated in float64 tap by tap, as the C++ kernel does."""
+    h, wd = v.shape[1], v.shape[2]
+    taps = 2 * r + 1
+    tmp = np.empty((h, wd), np.float64)
+    row = np.empty(wd + 2 * r, np.float64)
+    acc = np.empty(wd, np.float64)
+    for p in range(p0, p1):
+        src = v[p]
         for y in range(h):
-            for x in range(wd):
-                acc = 0.0
-                for k in range(-r, r + 1):
-                    acc += w[k + r] * v[i, ch, y, _reflect(x + k, wd)]
-                tmp[y, x] = acc
+            s = src[y]
+            for i in range(wd + 2 * r):
+                row[i] = s[_reflect(i - r, wd)]
+            t = tmp[y]
+            t[:] = 0.0
+            for k in range(taps):
+                wk = w[k]
+                seg = row[k:k + wd]
+                for x in range(wd):
+                    t[x] += wk * seg[x]
+        dst = out[p]
         for y in range(h):
+            acc[:] = 0.0
+            for k in range(taps):
+                wk = w[k]
+                t = tmp[_reflect(y + k - r, h)]
+                for x in range(wd):
+                    acc[x] += wk * t[x]
+            d = dst[y]
             for x in range(wd):
-                acc = 0.0
-                for k in range(-r, r + 1):
-                    acc += w[k + r] * tmp[_reflect(y + k, h), x]
-                out[i, ch, y, x] = acc
-    return out
+                d[x] = acc[x]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _blur_par(v, w, r, out):
+    for p in prange(v.shape[0]):
+        _blur_planes(v, w, r, out, p, p + 1)
 
 
 def gaussian_blur(v, sigma):
@@ -56,7 +80,15 @@ def gaussian_blur(v, sigma):
     r = int(4 * sigma + 0.5)
     k = np.arange(-r, r + 1, dtype=np.float64)
     w = np.exp(-k * k / (2 * sigma * sigma))
-    return _blur(v, w / w.sum(), r)
+    w /= w.sum()
+    n, c, h, wd = v.shape
+    out = np.empty_like(v)
+    planes = (np.ascontiguousarray(v).reshape(n * c, h, wd), w, r, out.reshape(n * c, h, wd))
+    if n * c * h * wd * (2 * r + 1) < _MIN_PARALLEL_WORK or numba.get_num_threads() == 1:
+        _blur_planes(*planes, 0, n * c)
+    else:
+        _blur_par(*planes)
+    return out
 
 
 @njit(cache=True)

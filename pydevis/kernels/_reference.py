@@ -29,6 +29,7 @@ __all__ = [
     "lrn_forward",
     "max_pool2d_forward",
     "max_unpool2d",
+    "max_pool2d_backward",
     "pool_out_size",
     "rectifier_backward",
 ]
@@ -199,6 +200,37 @@ def max_unpool2d(grad_out, indices, in_shape) -> np.ndarray:
                     raise ValueError(f"index {j} outside plane ({n}, {c})")
                 out[j] += gf[n, c, i]
     return out.reshape(in_shape).astype(g.dtype)
+
+
+def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),
+                        dilations=(1, 1)) -> np.ndarray:
+    """dL/dX of MaxPool from its input x: each ``grad_out`` element goes to its window's switch,
+    the first tap in (kh, kw) order strictly greater than every earlier one and than the lowest
+    finite value (ONNX Runtime's rule: NaN and -inf never win); padding taps are skipped."""
+    g = np.asarray(grad_out)
+    x = np.asarray(x)
+    n_, c_, h_, w_ = x.shape
+    ho, wo = g.shape[2:]
+    kh_, kw_ = kernel_shape
+    sh, sw = strides
+    pt, pl = pads[0], pads[1]
+    dh, dw = dilations
+    out = np.zeros(x.shape, np.float64)
+    lowest = np.finfo(x.dtype).min
+    for n in range(n_):
+        for c in range(c_):
+            for oh in range(ho):
+                for ow in range(wo):
+                    best, arg = lowest, None
+                    for kh in range(kh_):
+                        ih = oh * sh - pt + kh * dh
+                        for kw in range(kw_):
+                            iw = ow * sw - pl + kw * dw
+                            if 0 <= ih < h_ and 0 <= iw < w_ and x[n, c, ih, iw] > best:
+                                best, arg = x[n, c, ih, iw], (ih, iw)
+                    if arg is not None:
+                        out[n, c, arg[0], arg[1]] += g[n, c, oh, ow]
+    return out.astype(g.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 The backward kernels' values are checked against ``_reference.py`` in test_parity.py; here the
 argument checks of the C++ wrappers (dtype, rank, shape agreement, contiguity, alignment, index
-ranges), the "new array, inputs untouched" contract, and the ascent kernels against the reference
-(bit for bit where docs/kernels.md promises numpy's rounding).
+ranges, size limits: no dimension, element count or integer parameter above 2^31 - 1, so a huge
+but well-formed request is a ValueError, not an allocation), the "new array, inputs untouched"
+contract, and the ascent kernels against the reference (bit for bit where docs/kernels.md
+promises numpy's rounding).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if _cpp.unavailable_reason() is not None:
 
 _C = _cpp._C
 RNG = np.random.default_rng(20141128)
+BIG = 2**31 - 1  # the largest dimension, element count and integer parameter accepted
 
 
 def rand(*shape, dtype=np.float32):
@@ -71,6 +74,16 @@ def test_conv_valid_call():
     ({"pads": (0, -1, 0, 1)}, "^pads: every entry must be >= 0"),
     ({"dilations": (1, 0)}, "^dilations: every entry must be >= 1"),
     ({"dilations": (4, 1)}, "^weight: dilated kernel .* larger than the padded input"),
+    ({"group": 2**40}, f"^group: must be <= {BIG}"),
+    ({"in_hw": (2**31, 5)}, f"^in_hw: every entry must be <= {BIG}"),
+    ({"strides": (2**40, 1)}, f"^strides: every entry must be <= {BIG}"),
+    ({"pads": (0, 2**62, 0, 0)}, f"^pads: every entry must be <= {BIG}"),
+    ({"dilations": (1, 2**33)}, f"^dilations: every entry must be <= {BIG}"),
+    ({"in_hw": (10**5, 10**5)},
+     rf"^in_hw: output shape \(2, 4, 100000, 100000\) has more than {BIG} \(2\^31 - 1\) elements"),
+    # no output channel: any group divides 0, and C = 2 * group would be 2^32 - 2
+    ({"grad_out": rand(2, 0, 5, 4), "weight": rand(0, 2, 3, 2), "group": BIG},
+     rf"^in_hw: output shape \(2, {2 * BIG}, 7, 5\) has a dimension above {BIG}"),
 ])
 def test_conv_rejects(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -122,6 +135,9 @@ def bad_index(pos, value):
      r"^indices: value 120 at \(1, 2, 1, 1\) is outside"),
     # a valid offset of the whole tensor, but in the neighbouring plane
     ({"indices": bad_index((0, 1, 0, 0), 3)}, r"^indices: value 3 at \(0, 1, 0, 0\) is outside"),
+    ({"in_shape": (2, 3, 10**5, 10**5)},
+     rf"^in_shape: output shape \(2, 3, 100000, 100000\) has more than {BIG}"),
+    ({"in_shape": (2, 3, 2**40, 0)}, f"^in_shape: every entry must be <= {BIG}"),
 ])
 def test_unpool_rejects(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -166,6 +182,13 @@ def lrn(**kw):
     ({"grad_out": LRN["grad_out"][0]}, "^grad_out: expected a 4-D array"),
     ({"x": np.asfortranarray(LRN["x"])}, "^x: array must be C-contiguous"),
     ({"size": 0}, "^size: must be >= 1"),
+    ({"size": 2**40}, f"^size: must be <= {BIG}"),
+    ({"bias": -1.0}, "^bias: must be finite and > 0"),
+    ({"bias": 0.0}, "^bias: must be finite and > 0"),
+    ({"bias": float("inf")}, "^bias: must be finite and > 0"),
+    ({"alpha": -1e-4}, "^alpha: must be finite and >= 0"),
+    ({"alpha": float("nan")}, "^alpha: must be finite and >= 0"),
+    ({"beta": float("inf")}, "^beta: must be finite"),
 ])
 def test_lrn_rejects(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -196,6 +219,11 @@ def test_avg_accepts_ceil_mode_shape():
     ({"strides": (2, 0)}, "^strides: every entry must be >= 1"),
     ({"pads": (0, 0, -1, 0)}, "^pads: every entry must be >= 0"),
     ({"grad_out": rand(2, 3, 5, 3)}, "^grad_out: shape .* is larger than the AveragePool output"),
+    ({"in_shape": (2, 3, 10**5, 10**5)},
+     rf"^in_shape: output shape \(2, 3, 100000, 100000\) has more than {BIG}"),
+    ({"kernel_shape": (2**31, 2)}, f"^kernel_shape: every entry must be <= {BIG}"),
+    ({"strides": (1, 2**62)}, f"^strides: every entry must be <= {BIG}"),
+    ({"pads": (2**40, 0, 0, 0)}, f"^pads: every entry must be <= {BIG}"),
 ])
 def test_avg_rejects(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -210,6 +238,9 @@ def test_avg_rejects(kw, match):
     (rand(2, 3), (2, 3, 4, 5), "^grad_out: expected a 4-D array"),
     (rand(2, 3, 1, 1), (2, 3, 0, 5), "^in_shape: every entry must be >= 1"),
     (rand(2, 3, 1, 1), (2, 3, 4), "^in_shape: expected 4 integers"),
+    (rand(2, 3, 1, 1), (2, 3, 10**5, 10**5),
+     rf"^in_shape: output shape \(2, 3, 100000, 100000\) has more than {BIG}"),
+    (rand(2, 3, 1, 1), (2, 3, 2**31, 1), f"^in_shape: every entry must be <= {BIG}"),
 ])
 def test_gap_rejects(grad_out, in_shape, match):
     with pytest.raises(ValueError, match=match):
@@ -232,6 +263,9 @@ ASCENT_BAD = [
     (lambda: _C.gaussian_blur(np.asfortranarray(V), 1.0), "^v: array must be C-contiguous"),
     (lambda: _C.gaussian_blur(V, float("nan")), "^sigma: must be finite"),
     (lambda: _C.gaussian_blur(V, 1e12), "^sigma: 1e\\+12 is too large"),
+    (lambda: _C.gaussian_blur(V, 16384.2),  # radius 65537
+     r"^sigma: 16384.2 is too large \(blur radius int\(4 \* sigma \+ 0.5\) above 65536\)"),
+    (lambda: _C.gaussian_blur(V, float("-inf")), "^sigma: must be finite"),
     (lambda: _C.clip_small_norm(V, 100.5), "^pct: must be <= 100"),
     (lambda: _C.clip_small_norm(V, float("nan")), "^pct: must be <= 100"),
     (lambda: _C.clip_small_contribution(V, V[:, :, :2].copy(), 50), "^g: shape"),
@@ -243,6 +277,51 @@ ASCENT_BAD = [
 
 @pytest.mark.parametrize("call, match", ASCENT_BAD)
 def test_ascent_rejects(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_blur_largest_radius():
+    """sigma 16384 gives radius 65536, the largest accepted: a finite blur (the reflected rows
+    wrap around the 5 x 4 planes many times over)."""
+    v = rand(1, 2, 5, 4)
+    out = _C.gaussian_blur(v, 16384.0)
+    assert out.shape == v.shape and np.isfinite(out).all()
+
+
+def huge_view(shape, dtype=np.float32) -> np.ndarray:
+    """A read-only array that numpy calls C-contiguous and aligned, of any shape, over a single
+    element of memory: a binding that read it before checking its size would crash."""
+    itemsize = np.dtype(dtype).itemsize
+    strides = tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) * itemsize
+                    for i in range(len(shape)))
+    a = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, strides, writeable=False)
+    assert a.flags.c_contiguous and a.flags.aligned
+    return a
+
+
+HUGE = huge_view((1, 2, 2**16, 2**15))  # 2^32 elements
+EMPTY_WIDE = np.empty((0, 2**31, 1, 1), np.float32)  # no element, one dimension too large
+TOO_MANY = rf"shape \(1, 2, 65536, 32768\) has more than {BIG} \(2\^31 - 1\) elements"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: _C.rectifier_backward(HUGE, HUGE, 0, 0.0, 1.0), "^grad_out: " + TOO_MANY),
+    (lambda: _C.rectifier_backward(rand(2), HUGE, 0, 0.0, 1.0), "^out: " + TOO_MANY),
+    (lambda: _C.lrn_backward(HUGE, HUGE, 3, 1e-4, 0.75, 1.0), "^grad_out: " + TOO_MANY),
+    (lambda: _C.max_unpool2d(HUGE, huge_view(HUGE.shape, np.int64), (1, 2, 4, 4)),
+     "^grad_out: " + TOO_MANY),
+    (lambda: _C.conv2d_backward_data(CONV["grad_out"], huge_view((6, 2, 2**15, 2**15)), (7, 5),
+                                     (1, 1), (0, 0, 0, 0), (1, 1), 2), "^weight: shape"),
+    (lambda: _C.avg_pool2d_backward(HUGE, (1, 2, 4, 4), (2, 2), (2, 2), (0, 0, 0, 0), False),
+     "^grad_out: " + TOO_MANY),
+    (lambda: _C.gaussian_blur(HUGE, 1.0), "^v: " + TOO_MANY),
+    (lambda: _C.clip_small_contribution(V, HUGE, 50.0), "^g: " + TOO_MANY),
+    (lambda: _C.global_avg_pool_backward(EMPTY_WIDE, (1, 2, 4, 4)),
+     rf"^grad_out: shape \(0, 2147483648, 1, 1\) has a dimension above {BIG}"),
+    (lambda: _C.clamp_channels(EMPTY_WIDE, np.zeros(1), np.zeros(1)), "^v: shape"),
+])
+def test_array_size_limit(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 

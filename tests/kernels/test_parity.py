@@ -148,6 +148,18 @@ def test_conv2d_backward_data_rejects_bad_shapes(backend):
                                module=backend)
 
 
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_backward_data(backend, n, dtype):
+    """G·W for the Gemm rule (one GEMV when N = 1), against the float64 product."""
+    if backend.NAME == "cuda":
+        pytest.skip("host arrays only")
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal((n, 37)).astype(dtype)
+    w = rng.standard_normal((37, 53)).astype(dtype)
+    check(K.linear_backward_data(g, w, module=backend), g.astype(np.float64) @ w, dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # max_unpool2d
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +248,63 @@ def test_max_unpool2d_rejects_indices_outside_their_plane(backend, bad):
 
 
 # ---------------------------------------------------------------------------------------------
+# max_pool2d_backward: the switches found from the forward input
+# ---------------------------------------------------------------------------------------------
+@SETTINGS
+@given(case=pool_cases())
+@_with_examples(POOL_EXAMPLES)
+def test_max_pool2d_backward(backend, case):
+    """Same result as unpooling through the forward's switches; on half the cases the input is
+    on a coarse grid, so that windows hold ties (the first tap in (kh, kw) order wins)."""
+    x, g, idx = _unpool_args(case, smooth=case["seed"] % 2 == 0)
+    args = (case["k"], case["strides"], case["pads"], case["dilations"])
+    before = frozen(g, x)
+    got = K.max_pool2d_backward(g, x, *args, module=backend)
+    check(got, R.max_pool2d_backward(g, x, *args), case["dtype"])
+    check(got, R.max_unpool2d(g, idx, x.shape), case["dtype"])
+    for a, b in zip((g, x), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_backward_never_picks_nan_or_minus_inf(backend, dtype):
+    """ONNX Runtime's rule: a window's switch is its first value above the lowest finite one."""
+    x = np.zeros((1, 2, 4, 5), dtype)
+    x[0, 0, :2, :2] = [[np.nan, -np.inf], [3.0, 3.0]]  # window (0, 0): the first 3.0
+    x[0, 1, :2, :2] = -np.inf  # window (0, 0) of plane 1: no switch, nothing routed
+    g = np.arange(1, 9, dtype=dtype).reshape(1, 2, 2, 2)
+    got = host(K.max_pool2d_backward(g, x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1),
+                                     module=backend))
+    check(got, R.max_pool2d_backward(g, x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)), dtype)
+    assert got[0, 0, 1, 0] == 1 and got[0, 0, 1, 1] == 0
+    assert not got[0, 1, :2, :2].any() and got.sum() == g.sum() - 5
+
+
+def test_max_pool2d_backward_matches_onnxruntime_switches(backend):
+    """Ties (ReLU zeros), pads, ceil_mode: the switches are those of ORT's ``Indices``."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(5)
+    x = np.maximum(np.round(rng.standard_normal((3, 5, 14, 13))), 0).astype(np.float32)
+    for ceil_mode in (0, 1):
+        node = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[3, 3],
+                                strides=[2, 2], pads=[1, 0, 0, 1], ceil_mode=ceil_mode)
+        graph = helper.make_graph(
+            [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+             helper.make_tensor_value_info("i", TensorProto.INT64, None)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        y, idx = sess.run(None, {"x": x})
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        got = host(K.max_pool2d_backward(g, x, (3, 3), (2, 2), (1, 0, 0, 1), (1, 1),
+                                         module=backend))
+        check(got, R.max_unpool2d(g, idx, x.shape), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
 # rectifier_backward
 # ---------------------------------------------------------------------------------------------
 @st.composite
@@ -269,6 +338,19 @@ def test_rectifier_backward(backend, case):
     check(got, R.rectifier_backward(g, y, mode, case["lo"], case["hi"]), dt)
     for a, b in zip((g, y), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["gradient", "deconvnet", "guided"])
+def test_rectifier_backward_large(backend, mode):
+    """Above the size where the C++ kernel splits the work into chunks (2^21 elements), with a
+    length that is no multiple of the chunk."""
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((3, 7, 317, 331), dtype=np.float32)
+    y = np.maximum(rng.standard_normal(g.shape, dtype=np.float32), 0)
+    expected = {"gradient": np.where(y > 0, g, 0), "deconvnet": np.maximum(g, 0),
+                "guided": np.where(y > 0, np.maximum(g, 0), 0)}[mode]
+    np.testing.assert_array_equal(host(K.rectifier_backward(g, y, mode, module=backend)),
+                                  expected)
 
 
 # ---------------------------------------------------------------------------------------------

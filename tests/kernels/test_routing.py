@@ -29,6 +29,8 @@ CALLS = {
     "conv2d_backward_data": lambda a: K.conv2d_backward_data(
         a, np.zeros((2, 2, 1, 1), np.float32), (3, 3)),
     "max_unpool2d": lambda a: K.max_unpool2d(a, np.zeros(F4.shape, np.int64), (1, 2, 6, 6)),
+    "max_pool2d_backward": lambda a: K.max_pool2d_backward(a, np.zeros((1, 2, 6, 6), np.float32),
+                                                           (2, 2), (2, 2)),
     "rectifier_backward": lambda a: K.rectifier_backward(a, F4),
     "lrn_backward": lambda a: K.lrn_backward(a, F4, 3),
     "avg_pool2d_backward": lambda a: K.avg_pool2d_backward(a, (1, 2, 6, 6), (2, 2), (2, 2)),
@@ -115,3 +117,19 @@ def test_device_array_without_cuda_raises_backend_error(name, forced, monkeypatc
     with pytest.raises(BackendError, match=r"^backend cuda is unavailable: ") as info:
         CALLS[name](FakeDeviceArray())
     assert reason in str(info.value)
+
+
+def test_max_pool2d_backward_without_a_backend_kernel_uses_the_host_one():
+    """A backend without ``max_pool2d_backward`` (CUDA, for now): host arrays run on the host
+    backend; device arrays are an error naming the backend."""
+
+    class NoPool:
+        NAME = "cuda"
+
+    x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
+    g = np.ones((1, 1, 3, 3), np.float32)
+    got = K.max_pool2d_backward(g, x, (2, 2), (2, 2), module=NoPool())
+    np.testing.assert_array_equal(got, K.max_pool2d_backward(g, x, (2, 2), (2, 2)))
+    assert got[0, 0, 1::2, 1::2].sum() == 9 and got.sum() == 9
+    with pytest.raises(BackendError, match="has no max_pool2d_backward"):
+        K.max_pool2d_backward(FakeDeviceArray(), x, (2, 2), (2, 2), module=NoPool())
