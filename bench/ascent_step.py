@@ -13,7 +13,9 @@ into a temporary folder. For every batch size and thread count the script
    forward decisions (ReLU masks, max-pool switches; see :func:`check_grad` for why): relative
    error (max |Δ| / max |ref|, per row) ≤ 1e-4, else the script exits non-zero. The errors
    against plain torch autograd (float32 and float64) are recorded too;
-2. times (wall clock, median of ``--repeats`` after ``--warmup``):
+2. times (wall clock, median of ``--repeats`` after ``--warmup``; the torch step and the
+   pydevis steps of each backend round-robin, so that a busy spell on a shared machine hits
+   them alike):
    - ``torch``: eager forward + ``torch.autograd.grad`` (parameters have requires_grad False);
      the eager forward alone under ``no_grad``; the backward alone (graph built once, retained);
    - ``pydevis[cpp]``, ``pydevis[numba]`` (each available backend, ``PYDEVIS_BACKEND``):
@@ -530,7 +532,18 @@ def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t
 
     base = {"net": name, "batch": batch, "threads": threads, "size": size,
             "gflop": flops / 1e9, "macs": macs}
-    tt = t(torch_step)
+
+    def pydevis_step(b):
+        def step():
+            with _Backend(b):
+                return pm.signal(x, cls_list, "gradient")
+        return step
+
+    # the steps compared in the "x torch" column: round-robin, so that load hits them alike
+    steps = C.timeit_interleaved({"torch": torch_step, **{b: pydevis_step(b) for b in backends}},
+                                 repeats=args.repeats, warmup=args.warmup,
+                                 budget_s=args.budget * (1 + len(backends)))
+    tt = steps["torch"]
     tf = t(torch_fwd)
     xg = xt.clone().requires_grad_(True)
     sel = model(xg).gather(1, classes[:, None]).sum()
@@ -554,13 +567,14 @@ def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t
     values, walk = pm._forward_for(x, tensor, "gradient")
     seed, _ = targets.seed(values[tensor], units)
     for b in backends:
+        ts = steps[b]
         with _Backend(b):
-            ts = t(lambda: pm.signal(x, cls_list, "gradient"))
             tb = t(lambda: walk(seed))
         rows.append(dict(base, impl=f"pydevis[{b}]", step_ms=ts.median_ms,
                          step_min_ms=ts.min_ms, fwd_ms=t_fwd.median_ms,
                          fwd_plain_ms=t_plain.median_ms, bwd_ms=tb.median_ms,
                          x_torch=ts.median_ms / torch_ms,
+                         x_torch_paired=float(np.median(np.divide(ts.times_ms, tt.times_ms))),
                          gflops=flops / (ts.median_ms * 1e6),
                          pct_peak=100 * flops / (ts.median_ms * 1e6) / peak))
     C.log(f"[ascent_step] {case}: torch {torch_ms:.1f} ms, " + ", ".join(

@@ -1,7 +1,8 @@
 """Shared helpers of the benchmark scripts in ``bench/``.
 
 - :func:`timeit`: wall-clock timing (``time.perf_counter``) with warm-up runs, the median (and
-  minimum) of ``repeats`` runs;
+  minimum) of ``repeats`` runs; :func:`timeit_interleaved`: the same for several functions run
+  round-robin (the implementations compared in one figure);
 - :func:`gemm_peak`: float32 GEMM rate (GFLOP/s) of numpy's BLAS and of torch at a thread count,
   the yardstick the conv figures are compared against;
 - :func:`set_threads` / :func:`thread_env`: one thread count for every pool in the process
@@ -82,6 +83,29 @@ def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
         if budget_s is not None and spent > budget_s and len(times) >= min(3, repeats):
             break
     return Timing(statistics.median(times), min(times), len(times), times)
+
+
+def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                       budget_s: float | None = None) -> dict[str, Timing]:
+    """:func:`timeit` for several functions at once, run round-robin (one call of each per round,
+    the order rotated every round), so that a busy spell on a shared machine hits all of them
+    alike and the ratios between them stay meaningful. ``budget_s`` bounds the rounds' total."""
+    names = list(fns)
+    for _ in range(max(warmup, 0)):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    spent = 0.0
+    for r in range(max(repeats, 1)):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            dt = time.perf_counter() - t0
+            times[name].append(dt * 1e3)
+            spent += dt
+        if budget_s is not None and spent > budget_s and r + 1 >= min(3, repeats):
+            break
+    return {name: Timing(statistics.median(t), min(t), len(t), t) for name, t in times.items()}
 
 
 # ---- threads ------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ For every case, every backend's result is first checked against the reference (r
   (2·N·M·Ho·Wo·C/g·kH·kW) and the percentage of the float32 GEMM rate measured in the same run;
 - ``max_unpool2d`` vs torch's max-pool backward (``max_pool2d_with_indices_backward``, what autograd
   runs) and ``F.max_unpool2d`` (which overwrites instead of adding on overlapping windows: its
-  agreement is only checked for non-overlapping pools);
+  agreement is only checked for non-overlapping pools); ``max_pool2d_backward`` (what the MaxPool
+  rule runs: switches found again from the input) vs the same torch backward and torch's
+  forward with indices (the cost torch pays in its forward to have switches);
 - ``lrn_backward`` vs autograd of ``F.local_response_norm`` (backward only, graph retained);
 - ``rectifier_backward`` vs ``np.where`` and ``torch.ops.aten.threshold_backward``;
 - the ascent update and regularizers (``ascent_update``, ``gaussian_blur``, ``clip_small_norm``,
@@ -192,6 +194,19 @@ class Runner:
             if overlap:
                 row = next(r for r in reversed(self.rows) if r["impl"] == "torch max_unpool2d")
                 row["note"] = "wrong here: overwrites repeated switches"
+            # what the MaxPool rule runs: the switches found again from x (no Indices output)
+            x_np = x.numpy()
+
+            def fwd_idx(x=x, k=k, s=s, p=p):
+                return F.max_pool2d(x, k, s, p, return_indices=True)
+
+            def run_x(mod, g_np=g_np, x_np=x_np, k=k, s=s, p=p):
+                return self.K.max_pool2d_backward(g_np, x_np, (k, k), (s, s), (p, p, p, p),
+                                                  (1, 1), module=mod)
+
+            self.compare("max_pool2d_backward", label, run_x,
+                         {"torch pool-backward": aten, "torch pool-forward with indices": fwd_idx},
+                         expected)
 
     def lrn(self, rng):
         import torch

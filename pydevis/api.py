@@ -111,43 +111,106 @@ def score_pixels(model: Model, pixels: np.ndarray) -> np.ndarray:
     return model.predict(model.preprocess(p))
 
 
+#: activation memory one ascent batch may take (see :func:`ascent_batch_size`)
+ASCENT_BATCH_BYTES = 512 << 20
+ASCENT_BATCH_MAX = 64
+#: classes per grid picture: METHOD_grid.png, then METHOD_grid_2.png... (bounded memory)
+GRID_PAGE = 128
+
+
+def ascent_batch_size(model: Model, budget: int = ASCENT_BATCH_BYTES,
+                      largest: int = ASCENT_BATCH_MAX) -> int:
+    """Rows per ascent batch: as many as fit ``budget`` bytes of activations, 1..``largest``.
+
+    One row holds, per step, the tensors the backward reads (exposed by the forward), about as
+    much again in gradients, and ONNX Runtime's own buffers: three times the size of those
+    tensors at batch 1. With the defaults: AlexNet at 224² 39 rows, VGG-16 3, the bundled CIFAR
+    nets and MobileNet v1 0.25/128 64.
+    """
+    names = model.plan(model.scores).values
+    row = sum(int(np.prod(s)) * 4 for s in model._shapes(names, 1).values())
+    return int(np.clip(budget // max(3 * row, 1), 1, largest))
+
+
+def expand_classes(model: Model, classes: Sequence[int | str]) -> list[int]:
+    """Class indices of ``classes``: indices, label names, or ``"all"`` (every class)."""
+    out: list[int] = []
+    for c in classes:
+        if str(c).strip().lower() == "all":
+            out += range(model.num_classes)
+        else:
+            out.append(resolve_class(model, c))
+    return out
+
+
 def visualize(model: Model, classes: Sequence[int | str], method: str = "yosinski",
               preset: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
-              batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
-              **settings) -> list[AscentResult]:
+              batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+              keep_pixels: bool = True, **settings) -> list[AscentResult]:
     """Class images by ascent (``method`` in ascent.METHODS; ``settings`` override the
     defaults: steps, step_size, decay, jitter, ...). With ``out``, writes one PNG per class with
-    its JSON and ``METHOD_grid.png``."""
-    idx = [resolve_class(model, c) for c in classes]
+    its JSON and ``METHOD_grid.png`` (``METHOD_grid_2.png``... beyond ``GRID_PAGE`` classes).
+
+    The classes (indices, label names, ``"all"``) run as ascents of ``batch_size`` rows
+    (default :func:`ascent_batch_size`), each scored and written as soon as it ends, so memory
+    stays bounded by one batch, whatever the number of classes; ``progress(done, total)``
+    counts steps over all batches. ``keep_pixels=False`` (with ``out``) drops each result's
+    pixels once written (``pixels`` is then an empty (0, 0, 3) array): what the CLI does.
+    """
+    idx = expand_classes(model, classes)
     config = method_config(method, preset, **settings)
     if out is not None:
         check_out(out)
-    results: list[AscentResult] = []
-    for start in range(0, len(idx), batch_size):
-        chunk = idx[start:start + batch_size]
-        results += ascend(model, chunk, config, seed=seed + start, progress=progress)
-    probs = score_pixels(model, np.stack([r.pixels for r in results]))
+    if batch_size is None:
+        batch_size = ascent_batch_size(model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tag = f"{method}{preset}" if preset else method
-    for r, p in zip(results, probs, strict=True):
-        r.config = {**r.config, "probability": float(p[int(r.target)])}
-    if out is not None:
-        out = Path(out)
-        cells = []
-        for r, p in zip(results, probs, strict=True):
-            c = int(r.target)
-            name = f"{tag}_{c:04d}_{_slug(model.labels[c])}"
-            save_png(r.pixels, out / f"{name}.png")
-            write_json(out / f"{name}.json", _meta(
-                model, method=method, preset=preset, target_class=c, label=model.labels[c],
-                seed=seed, settings=r.config, best_objective=r.best_objective,
-                final_objective=r.final_objective, best_step=r.best_step,
-                success_step=r.success_step, status=r.status, probability=float(p[c]),
-                image=f"{name}.png"))
-            cells.append(fit(r.pixels, 96))
-        captions = [f"{int(r.target)} {p[int(r.target)]:.2f}"
-                    for r, p in zip(results, probs, strict=True)]
-        save_png(grid(cells, min(len(cells), 8), captions=captions), out / f"{tag}_grid.png")
+    chunks = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    results: list[AscentResult] = []
+    page: list[tuple[np.ndarray, str]] = []  # grid cells not yet written, with their captions
+    pages = 0
+    for k, chunk in enumerate(chunks):
+        tick = None if progress is None else \
+            (lambda t, steps, k=k: progress(k * steps + t, len(chunks) * steps))
+        res = ascend(model, chunk, config, seed=seed + k * batch_size, progress=tick)
+        probs = score_pixels(model, np.stack([r.pixels for r in res]))
+        for r, p in zip(res, probs, strict=True):
+            r.config = {**r.config, "probability": float(p[int(r.target)])}
+            if out is None:
+                continue
+            _write_class_image(model, Path(out), tag, r, method, preset, seed)
+            page.append((fit(r.pixels, 96), f"{int(r.target)} {p[int(r.target)]:.2f}"))
+            if not keep_pixels:
+                r.pixels = np.empty((0, 0, 3), np.float32)
+            if len(page) == GRID_PAGE:
+                pages = _write_grid_page(Path(out), tag, page, pages)
+        results += res
+    if out is not None and page:
+        _write_grid_page(Path(out), tag, page, pages)
     return results
+
+
+def _write_grid_page(out: Path, tag: str, page: list, pages: int) -> int:
+    """``TAG_grid.png`` (first page), ``TAG_grid_2.png``...; empties ``page``."""
+    cells, captions = [c for c, _ in page], [t for _, t in page]
+    name = f"{tag}_grid.png" if pages == 0 else f"{tag}_grid_{pages + 1}.png"
+    save_png(grid(cells, min(len(cells), 8), captions=captions), out / name)
+    page.clear()
+    return pages + 1
+
+
+def _write_class_image(model: Model, out: Path, tag: str, r: AscentResult, method: str,
+                       preset: int | None, seed: int) -> None:
+    c = int(r.target)
+    name = f"{tag}_{c:04d}_{_slug(model.labels[c])}"
+    save_png(r.pixels, out / f"{name}.png")
+    write_json(out / f"{name}.json", _meta(
+        model, method=method, preset=preset, target_class=c, label=model.labels[c],
+        seed=seed, settings=r.config, best_objective=r.best_objective,
+        final_objective=r.final_objective, best_step=r.best_step,
+        success_step=r.success_step, status=r.status, probability=r.config["probability"],
+        image=f"{name}.png"))
 
 
 def deconvolve(model: Model, image: str | os.PathLike, unit: str,

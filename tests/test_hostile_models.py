@@ -222,7 +222,8 @@ def test_diverging_ascent_via_cli(d):
     path = exp_model(d / "exp.onnx")
     out = d / "out_exp"
     res = run_cli("visualize", path, "--class", "0", "--class", "2", "--method", "yosinski",
-                  "--preset", "2", "--steps", "30", "--out", out, "--json", "-q")
+                  "--preset", "2", "--steps", "30", "--step-norm", "none", "--step-size", "100",
+                  "--out", out, "--json", "-q")  # the papers' raw step: exp() blows up
     assert res[0] == 0 and "Traceback" not in res[2], res[2]
     for meta_file in sorted(out.glob("yosinski2_*_c*.json")):
         meta = json.loads(meta_file.read_text(), parse_constant=_no_nan)  # strict JSON
@@ -241,7 +242,8 @@ def test_diverging_ascent_api(d):
     from pydevis.methods.ascent import ascend, method_config
 
     m = pydevis.load(exp_model(d / "exp_api.onnx"))
-    res = ascend(m, [0, 1, 2], method_config("yosinski", 2, steps=30))
+    res = ascend(m, [0, 1, 2], method_config("yosinski", 2, steps=30, step_norm="none",
+                                             step_size=100.0))
     for r in res:
         assert r.status == "diverged" and np.isfinite(r.pixels).all()
         assert np.isfinite(r.best_objective) and np.isfinite(r.final_objective)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import kernels
 from ..registry import rule
 
 
@@ -17,8 +18,12 @@ def gemm(node, ctx, gy, mode):
     ga = gb = gc = None
     if ctx.wants_grad(a_name) and ctx.has(b_name):
         b = ctx.value(b_name).astype(g.dtype, copy=False)
-        b = b.T if tb else b
-        ga = alpha * (g @ b.T)
+        if tb and g.ndim == 2 and b.ndim == 2:  # B' = Bᵀ, B (M, K): dA' = g·B, a kernel
+            ga = kernels.linear_backward_data(g, b)
+            ga = alpha * ga if alpha != 1.0 else ga
+        else:
+            b = b.T if tb else b
+            ga = alpha * (g @ b.T)
         ga = ga.T if ta else ga
     if ctx.wants_grad(b_name) and ctx.has(a_name):
         a = ctx.value(a_name).astype(g.dtype, copy=False)
