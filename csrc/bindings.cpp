@@ -58,14 +58,7 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   pydevis::check_layout(weight, "weight", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(weight, "weight", grad_out, "grad_out");
-  CHECK_LEN(in_hw, 2, "in_hw");
-  CHECK_LEN(strides, 2, "strides");
-  CHECK_LEN(pads, 4, "pads");
-  CHECK_LEN(dilations, 2, "dilations");
-  pydevis::check_all_in_range(in_hw, 1, "in_hw");
-  pydevis::check_all_in_range(strides, 1, "strides");
-  pydevis::check_all_in_range(pads, 0, "pads");
-  pydevis::check_all_in_range(dilations, 1, "dilations");
+  pydevis::check_window(in_hw, 2, "in_hw", strides, pads, &dilations);
   pydevis::check_int_range(group, 1, "group");
   const Ints gs = shape_of(grad_out), ws = shape_of(weight);
   CHECK(ws[0] == gs[1], "weight: shape ", shape_str(ws), " has ", ws[0],
@@ -159,14 +152,7 @@ py::array max_pool2d_backward(const py::array& grad_out, const py::array& x,
   pydevis::check_layout(x, "x", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
-  CHECK_LEN(kernel_shape, 2, "kernel_shape");
-  CHECK_LEN(strides, 2, "strides");
-  CHECK_LEN(pads, 4, "pads");
-  CHECK_LEN(dilations, 2, "dilations");
-  pydevis::check_all_in_range(kernel_shape, 1, "kernel_shape");
-  pydevis::check_all_in_range(strides, 1, "strides");
-  pydevis::check_all_in_range(pads, 0, "pads");
-  pydevis::check_all_in_range(dilations, 1, "dilations");
+  pydevis::check_window(kernel_shape, 2, "kernel_shape", strides, pads, &dilations);
   const Ints gs = shape_of(grad_out), xs = shape_of(x);
   CHECK(xs[0] == gs[0] && xs[1] == gs[1], "x: shape ", shape_str(xs),
         " does not match N, C of grad_out ", shape_str(gs));
@@ -261,13 +247,8 @@ py::array avg_pool2d_backward(const py::array& grad_out, const Ints& in_shape,
   pydevis::check_layout(grad_out, "grad_out", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   CHECK_LEN(in_shape, 4, "in_shape");
-  CHECK_LEN(kernel_shape, 2, "kernel_shape");
-  CHECK_LEN(strides, 2, "strides");
-  CHECK_LEN(pads, 4, "pads");
   pydevis::check_all_in_range(in_shape, 0, "in_shape");
-  pydevis::check_all_in_range(kernel_shape, 1, "kernel_shape");
-  pydevis::check_all_in_range(strides, 1, "strides");
-  pydevis::check_all_in_range(pads, 0, "pads");
+  pydevis::check_window(kernel_shape, 2, "kernel_shape", strides, pads);
   const Ints gs = shape_of(grad_out);
   CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
         " does not match N, C of grad_out ", shape_str(gs));

@@ -93,6 +93,23 @@ inline void check_all_in_range(const std::vector<int64_t>& v, int64_t lo, const 
   }
 }
 
+// The window of a conv or pool: `first` (kernel_shape or in_hw) with `n_first` entries >= 1,
+// strides (2, >= 1), pads (4, >= 0) and, unless null, dilations (2, >= 1).
+inline void check_window(const std::vector<int64_t>& first, size_t n_first, const char* first_name,
+                         const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+                         const std::vector<int64_t>* dilations = nullptr) {
+  CHECK_LEN(first, n_first, first_name);
+  CHECK_LEN(strides, 2, "strides");
+  CHECK_LEN(pads, 4, "pads");
+  check_all_in_range(first, 1, first_name);
+  check_all_in_range(strides, 1, "strides");
+  check_all_in_range(pads, 0, "pads");
+  if (dilations) {
+    CHECK_LEN(*dilations, 2, "dilations");
+    check_all_in_range(*dilations, 1, "dilations");
+  }
+}
+
 // ONNX LRN attributes: size in [1, kMaxSize]; alpha >= 0 and bias > 0, so that the base
 // bias + alpha/size * sum(x²) of s^-beta is positive whatever x; all three floats finite.
 inline void check_lrn_params(int64_t size, double alpha, double beta, double bias) {

@@ -468,14 +468,7 @@ py::object conv2d_backward_data_py(const py::object& grad_out, const py::object&
     const Arg w = parse(weight, "weight", Want::floating);
     require_rank(w, 4);
     require_same_dtype(w, g);
-    CHECK_LEN(in_hw, 2, "in_hw");
-    CHECK_LEN(strides, 2, "strides");
-    CHECK_LEN(pads, 4, "pads");
-    CHECK_LEN(dilations, 2, "dilations");
-    check_all_in_range(in_hw, 1, "in_hw");
-    check_all_in_range(strides, 1, "strides");
-    check_all_in_range(pads, 0, "pads");
-    check_all_in_range(dilations, 1, "dilations");
+    check_window(in_hw, 2, "in_hw", strides, pads, &dilations);
     check_int_range(group, 1, "group");
     const Ints& gs = g.shape;
     const Ints& ws = w.shape;
@@ -632,13 +625,8 @@ py::object avg_pool2d_backward_py(const py::object& grad_out, const Ints& in_sha
     const Arg g = parse(grad_out, "grad_out", Want::floating);
     require_rank(g, 4);
     CHECK_LEN(in_shape, 4, "in_shape");
-    CHECK_LEN(kernel_shape, 2, "kernel_shape");
-    CHECK_LEN(strides, 2, "strides");
-    CHECK_LEN(pads, 4, "pads");
     check_all_in_range(in_shape, 0, "in_shape");
-    check_all_in_range(kernel_shape, 1, "kernel_shape");
-    check_all_in_range(strides, 1, "strides");
-    check_all_in_range(pads, 0, "pads");
+    check_window(kernel_shape, 2, "kernel_shape", strides, pads);
     const Ints& gs = g.shape;
     CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
           " does not match N, C of grad_out ", shape_str(gs));
