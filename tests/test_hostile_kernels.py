@@ -366,3 +366,25 @@ def test_cuda_rejects_malformed_array_interfaces(iface, match):
     x = np.zeros((1, 2, 4, 4), np.float32)
     with pytest.raises(ValueError, match="^grad_out: " + match):
         module("cuda").lrn_backward(_Interface(iface), x, 3, 1e-4, 0.75, 1.0)
+
+
+# ---- the public front: the same refusals on every backend (numba would return NaNs) -----------
+@pytest.mark.parametrize("impl", ["numba", "cpp"])
+@settings(FUZZ, max_examples=60)
+@given(size=st.one_of(st.integers(-3, 9), st.sampled_from([BIG, BIG + 1, 2**40])),
+       alpha=EDGE_FLOATS, beta=EDGE_FLOATS, bias=EDGE_FLOATS)
+def test_front_lrn_parameters(impl, size, alpha, beta, bias):
+    bad = _lrn_invalid(size, alpha, beta, bias)
+    if bad is None:
+        return  # valid values: covered against the reference above and in tests/kernels
+    with pytest.raises(ValueError, match=f"^{bad}: must be"):
+        kernels.lrn_backward(LRN_G, LRN_X, size, alpha, beta, bias, module=kernels.get(impl))
+
+
+@pytest.mark.parametrize("impl", ["numba", "cpp"])
+@pytest.mark.parametrize(("sigma", "match"), [(float("nan"), "^sigma: must be finite"),
+                                              (float("inf"), "^sigma: must be finite"),
+                                              (16384.2, "^sigma: .* is too large")])
+def test_front_blur_sigma(impl, sigma, match):
+    with pytest.raises(ValueError, match=match):
+        kernels.gaussian_blur(V64, sigma, module=kernels.get(impl))

@@ -12,6 +12,7 @@ backend whatever the host backend is, with its device arrays left on the GPU, an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -172,8 +173,33 @@ def rectifier_backward(grad_out, out, mode="gradient", lo=0.0, hi=float("inf"), 
     return mod.rectifier_backward(g, y, m, float(lo), float(hi))
 
 
+_MAX_SIZE = 2**31 - 1  # csrc/common/checks.h kMaxSize
+_MAX_BLUR_RADIUS = 65536  # csrc/common/checks.h kMaxBlurRadius
+
+
+def _check_lrn(size: int, alpha: float, beta: float, bias: float) -> None:
+    """The C++ bindings' LRN checks, for every backend (numba would return NaNs)."""
+    if not 1 <= size <= _MAX_SIZE:
+        raise ValueError(f"size: must be >= 1 and <= {_MAX_SIZE} (2^31 - 1), got {size}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha: must be finite and >= 0, got {alpha}")
+    if not math.isfinite(beta):
+        raise ValueError(f"beta: must be finite, got {beta}")
+    if not (math.isfinite(bias) and bias > 0):
+        raise ValueError(f"bias: must be finite and > 0 (the base of s^-beta), got {bias}")
+
+
+def _check_sigma(sigma: float) -> None:
+    if not math.isfinite(sigma):
+        raise ValueError(f"sigma: must be finite, got {sigma}")
+    if 4.0 * sigma + 0.5 >= _MAX_BLUR_RADIUS + 1:
+        raise ValueError(f"sigma: {sigma} is too large (blur radius int(4 * sigma + 0.5) above "
+                         f"{_MAX_BLUR_RADIUS})")
+
+
 def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, bias=1.0, *, module=None) -> np.ndarray:
     """dL/dX of ONNX LRN given the forward input x."""
+    _check_lrn(int(size), float(alpha), float(beta), float(bias))
     mod, dev = _route(grad_out, module)
     g = _float(grad_out, "grad_out", 4, keep_device=dev)
     xx = _float(x, "x", 4, dtype=_dtype(g), keep_device=dev)
@@ -212,6 +238,7 @@ def ascent_update(v, g, eta, decay=0.0, *, module=None) -> np.ndarray:
 
 def gaussian_blur(v, sigma, *, module=None) -> np.ndarray:
     """Per-channel separable Gaussian blur of width sigma (reflect boundary)."""
+    _check_sigma(float(sigma))
     mod, dev = _route(v, module)
     return mod.gaussian_blur(_float(v, "v", 4, keep_device=dev), float(sigma))
 
