@@ -230,6 +230,42 @@ def test_avg_rejects(kw, match):
         avg(**kw)
 
 
+# ---- max_pool2d_backward: X (2, 3, 7, 6), kernel 3x2, stride 2 -> (2, 3, 3, 3)
+MAXP = dict(grad_out=rand(2, 3, 3, 3), x=rand(2, 3, 7, 6), kernel_shape=(3, 2), strides=(2, 2),
+            pads=(0, 0, 0, 0), dilations=(1, 1))
+
+
+def maxp(**kw):
+    return _C.max_pool2d_backward(**{**MAXP, **kw})
+
+
+def test_maxpool_matches_reference_and_accepts_ceil_mode():
+    np.testing.assert_allclose(maxp(), R.max_pool2d_backward(**MAXP), rtol=1e-6)
+    assert maxp(x=rand(2, 3, 8, 6)).shape == (2, 3, 8, 6)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"grad_out": MAXP["grad_out"].astype(np.int64)}, "^grad_out: dtype int64"),
+    ({"x": MAXP["x"].astype(np.float64)}, "^x: dtype float64 differs from grad_out dtype float32"),
+    ({"x": MAXP["x"][0]}, "^x: expected a 4-D array"),
+    ({"x": rand(2, 3, 7, 12)[..., ::2]}, "^x: array must be C-contiguous"),
+    ({"x": rand(2, 4, 7, 6)}, "^x: shape .* does not match N, C"),
+    ({"kernel_shape": (3,)}, "^kernel_shape: expected 2 integers"),
+    ({"kernel_shape": (0, 2)}, "^kernel_shape: every entry must be >= 1"),
+    ({"kernel_shape": (9, 2)}, "^kernel_shape: dilated kernel 9x2 is larger than the padded"),
+    ({"dilations": (4, 1)}, "^kernel_shape: dilated kernel 9x2 is larger than the padded"),
+    ({"dilations": (0, 1)}, "^dilations: every entry must be >= 1"),
+    ({"strides": (2, 0)}, "^strides: every entry must be >= 1"),
+    ({"pads": (0, 0, -1, 0)}, "^pads: every entry must be >= 0"),
+    ({"grad_out": rand(2, 3, 5, 3)}, "^grad_out: shape .* is larger than the MaxPool output"),
+    ({"kernel_shape": (2**31, 2)}, f"^kernel_shape: every entry must be <= {BIG}"),
+    ({"pads": (2**40, 0, 0, 0)}, f"^pads: every entry must be <= {BIG}"),
+])
+def test_maxpool_rejects(kw, match):
+    with pytest.raises(ValueError, match=match):
+        maxp(**kw)
+
+
 # ---- global_avg_pool_backward
 @pytest.mark.parametrize("grad_out, in_shape, match", [
     (rand(2, 3, 1, 1).astype(np.int32), (2, 3, 4, 5), "^grad_out: dtype int32"),
@@ -380,6 +416,7 @@ CALLS = {
     "rectifier_backward": (_C.rectifier_backward, RECT),
     "lrn_backward": (_C.lrn_backward, LRN),
     "avg_pool2d_backward": (_C.avg_pool2d_backward, AVG),
+    "max_pool2d_backward": (_C.max_pool2d_backward, MAXP),
     "global_avg_pool_backward": (_C.global_avg_pool_backward,
                                  dict(grad_out=rand(2, 3, 1, 1), in_shape=(2, 3, 4, 5))),
     "ascent_update": (_C.ascent_update, dict(v=V, g=V * 2, eta=np.ones(2), decay=0.1)),
