@@ -663,23 +663,9 @@ def main(argv=None) -> int:
     o2t = onnx2torch_status()
     if o2t:
         print(f"onnx2torch: {o2t}")
-    for e in errors:
-        print(f"CHECK FAILED: {e}")
-    payload = {"benchmark": NAME, "ok": not errors and rc == 0, "errors": errors,
-               "tolerance": TOL, "repeats": args.repeats, "quick": args.quick,
-               "nets": args.nets, "batches": args.batches, "onnx2torch": o2t or "installed",
-               "meta": info, "gemm": {str(p["threads"]): p["gemm"] for p in parts},
-               "omp_wait_policy": args.omp_wait_policy,
-               "workers": [{k: p[k] for k in ("threads", "env", "thread_setup", "load_before",
-                                              "load_after", "max_rss_mb")} for p in parts],
-               "checks": [dict(c, threads=p["threads"]) for p in parts for c in p["checks"]],
-               "rows": rows}
-    payload["meta"]["load_average_end"] = C.load_average()
-    if not args.no_save:
-        path = C.write_json(args.name, payload, args.out_dir)
-        print(f"wrote {path}")
-    return 0 if payload["ok"] else 1
-
+    return C.finish(NAME, args, parts, rows, errors, rc, info, worker_keys=("max_rss_mb",),
+                    tolerance=TOL, nets=args.nets, batches=args.batches,
+                    onnx2torch=o2t or "installed")
 
 if __name__ == "__main__":
     sys.exit(main())

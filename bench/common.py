@@ -448,3 +448,23 @@ def _pydevis_root() -> str:
 
 def log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
+
+
+def finish(name: str, args: argparse.Namespace, parts: list[dict], rows: list, errors: list[str],
+           rc: int, info: dict, worker_keys: Sequence[str] = (), **extra) -> int:
+    """Print the failed checks, save the run's JSON (unless ``--no-save``) and return the exit code:
+    0 when every check passed and every worker exited cleanly."""
+    for e in errors:
+        print(f"CHECK FAILED: {e}")
+    keys = ("threads", "env", "thread_setup", "load_before", "load_after", *worker_keys)
+    payload = {"benchmark": name, "ok": not errors and rc == 0, "errors": errors, **extra,
+               "repeats": args.repeats, "quick": args.quick, "meta": info,
+               "gemm": {str(p["threads"]): p["gemm"] for p in parts},
+               "omp_wait_policy": args.omp_wait_policy,
+               "workers": [{k: p[k] for k in keys} for p in parts],
+               "checks": [dict(c, threads=p["threads"]) for p in parts for c in p["checks"]],
+               "rows": rows}
+    payload["meta"]["load_average_end"] = load_average()
+    if not args.no_save:
+        print(f"wrote {write_json(args.name, payload, args.out_dir)}")
+    return 0 if payload["ok"] else 1
