@@ -93,25 +93,45 @@ def gaussian_blur(v, sigma):
 
 @njit(cache=True)
 def _percentile(a, pct):
-    """numpy's default (linear) percentile of a 1-D array."""
-    s = np.sort(a)
-    pos = pct / 100.0 * (s.size - 1)
+    """numpy's default (linear) percentile of a 1-D array, by selection (O(n)), not a sort."""
+    pos = pct / 100.0 * (a.size - 1)
     lo = int(np.floor(pos))
-    hi = min(lo + 1, s.size - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    part = np.partition(a, lo)
+    a_lo = part[lo]
+    if lo + 1 >= a.size:
+        return a_lo
+    return a_lo + (part[lo + 1:].min() - a_lo) * (pos - lo)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
+def _zero_below_one(v, score, pct, out):
+    """Image i of ``_zero_below``: v, out (C, H, W), score (H, W)."""
+    c = v.shape[0]
+    thr = _percentile(score.ravel(), pct)
+    keep = (score >= thr).ravel()
+    for ch in range(c):
+        src, dst = v[ch].ravel(), out[ch].ravel()
+        for j in range(keep.size):
+            dst[j] = src[j] if keep[j] else 0
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _zero_below_par(v, score, pct, out):
+    for i in prange(v.shape[0]):
+        _zero_below_one(v[i], score[i], pct, out[i])
+
+
 def _zero_below(v, score, pct):
-    n, c, h, w = v.shape
-    out = v.copy()
-    for i in prange(n):
-        thr = _percentile(score[i].ravel(), pct)
-        for y in range(h):
-            for x in range(w):
-                if score[i, y, x] < thr:
-                    for ch in range(c):
-                        out[i, ch, y, x] = 0
+    """Zero, per image, the pixels whose score is below the pct-th percentile (one thread per
+    image; a single image runs on the calling thread: the parallel launch cost more than the
+    work, 5.8 ms against 1.3 ms at 1x3x224x224)."""
+    v = np.ascontiguousarray(v)
+    out = np.empty_like(v)
+    if v.shape[0] == 1 or numba.get_num_threads() == 1:
+        for i in range(v.shape[0]):
+            _zero_below_one(v[i], score[i], pct, out[i])
+    else:
+        _zero_below_par(v, score, pct, out)
     return out
 
 
