@@ -65,28 +65,9 @@ QUICK_NETS = ("alexnet", "resnet18")
 def _torch_nets():
     """Build the module classes lazily (torch is imported only where the nets are needed)."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
-    class _LRNFunction(torch.autograd.Function):
-        """torch's LRN, emitted under export as the single ONNX ``LRN`` node."""
-
-        @staticmethod
-        def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
-            return F.local_response_norm(x, size, alpha, beta, k)
-
-        @staticmethod
-        def symbolic(g, x, size, alpha, beta, k):
-            return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
-
-    class LRN(nn.LocalResponseNorm):
-        """``nn.LocalResponseNorm`` that exports to ONNX ``LRN`` (same formula for odd size);
-        torch's own export decomposes it into Pad/AveragePool/Pow..."""
-
-        def forward(self, x):
-            if torch.onnx.is_in_onnx_export():
-                return _LRNFunction.apply(x, self.size, self.alpha, self.beta, self.k)
-            return super().forward(x)
+    from pydevis.torch_export import LRN  # exports to the single ONNX LRN node
 
     def conv(cin, cout, k, s=1, p=0, g=1, bias=True):
         return nn.Conv2d(cin, cout, k, s, p, groups=g, bias=bias)

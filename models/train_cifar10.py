@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from pydevis import torch_export
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10_jpeg_q75.npz"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -110,19 +112,7 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- nets
-class _LRNFunction(torch.autograd.Function):
-    """torch's LRN, emitted under export as the single ONNX ``LRN`` node."""
-
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
-        return F.local_response_norm(x, size, alpha, beta, k)
-
-    @staticmethod
-    def symbolic(g, x, size, alpha, beta, k):
-        return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
-
-
-class LRN(nn.LocalResponseNorm):
+class LRN(torch_export.LRN):
     """``x / (k + alpha/size * sum of x^2 over size channels)^beta``, exported as ONNX ``LRN``.
 
     The channel-window sum is a 1x1 convolution with a band matrix: the same values as
@@ -131,7 +121,7 @@ class LRN(nn.LocalResponseNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
-            return _LRNFunction.apply(x, self.size, self.alpha, self.beta, self.k)
+            return super().forward(x)  # the single ONNX LRN node
         c = torch.arange(x.shape[1])
         band = ((c[:, None] - c[None, :]).abs() <= self.size // 2).to(x.dtype)
         window = F.conv2d(x * x, band[:, :, None, None])
@@ -220,7 +210,8 @@ class ResNet(nn.Module):
         self.stem = conv_bn(3, w[0], 3)
         strides = [1] + [2] * (len(w) - 1)
         cins = (w[0], *w[:-1])
-        self.stages = nn.Sequential(*[BasicBlock(a, b, s) for a, b, s in zip(cins, w, strides)])
+        self.stages = nn.Sequential(
+            *[BasicBlock(a, b, s) for a, b, s in zip(cins, w, strides, strict=True)])
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w[-1], 10)
 
@@ -358,7 +349,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help="cifar10_jpeg_q75.npz or the cifar-10-batches-py folder")
     ap.add_argument("--out", type=Path, default=ROOT / "models", help="folder for .onnx + card")
-    ap.add_argument("--epochs", type=int, help="default: the bundled model's (%s)" % EPOCHS)
+    ap.add_argument("--epochs", type=int, help=f"default: the bundled model's ({EPOCHS})")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.2, help="peak learning rate")
     ap.add_argument("--wd", type=float, default=5e-4, help="weight decay (conv/linear weights)")

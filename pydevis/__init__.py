@@ -4,10 +4,10 @@ regularized activation maximization on any ONNX classifier, and cross-scoring of
 
 from __future__ import annotations
 
+from .api import cross_score, deconvolve, isolate, top9, visualize
 from .errors import ImageError, ModelError, PydevisError, TargetError, UnsupportedOpError
+from .evaluation.experiment import report, run_experiment
 from .model import MODES, Model, Signal, load
-from .api import cross_score, deconvolve, isolate, top9, visualize  # noqa: E402
-from .evaluation.experiment import report, run_experiment  # noqa: E402
 
 __version__ = "0.1.0"
 

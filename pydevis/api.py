@@ -255,7 +255,7 @@ def top9(model: Model, image_dir: str | os.PathLike, layer: str, channels: Seque
         out = Path(out)
         cols = int(np.ceil(np.sqrt(k)))
         rows = []
-        for c, hs in hits.items():
+        for hs in hits.values():
             proj = [fit(signal_to_pixels(h.projection), 48) for h in hs]
             patch = [fit(h.patch, 48) for h in hs]
             rows.append(np.concatenate([grid(proj, cols), grid(patch, cols)], axis=1))

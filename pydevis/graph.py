@@ -113,7 +113,10 @@ def _decode(value: Any) -> Any:
 
 
 def build(model: onnx.ModelProto) -> Graph:
-    """Build the IR of ``model`` (already checked); the single non-initializer input is the image."""
+    """Build the IR of ``model`` (already checked).
+
+    The single non-initializer input is the image.
+    """
     g = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     constants = {t.name: numpy_helper.to_array(t) for t in g.initializer}

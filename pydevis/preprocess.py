@@ -26,7 +26,8 @@ MAX_INPUT_PIXELS = 4096 * 4096
 
 @dataclass(frozen=True)
 class Spec:
-    """Input size (H, W), channel order, mean and std in 0..255 pixel units, centre-crop fraction."""
+    """Input size (H, W), channel order, mean and std in 0..255 pixel units, centre-crop
+    fraction."""
 
     size: tuple[int, int]
     channels: str = "RGB"

@@ -84,7 +84,8 @@ def seed(value: np.ndarray, units: list[Unit]) -> tuple[np.ndarray, np.ndarray]:
             g[i, u.channel] = 1.0 / max(plane.size, 1)
             obj[i] = float(plane.mean())
             continue
-        if plane.ndim != 2 or not (0 <= u.pos[0] < plane.shape[0] and 0 <= u.pos[1] < plane.shape[1]):
+        if plane.ndim != 2 or not (0 <= u.pos[0] < plane.shape[0]
+                                   and 0 <= u.pos[1] < plane.shape[1]):
             raise TargetError(f"{u}: position out of range for tensor of shape {value.shape}")
         g[i, u.channel, u.pos[0], u.pos[1]] = 1
         obj[i] = float(plane[u.pos])

@@ -13,8 +13,8 @@ its ONNX export can be compared rule for rule:
   ``Clip(0, 6)`` and Captum treats it as a rectifier, which is pydevis's documented choice;
 * nothing else is an ``nn.ReLU`` (LeakyReLU, PReLU, Hardswish... keep their true gradient in every
   mode, in Captum as in pydevis);
-* ``nn.LocalResponseNorm`` is :class:`LRN`, which exports to the single ONNX ``LRN`` op (torch's own
-  export decomposes it into Pad/AveragePool/If...).
+* ``nn.LocalResponseNorm`` is :class:`pydevis.torch_export.LRN`, which exports to the single ONNX
+  ``LRN`` op (torch's own export decomposes it into Pad/AveragePool/If...).
 
 Each :class:`ZooNet` names a *probe*: a hidden tensor for channel / position targets, given as the
 k-th ONNX node of one op type and, on the torch side, the k-th call of a module of one exact type.
@@ -33,6 +33,8 @@ import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pydevis.torch_export import LRN
 
 __all__ = [
     "LRN",
@@ -58,32 +60,6 @@ class ReLU6R(nn.ReLU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.hardtanh(x, 0.0, 6.0)
-
-
-class _LRNFunction(torch.autograd.Function):
-    """Forward of torch's LRN under export, emitted as the one ONNX ``LRN`` node."""
-
-    @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
-        return F.local_response_norm(x, size, alpha, beta, k)
-
-    @staticmethod
-    def symbolic(g, x, size, alpha, beta, k):
-        return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
-
-
-class LRN(nn.LocalResponseNorm):
-    """``nn.LocalResponseNorm`` exporting to ONNX ``LRN`` (same formula for odd ``size``)."""
-
-    def __init__(self, size: int, alpha: float, beta: float, k: float) -> None:
-        if size % 2 != 1:
-            raise ValueError("torch and ONNX place an even LRN window differently; use odd size")
-        super().__init__(size, alpha, beta, k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.onnx.is_in_onnx_export():
-            return _LRNFunction.apply(x, self.size, self.alpha, self.beta, self.k)
-        return super().forward(x)
 
 
 def _bn_stats(model: nn.Module, gen: torch.Generator, gamma: tuple[float, float] = (0.5, 1.5)):

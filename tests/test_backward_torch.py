@@ -250,7 +250,8 @@ def test_zoo_net_is_small_with_distinct_dims(name):
             assert not torch.allclose(m.running_var, torch.ones_like(m.running_var))
     assert not model.training
     a, b = net.build(), net.build()
-    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(p, q)
+               for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 _EXPORTS = [(n, False) for n in NAMES] + [(n, True) for n in FIXED]

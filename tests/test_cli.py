@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pydevis.cli.app import app
 from pydevis.cli import eval_cmds, model_cmds, vis_cmds  # noqa: F401  (register commands)
+from pydevis.cli.app import app
 from tiny import tiny_classifier
 
 runner = CliRunner()

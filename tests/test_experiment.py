@@ -26,7 +26,8 @@ seed = 3
 generators = ["m0.onnx"]
 scorers = ["m1.onnx", "m2.onnx"]
 classes = [1, "thing 4", "random:3"]
-methods = ["gradient", {{ name = "yosinski", preset = 1, steps = 25 }}, {{ name = "deconv", steps = 15 }}]
+methods = ["gradient", {{ name = "yosinski", preset = 1, steps = 25 }}, \
+{{ name = "deconv", steps = 15 }}]
 batch_size = 2
 sanity = true
 bootstrap = 100

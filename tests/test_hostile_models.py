@@ -11,12 +11,20 @@ import time
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 from onnx import TensorProto, external_data_helper, helper
+from PIL import Image
 
 import pydevis
-from hostile import (assert_ok, assert_user_error, convnet, exp_model, files, leftovers,
-                     run_cli, save_model)
+from hostile import (
+    assert_ok,
+    assert_user_error,
+    convnet,
+    exp_model,
+    files,
+    leftovers,
+    run_cli,
+    save_model,
+)
 from pydevis.errors import ModelError
 from tiny import tiny_classifier
 

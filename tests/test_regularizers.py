@@ -85,7 +85,7 @@ def test_total_variation_gradient_matches_finite_difference(rng):
     for beta in (2.0, 1.5):
         tv = R.TotalVariation(0.7, beta)
 
-        def value(z):
+        def value(z, beta=beta):
             dx = np.zeros_like(z)
             dy = np.zeros_like(z)
             dx[..., :, :-1] = z[..., :, 1:] - z[..., :, :-1]

@@ -123,7 +123,8 @@ CASES = {
     "reduce_mean_opset13": ([N("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1)], {}, 13),
     "reduce_sum": ([N("ReduceSum", ["x", "ax"], ["y"], keepdims=0)], {"ax": np.array([-1])}, 13),
     "split_concat": ([N("Split", ["x", "sp"], ["a", "b", "c"], axis=1),
-                      N("Concat", ["c", "a", "c"], ["y"], axis=1)], {"sp": np.array([1, 1, 1])}, 13),
+                      N("Concat", ["c", "a", "c"], ["y"], axis=1)],
+                     {"sp": np.array([1, 1, 1])}, 13),
     "split_unused_output": ([N("Split", ["x"], ["a", "b"], axis=2, split=[4, 5]),
                              N("Relu", ["b"], ["y"])], {}, 11),
     "gather": ([N("Gather", ["x", "i"], ["y"], axis=3)], {"i": np.array([[0, 2], [2, -1]])}, 13),
@@ -164,7 +165,8 @@ CASES = {
                               {"z": np.array(0), "z1": np.array([0]), "m1": np.array([-1])}, 13),
 }
 # keep topological order for the dynamic-shape case
-CASES["reshape_dynamic_shape"][0][:] = [CASES["reshape_dynamic_shape"][0][i] for i in (0, 1, 3, 2, 4)]
+_dyn = CASES["reshape_dynamic_shape"][0]
+_dyn[:] = [_dyn[i] for i in (0, 1, 3, 2, 4)]
 POSITIVE = {"pow_sqrt_exp"}
 
 

@@ -66,8 +66,8 @@ def test_gradient_finite_difference(path, photos):
     for direction, expected, tol in ((grad / norm[:, None, None, None], norm, 0.06),
                                      (rand, (grad * rand).reshape(len(x), -1).sum(1), 0.15)):
         eps = 2e-3
-        fd = (model.forward(x + eps * direction) - model.forward(x - eps * direction))[rows, classes]
-        fd /= 2 * eps
+        fd = model.forward(x + eps * direction) - model.forward(x - eps * direction)
+        fd = fd[rows, classes] / (2 * eps)
         np.testing.assert_allclose(fd, expected, rtol=tol, atol=0.02 * norm.max())
     # every mode runs and gives a finite, non-zero signal
     for mode in ("deconvnet", "guided"):

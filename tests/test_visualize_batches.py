@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny import tiny_classifier
 
 import pydevis
 from pydevis import api
+from tiny import tiny_classifier
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ def tiny_classifier(path: Path, seed: int = 0, classes: int = 6, lrn: bool = Fal
               helper.make_node("Flatten", ["g"], ["f"]),
               helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1)]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 20, 18])],
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 20, 18])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -139,7 +139,8 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     extra = g.ndim - len(shape)
     if extra > 0:
         g = g.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape, strict=True)) if b == 1 and a != 1)
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape, strict=True))
+                 if b == 1 and a != 1)
     if axes:
         g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)

@@ -38,8 +38,12 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 SizeOpt = Annotated[str | None, typer.Option("--size", help="Input size H,W (or one number).")]
 BgrOpt = Annotated[bool, typer.Option("--bgr", help="The model takes BGR channel order.")]
-MeanOpt = Annotated[str | None, typer.Option("--mean", help="Mean pixel, 0..255, e.g. 123.7,116.3,103.5")]
-StdOpt = Annotated[str | None, typer.Option("--std", help="Std in pixel units, e.g. 58.4,57.1,57.4")]
+MeanOpt = Annotated[
+    str | None, typer.Option("--mean", help="Mean pixel, 0..255, e.g. 123.7,116.3,103.5")
+]
+StdOpt = Annotated[
+    str | None, typer.Option("--std", help="Std in pixel units, e.g. 58.4,57.1,57.4")
+]
 LabelsOpt = Annotated[str | None, typer.Option("--labels", help="Labels file, one per line.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]

@@ -8,7 +8,18 @@ import numpy as np
 import typer
 
 from .. import kernels
-from .app import BgrOpt, JsonOpt, LabelsOpt, MeanOpt, QuietOpt, SizeOpt, StdOpt, app, emit, load_model
+from .app import (
+    BgrOpt,
+    JsonOpt,
+    LabelsOpt,
+    MeanOpt,
+    QuietOpt,
+    SizeOpt,
+    StdOpt,
+    app,
+    emit,
+    load_model,
+)
 
 ModelArg = Annotated[str, typer.Argument(help="Path to an .onnx image classifier.")]
 

@@ -9,7 +9,18 @@ import typer
 
 from .. import api
 from ..methods.ascent import METHODS
-from .app import BgrOpt, JsonOpt, LabelsOpt, MeanOpt, QuietOpt, SizeOpt, StdOpt, app, emit, load_model
+from .app import (
+    BgrOpt,
+    JsonOpt,
+    LabelsOpt,
+    MeanOpt,
+    QuietOpt,
+    SizeOpt,
+    StdOpt,
+    app,
+    emit,
+    load_model,
+)
 from .model_cmds import ModelArg
 
 Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)
@@ -68,8 +79,9 @@ def visualize(model: ModelArg,
     data = [{"class": int(r.target), "label": m.labels[int(r.target)], "status": r.status,
              "probability": r.config["probability"], "best_objective": r.best_objective}
             for r in res]
-    emit(data, json, quiet, "\n".join(f"{d['class']:5d} {d['label'][:30]:30s} p={d['probability']:.3f}"
-                                      f" {d['status']}" for d in data) + f"\nwritten to {out}")
+    emit(data, json, quiet,
+         "\n".join(f"{d['class']:5d} {d['label'][:30]:30s} p={d['probability']:.3f}"
+                   f" {d['status']}" for d in data) + f"\nwritten to {out}")
 
 
 @app.command()

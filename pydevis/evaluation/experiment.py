@@ -29,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import load
 from ..api import _slug, check_out, resolve_class, write_json
 from ..atomic import write_text
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
-from ..model import Model
+from ..model import Model, load
 from .config import Config, ConfigError, load_config
 from .cross_score import score_images
 from .sanity import class_sensitivity, randomized_copy

@@ -18,6 +18,11 @@ from ..render import fit, grid
 
 _COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#bab0ac"]
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}"
+          "table{border-collapse:collapse}\n"
+          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+          "figure{display:inline-block;margin:8px}\n"
+          "img{image-rendering:pixelated;max-width:100%}")
 
 
 
@@ -182,9 +187,7 @@ def write_report(out: Path, rows: list[dict], summary: dict) -> Path:
                     f"</figcaption></figure>" for t, d in _grids(out, rows))
     skipped = "".join(f"<li>{html.escape(s)}</li>" for s in summary.get("skipped", []))
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>pydevis report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}figure{{display:inline-block;margin:8px}}
-img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
+<style>{_STYLE}</style></head><body>
 <h1>pydevis report</h1>
 <p>Each generated image was saved as an 8-bit PNG, read back and scored by every model with that
 model's own preprocessing. Confidence intervals: {html.escape(str(len(rows)))} rows, bootstrap

@@ -28,8 +28,10 @@ def _cell(rows: list[dict], n_boot: int, rng: np.random.Generator) -> dict:
                 bootstrap_ci(prob, np.mean, n_boot, rng),
             "median_rank": float(np.median(rank)), "median_rank_ci":
                 bootstrap_ci(rank, np.median, n_boot, rng),
-            "top1_rate": float(top1.mean()), "top1_rate_ci": bootstrap_ci(top1, np.mean, n_boot, rng),
-            "top5_rate": float(top5.mean()), "top5_rate_ci": bootstrap_ci(top5, np.mean, n_boot, rng)}
+            "top1_rate": float(top1.mean()), "top1_rate_ci":
+                bootstrap_ci(top1, np.mean, n_boot, rng),
+            "top5_rate": float(top5.mean()), "top5_rate_ci":
+                bootstrap_ci(top5, np.mean, n_boot, rng)}
 
 
 def summarize(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:

@@ -49,6 +49,20 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
-KERNELS = tuple(n for n in __all__ if n not in ("NAME", "unavailable_reason"))
 if _C is not None:  # the extension's functions are the backend's, unwrapped
-    globals().update({name: getattr(_C, name) for name in KERNELS})
+    from .._C import (
+        ascent_update,
+        avg_pool2d_backward,
+        clamp_channels,
+        clip_small_contribution,
+        clip_small_norm,
+        conv2d_backward_data,
+        gaussian_blur,
+        global_avg_pool_backward,
+        lrn_backward,
+        max_pool2d_backward,
+        max_unpool2d,
+        rectifier_backward,
+    )
+
+KERNELS = tuple(n for n in __all__ if n not in ("NAME", "unavailable_reason"))

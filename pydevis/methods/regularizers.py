@@ -75,7 +75,10 @@ class TotalVariation:
         dx[..., :, :-1] = v[..., :, 1:] - v[..., :, :-1]
         dy[..., :-1, :] = v[..., 1:, :] - v[..., :-1, :]
         mag = dx * dx + dy * dy
-        k = self.beta * (mag + 1e-8) ** (self.beta / 2 - 1) if self.beta != 2 else 2 * np.ones_like(v)
+        if self.beta != 2:
+            k = self.beta * (mag + 1e-8) ** (self.beta / 2 - 1)
+        else:
+            k = 2 * np.ones_like(v)
         a, b = k * dx, k * dy
         g = -(a + b)
         g[..., :, 1:] += a[..., :, :-1]
