@@ -14,7 +14,10 @@ For every case, every backend's result is first checked against the reference (r
 - ``lrn_backward`` vs autograd of ``F.local_response_norm`` (backward only, graph retained);
 - ``rectifier_backward`` vs ``np.where`` and ``torch.ops.aten.threshold_backward``;
 - the ascent update and regularizers (``ascent_update``, ``gaussian_blur``, ``clip_small_norm``,
-  ``clip_small_contribution``, ``clamp_channels``) vs plain numpy.
+  ``clip_small_contribution``, ``clamp_channels``) vs plain numpy;
+- ``ascent_step`` (the update and the regularizers fused, as the ascent runs them) vs the same
+  backend's single kernels one after the other (``<backend> composed``), first checked equal to
+  them bit for bit.
 
 Each thread count runs in its own subprocess (``--threads 1 2``). Usage::
 
@@ -70,6 +73,9 @@ RECT = [(8, 64, 112, 112), (8, 512, 14, 14), (1, 64, 56, 56), (5, 8, 64, 64), (1
 RECT_QUICK = [(1, 4, 5, 5)]
 ASCENT = [(8, 3, 224, 224), (1, 3, 224, 224)]
 ASCENT_QUICK = [(2, 3, 12, 10)]
+# kernel, blur_sigma, norm_pct, contrib_pct: Yosinski et al.'s preset 1 on a blur step, preset 4
+ASCENT_STEPS = [("ascent_step blur0.5+norm50%", 0.5, 50.0, 0.0),
+                ("ascent_step contribution90%", 0.0, 0.0, 90.0)]
 
 
 def parse(argv):
@@ -261,6 +267,29 @@ class Runner:
             lo, hi = -np.array([104.0, 117.0, 123.0])[:c], np.array([151.0, 138.0, 132.0])[:c]
             for kernel, ref, run in ascent_cases(self.K, v, g, eta, lo, hi):
                 self.compare(kernel, label, run, {"numpy": ref}, ref())
+            for kernel, sigma, norm_pct, contrib_pct in ASCENT_STEPS:
+                self.ascent_step(kernel, label, (v, g, eta, 1e-4, sigma, norm_pct, contrib_pct,
+                                                 lo, hi))
+
+    def ascent_step(self, kernel, case, args):
+        """The fused step of each backend that has one against that backend's single kernels
+        one after the other (the reference timing, run round-robin with it); the two must be
+        equal bit for bit."""
+        for b, mod in self.mods.items():
+            if not hasattr(mod, "ascent_step"):
+                self.missing.add(("ascent_step", b))
+                continue
+            ref = f"{b} composed"
+            fns = {ref: lambda mod=mod: composed_step(self.K, mod, *args),
+                   b: lambda mod=mod: self.K.ascent_step(*args, module=mod)}
+            fused, want = fns[b](), fns[ref]()
+            if not np.array_equal(fused, want):
+                raise C.CheckFailed(f"{kernel} [{case}] {b}: differs from {ref}")
+            self.check(kernel, case, b, fused, want)
+            times = C.timeit_interleaved(fns, repeats=self.args.repeats, warmup=self.args.warmup,
+                                         budget_s=self.args.budget)
+            self.record(kernel, case, ref, times[ref])
+            self.record(kernel, case, b, times[b], times[ref].median_ms, ref=ref)
 
 
 def ascent_cases(K, v, g, eta, lo, hi):
@@ -277,6 +306,19 @@ def ascent_cases(K, v, g, eta, lo, hi):
         ("clamp_channels", lambda: ref_clamp(v, lo, hi),
          lambda mod: K.clamp_channels(v, lo, hi, module=mod)),
     ]
+
+
+def composed_step(K, mod, v, g, eta, decay, sigma, norm_pct, contrib_pct, lo, hi):
+    """What the ascent ran before ``ascent_step``: the single kernels of backend ``mod``, those
+    switched off skipped (as the pieces of pydevis/methods/regularizers.py do)."""
+    x = K.ascent_update(v, g, eta, decay, module=mod)
+    if sigma > 0:
+        x = K.gaussian_blur(x, sigma, module=mod)
+    if norm_pct > 0:
+        x = K.clip_small_norm(x, norm_pct, module=mod)
+    if contrib_pct > 0:
+        x = K.clip_small_contribution(x, g, contrib_pct, module=mod)
+    return K.clamp_channels(x, lo, hi, module=mod)
 
 
 # ---- plain numpy definitions (docs/kernels.md) --------------------------------------------------

@@ -368,7 +368,7 @@ py::array gaussian_blur(const py::array& v, double sigma) {
 
 py::array clip_small(const py::array& v, const py::array* g, double pct) {
   const bool f64 = check_v_g(v, g);
-  CHECK(pct <= 100, "pct: must be <= 100 (a percentile), got ", pct);  // NaN fails too
+  pydevis::check_percentile(pct);
   if (pct <= 0) return f64 ? copy_of<double>(v) : copy_of<float>(v);
   const Ints s = shape_of(v);
   auto run = [&](auto zero) {
@@ -391,6 +391,31 @@ py::array clamp_channels(const py::array& v, const py::array& lo, const py::arra
     return run_like<T>(v, [&](T* dst) {
       pydevis::cpu::clamp_channels<T>(cptr<T>(v), cptr<double>(lo), cptr<double>(hi), dst, s[0],
                                       s[1], s[2] * s[3]);
+    });
+  };
+  return f64 ? run(0.0) : run(0.0f);
+}
+
+py::array ascent_step(const py::array& v, const py::array& g, const py::array& eta, double decay,
+                      double blur_sigma, double norm_pct, double contrib_pct, const py::array& lo,
+                      const py::array& hi) {
+  const bool f64 = check_v_g(v, &g);
+  const Ints s = shape_of(v);
+  check_f64_vector(eta, "eta", s[0], s, "one step size per image of v");
+  pydevis::check_blur_sigma(blur_sigma, "blur_sigma");
+  pydevis::check_percentile(norm_pct, "norm_pct");
+  pydevis::check_percentile(contrib_pct, "contrib_pct");
+  check_f64_vector(lo, "lo", s[1], s, "one bound per channel of v");
+  check_f64_vector(hi, "hi", s[1], s, "one bound per channel of v");
+  const std::vector<double> w =
+      blur_sigma > 0 ? pydevis::cpu::gaussian_weights(blur_sigma) : std::vector<double>();
+  const pydevis::cpu::AscentStep a{cptr<double>(eta), decay, w.empty() ? nullptr : w.data(),
+                                   (int64_t(w.size()) - 1) / 2, norm_pct, contrib_pct,
+                                   cptr<double>(lo), cptr<double>(hi)};
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    return run_like<T>(v, [&](T* dst) {
+      pydevis::cpu::ascent_step<T>(cptr<T>(v), cptr<T>(g), dst, s[0], s[1], s[2], s[3], a);
     });
   };
   return f64 ? run(0.0) : run(0.0f);
@@ -434,6 +459,11 @@ PYBIND11_MODULE(_C, m) {
       "Zero the pixels whose |sum_c g * -v| is below the pct-th percentile of their image.");
   m.def("clamp_channels", &clamp_channels, py::arg("v"), py::arg("lo"), py::arg("hi"),
         "Clip channel c of v to [lo[c], hi[c]] (NaN bounds propagate, as numpy's).");
+  m.def("ascent_step", &ascent_step, py::arg("v"), py::arg("g"), py::arg("eta"), py::arg("decay"),
+        py::arg("blur_sigma"), py::arg("norm_pct"), py::arg("contrib_pct"), py::arg("lo"),
+        py::arg("hi"),
+        "clamp_channels(clip_small_contribution(clip_small_norm(gaussian_blur(ascent_update(v, g, "
+        "eta, decay), blur_sigma), norm_pct), g, contrib_pct), lo, hi) in one call, bit for bit.");
   m.attr("has_openmp") =
 #ifdef _OPENMP
       true;

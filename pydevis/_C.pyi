@@ -60,3 +60,14 @@ def clip_small_contribution(v: _Array, g: _Array, pct: float) -> _Array: ...
 def clamp_channels(
     v: _Array, lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64]
 ) -> _Array: ...
+def ascent_step(
+    v: _Array,
+    g: _Array,
+    eta: npt.NDArray[np.float64],
+    decay: float,
+    blur_sigma: float,
+    norm_pct: float,
+    contrib_pct: float,
+    lo: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+) -> _Array: ...

@@ -64,7 +64,7 @@ def test_kernels_quick(tmp_path):
     kernels = {r["kernel"].split()[0] for r in rows}
     assert {"conv2d_backward_data", "max_unpool2d", "lrn_backward", "rectifier_backward",
             "ascent_update", "gaussian_blur", "clip_small_norm", "clip_small_contribution",
-            "clamp_channels"} <= kernels
+            "clamp_channels", "ascent_step"} <= kernels
     for r in rows:
         assert {"kernel", "case", "impl", "threads", "ms", "min_ms", "repeats"} <= set(r)
         assert r["ms"] > 0

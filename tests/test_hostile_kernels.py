@@ -90,6 +90,9 @@ VALID = {
     "clip_small_norm": dict(v=f32(2, 3, 4, 5), pct=50.0),
     "clip_small_contribution": dict(v=f32(2, 3, 4, 5), g=f32(2, 3, 4, 5), pct=50.0),
     "clamp_channels": dict(v=f32(2, 3, 4, 5), lo=-np.ones(3), hi=np.ones(3)),
+    "ascent_step": dict(v=f32(2, 3, 4, 5), g=f32(2, 3, 4, 5), eta=np.ones(2), decay=0.1,
+                        blur_sigma=1.0, norm_pct=50.0, contrib_pct=90.0, lo=-np.ones(3),
+                        hi=np.ones(3)),
 }
 
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_,

@@ -105,6 +105,26 @@ def test_alpha_norm_gradient(rng):
     assert float((a.grad(v) * u).sum()) == pytest.approx(fd, rel=1e-5)
 
 
+@pytest.mark.parametrize("t", [0, 1, 4])
+@pytest.mark.parametrize("sigma, every, norm_pct, contrib_pct", [(0.5, 4, 50, 0), (0.5, 4, 0, 90),
+                                                                 (1.0, 1, 20, 30), (0, 0, 0, 0)])
+def test_ascent_step_is_the_step_then_r(backend, vg, t, sigma, every, norm_pct, contrib_pct):
+    """kernels.ascent_step, as the ascent calls it, is r(x + eta g) of the pieces, bit for bit."""
+    v, g = vg
+    eta, lo, hi = np.array([0.5, 2.0, 0.0]), np.array([-10.0, -20.0]), np.array([5.0, 30.0])
+    r = R.compose([R.blur(sigma, every), R.clip_norm(norm_pct), R.clip_contribution(contrib_pct),
+                   R.clamp(lo, hi)])
+    want = r(R.State(K.ascent_update(v, g, eta, 1e-4, module=backend), g, t))
+    got = K.ascent_step(v, g, eta, 1e-4, R.blur_sigma_at(sigma, every, t), norm_pct, contrib_pct,
+                        lo, hi, module=backend)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_blur_sigma_at():
+    assert [R.blur_sigma_at(0.5, 4, t) for t in range(6)] == [0.5, 0, 0, 0, 0.5, 0]
+    assert R.blur_sigma_at(0.5, 0, 0) == 0 and R.blur_sigma_at(0.0, 4, 0) == 0
+
+
 def test_compose_applies_in_order(rng):
     v = rng.standard_normal(SHAPE).astype(np.float32)
     s = R.State(v, np.zeros_like(v), 0)

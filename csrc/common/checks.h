@@ -125,10 +125,15 @@ inline void check_lrn_params(int64_t size, double alpha, double beta, double bia
 // each pixel costs 2r + 1 multiply-adds per pass.
 constexpr int64_t kMaxBlurRadius = 65536;
 
-inline void check_blur_sigma(double sigma) {
-  PYDEVIS_CHECK(std::isfinite(sigma), "sigma: must be finite, got ", sigma);
-  PYDEVIS_CHECK(4.0 * sigma + 0.5 < double(kMaxBlurRadius + 1), "sigma: ", sigma,
+inline void check_blur_sigma(double sigma, const char* name = "sigma") {
+  PYDEVIS_CHECK(std::isfinite(sigma), name, ": must be finite, got ", sigma);
+  PYDEVIS_CHECK(4.0 * sigma + 0.5 < double(kMaxBlurRadius + 1), name, ": ", sigma,
                 " is too large (blur radius int(4 * sigma + 0.5) above ", kMaxBlurRadius, ")");
+}
+
+// A percentile of the clips: at most 100 (<= 0 means no clip); NaN fails too.
+inline void check_percentile(double pct, const char* name = "pct") {
+  PYDEVIS_CHECK(pct <= 100, name, ": must be <= 100 (a percentile), got ", pct);
 }
 
 }  // namespace pydevis

@@ -81,4 +81,23 @@ template <typename T>
 void clamp_channels(const T* v, const double* lo, const double* hi, T* out, int64_t N, int64_t C,
                     int64_t HW);
 
+// The arguments of ascent_step besides the arrays.
+struct AscentStep {
+  const double* eta;      // (N,), one step size per image
+  double decay;
+  const double* blur_w;   // the 2r + 1 gaussian_weights, or null: no blur
+  int64_t blur_r;
+  double norm_pct;        // <= 0: no clip_small_norm; else at most 100
+  double contrib_pct;     // <= 0: no clip_small_contribution; else at most 100
+  const double* lo;       // (C,)
+  const double* hi;       // (C,)
+};
+
+// clamp_channels(clip_small_contribution(clip_small_norm(gaussian_blur(ascent_update(v, g)),
+// norm_pct), g, contrib_pct)) bit for bit, in two stages: per (n, c) plane the update and blur
+// (and the clamp when no clip follows), then per image the clips and the clamp, in place.
+template <typename T>
+void ascent_step(const T* v, const T* g, T* out, int64_t N, int64_t C, int64_t H, int64_t W,
+                 const AscentStep& a);
+
 }  // namespace pydevis::cpu

@@ -33,6 +33,7 @@ __all__ = [
     "max_unpool2d",
     "rectifier_backward",
     "MODES",
+    "ascent_step",
     "ascent_update",
     "clamp_channels",
     "clip_small_contribution",
@@ -189,12 +190,19 @@ def _check_lrn(size: int, alpha: float, beta: float, bias: float) -> None:
         raise ValueError(f"bias: must be finite and > 0 (the base of s^-beta), got {bias}")
 
 
-def _check_sigma(sigma: float) -> None:
+def _check_sigma(sigma: float, name: str = "sigma") -> None:
     if not math.isfinite(sigma):
-        raise ValueError(f"sigma: must be finite, got {sigma}")
+        raise ValueError(f"{name}: must be finite, got {sigma}")
     if 4.0 * sigma + 0.5 >= _MAX_BLUR_RADIUS + 1:
-        raise ValueError(f"sigma: {sigma} is too large (blur radius int(4 * sigma + 0.5) above "
+        raise ValueError(f"{name}: {sigma} is too large (blur radius int(4 * sigma + 0.5) above "
                          f"{_MAX_BLUR_RADIUS})")
+
+
+def _check_pct(pct: float, name: str = "pct") -> None:
+    """The C++ bindings' percentile check, for every backend (numba's selection would index
+    out of range, or never end on NaN)."""
+    if not pct <= 100:  # NaN fails too
+        raise ValueError(f"{name}: must be <= 100 (a percentile), got {pct}")
 
 
 def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, bias=1.0, *, module=None) -> np.ndarray:
@@ -225,13 +233,19 @@ def global_avg_pool_backward(grad_out, in_shape, *, module=None) -> np.ndarray:
 
 
 # ---- ascent kernels ----------------------------------------------------------------------------
-def ascent_update(v, g, eta, decay=0.0, *, module=None) -> np.ndarray:
-    """(v + eta[n]·g)·(1 − decay): the gradient step and L2 decay in one pass."""
-    mod, dev = _route(v, module)
+def _v_and_g(v, g, dev: bool):
+    """The image v (4-D float) and the gradient g (cast to v's dtype, of v's shape)."""
     vv = _float(v, "v", 4, keep_device=dev)
     gg = _float(g, "g", 4, dtype=_dtype(vv), keep_device=dev)
     if _shape(gg) != _shape(vv):
         raise ValueError(f"g shape {_shape(gg)} != v shape {_shape(vv)}")
+    return vv, gg
+
+
+def ascent_update(v, g, eta, decay=0.0, *, module=None) -> np.ndarray:
+    """(v + eta[n]·g)·(1 − decay): the gradient step and L2 decay in one pass."""
+    mod, dev = _route(v, module)
+    vv, gg = _v_and_g(v, g, dev)
     e = _f64_vector(eta, _shape(vv)[0], keep_device=dev)
     return mod.ascent_update(vv, gg, e, float(decay))
 
@@ -245,17 +259,16 @@ def gaussian_blur(v, sigma, *, module=None) -> np.ndarray:
 
 def clip_small_norm(v, pct, *, module=None) -> np.ndarray:
     """Zero the pixels whose channel norm is below the pct-th percentile of their image."""
+    _check_pct(float(pct))
     mod, dev = _route(v, module)
     return mod.clip_small_norm(_float(v, "v", 4, keep_device=dev), float(pct))
 
 
 def clip_small_contribution(v, g, pct, *, module=None) -> np.ndarray:
     """Zero the pixels whose |Σ_c g·(−v)| is below the pct-th percentile of their image."""
+    _check_pct(float(pct))
     mod, dev = _route(v, module)
-    vv = _float(v, "v", 4, keep_device=dev)
-    gg = _float(g, "g", 4, dtype=_dtype(vv), keep_device=dev)
-    if _shape(gg) != _shape(vv):
-        raise ValueError(f"g shape {_shape(gg)} != v shape {_shape(vv)}")
+    vv, gg = _v_and_g(v, g, dev)
     return mod.clip_small_contribution(vv, gg, float(pct))
 
 
@@ -266,3 +279,36 @@ def clamp_channels(v, lo, hi, *, module=None) -> np.ndarray:
     channels = _shape(vv)[1]
     return mod.clamp_channels(vv, _f64_vector(lo, channels, keep_device=dev),
                               _f64_vector(hi, channels, keep_device=dev))
+
+
+def ascent_step(v, g, eta, decay, blur_sigma, norm_pct, contrib_pct, lo, hi, *,
+                module=None) -> np.ndarray:
+    """One ascent step after the backward pass, in one call: ``clamp_channels(
+    clip_small_contribution(clip_small_norm(gaussian_blur(ascent_update(v, g, eta, decay),
+    blur_sigma), norm_pct), g, contrib_pct), lo, hi)``, bit for bit what that composition gives
+    on the same backend (``blur_sigma <= 0``, ``pct <= 0``: that piece is skipped).
+
+    A backend without the fused kernel (CUDA) runs the composition of its own kernels, device
+    arrays staying on the device.
+    """
+    decay, sigma, norm_pct, contrib_pct = (float(decay), float(blur_sigma), float(norm_pct),
+                                           float(contrib_pct))
+    _check_sigma(sigma, "blur_sigma")
+    _check_pct(norm_pct, "norm_pct")
+    _check_pct(contrib_pct, "contrib_pct")
+    mod, dev = _route(v, module)
+    vv, gg = _v_and_g(v, g, dev)
+    n, c = _shape(vv)[:2]
+    e = _f64_vector(eta, n, keep_device=dev)
+    lo, hi = _f64_vector(lo, c, keep_device=dev), _f64_vector(hi, c, keep_device=dev)
+    fused = getattr(mod, "ascent_step", None)
+    if fused is not None:
+        return fused(vv, gg, e, decay, sigma, norm_pct, contrib_pct, lo, hi)
+    out = mod.ascent_update(vv, gg, e, decay)
+    if sigma > 0:
+        out = mod.gaussian_blur(out, sigma)
+    if norm_pct > 0:
+        out = mod.clip_small_norm(out, norm_pct)
+    if contrib_pct > 0:
+        out = mod.clip_small_contribution(out, gg, contrib_pct)
+    return mod.clamp_channels(out, lo, hi)

@@ -12,6 +12,7 @@ NAME = "cpp"
 
 __all__ = [
     "NAME",
+    "ascent_step",
     "ascent_update",
     "avg_pool2d_backward",
     "clamp_channels",
@@ -51,6 +52,7 @@ def unavailable_reason() -> str | None:
 
 if _C is not None:  # the extension's functions are the backend's, unwrapped
     from .._C import (
+        ascent_step,
         ascent_update,
         avg_pool2d_backward,
         clamp_channels,

@@ -723,6 +723,7 @@ def global_avg_pool_backward(g, in_shape):
 
 # ascent kernels live in their own module (docs/kernels.md, "Ascent kernels")
 from ._numba_ascent import (  # noqa: E402,F401
+    ascent_step,
     ascent_update,
     clamp_channels,
     clip_small_contribution,

@@ -450,3 +450,13 @@ def clamp_channels(v, lo, hi):
     for c in range(v.shape[1]):
         out[:, c] = np.minimum(np.maximum(v[:, c], lo[c]), hi[c])
     return out
+
+
+def ascent_step(v, g, eta, decay, blur_sigma, norm_pct, contrib_pct, lo, hi):
+    """One step of the ascent after the backward pass: the composition of the five kernels
+    above, which is its definition."""
+    out = ascent_update(v, g, eta, decay)
+    out = gaussian_blur(out, blur_sigma)
+    out = clip_small_norm(out, norm_pct)
+    out = clip_small_contribution(out, g, contrib_pct)
+    return clamp_channels(out, lo, hi)

@@ -19,7 +19,6 @@ from ..model import Model
 from . import regularizers as R
 from .pixels import PixelSpace
 
-
 _KINDS = {"int": numbers.Integral, "float": numbers.Real, "str": str}
 
 
@@ -149,12 +148,10 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
         v = np.zeros((n, 3, h, w), np.float32)
         if config.start == "noise":
             v += rng.normal(0, config.start_std, v.shape).astype(np.float32)
-    v = kernels.clamp_channels(v, space.lo, space.hi)
+    lo, hi = space.lo, space.hi
+    v = kernels.clamp_channels(v, lo, hi)
     priors = [p for p in (R.TotalVariation(config.tv_weight, config.tv_beta),
                           R.AlphaNorm(config.alpha_weight, config.alpha)) if p.weight > 0]
-    r = R.compose([R.blur(config.blur_sigma, config.blur_every),
-                   R.clip_norm(config.norm_pct), R.clip_contribution(config.contrib_pct),
-                   R.clamp(space.lo, space.hi)])
     best_v, best_obj = v.copy(), np.full(n, -np.inf)
     best_step = np.zeros(n, int)
     success = np.full(n, -1)
@@ -186,7 +183,10 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
             break
         g = np.where(active[:, None, None, None], g, 0).astype(np.float32)
         eta = _step_sizes(g, config)
-        v_new = r(R.State(kernels.ascent_update(v, g, eta, config.decay), g, t))
+        # x + η·g, then r(x) = R.compose([R.blur, R.clip_norm, R.clip_contribution, R.clamp])
+        v_new = kernels.ascent_step(v, g, eta, config.decay,
+                                    R.blur_sigma_at(config.blur_sigma, config.blur_every, t),
+                                    config.norm_pct, config.contrib_pct, lo, hi)
         v = np.where(active[:, None, None, None], v_new, v).astype(np.float32)
         if progress is not None:
             progress(t + 1, config.steps)

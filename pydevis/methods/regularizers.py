@@ -4,6 +4,8 @@ each step, and the image priors of Mahendran & Vedaldi (2015), whose gradients j
 Each r-piece is a small callable ``piece(state) -> v`` reading the state of the current iteration;
 ``compose`` chains them in order. Each prior is ``prior.grad(v) -> dR/dv``. The L2 decay is fused
 into the step itself (``kernels.ascent_update``), the first operation of r in the authors' order.
+The ascent runs the step and r = compose([blur, clip_norm, clip_contribution, clamp]) as one
+kernel, ``kernels.ascent_step`` (the same result bit for bit); the pieces state it.
 """
 
 from __future__ import annotations
@@ -29,12 +31,17 @@ class State:
 Piece = Callable[[State], np.ndarray]
 
 
+def blur_sigma_at(sigma: float, every: int, t: int) -> float:
+    """The blur of iteration t: sigma on every ``every``-th iteration (t % every == 0), else 0
+    (none)."""
+    return sigma if sigma > 0 and every > 0 and t % every == 0 else 0.0
+
+
 def blur(sigma: float, every: int) -> Piece:
     """Gaussian blur of width sigma on every ``every``-th iteration (t % every == 0)."""
     def piece(s: State) -> np.ndarray:
-        if sigma > 0 and every > 0 and s.t % every == 0:
-            return kernels.gaussian_blur(s.v, sigma)
-        return s.v
+        at = blur_sigma_at(sigma, every, s.t)
+        return kernels.gaussian_blur(s.v, at) if at > 0 else s.v
     return piece
 
 

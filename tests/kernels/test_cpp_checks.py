@@ -424,6 +424,9 @@ CALLS = {
     "clip_small_norm": (_C.clip_small_norm, dict(v=V, pct=50.0)),
     "clip_small_contribution": (_C.clip_small_contribution, dict(v=V, g=V * 2, pct=50.0)),
     "clamp_channels": (_C.clamp_channels, dict(v=V, lo=-np.ones(3), hi=np.ones(3))),
+    "ascent_step": (_C.ascent_step, dict(v=V, g=V * 2, eta=np.ones(2), decay=0.1, blur_sigma=1.0,
+                                         norm_pct=50.0, contrib_pct=90.0, lo=-np.ones(3),
+                                         hi=np.ones(3))),
 }
 
 

@@ -678,6 +678,27 @@ def test_ascent_chain_stays_on_the_device(dev):
     check(x, ref, np.float64)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ascent_step_composes_the_kernels(dev, dtype):
+    """No fused CUDA kernel: the front runs the CUDA kernels one after the other, with numpy
+    arrays (numpy out) and with device arrays (kept on the device), the same result bit for bit."""
+    v, g = ascent_case((3, 2, 11, 7), dtype, seed=13)
+    eta, lo, hi = np.array([0.5, 2.0, 0.0]), np.array([-10.0, -20.0]), np.array([5.0, 30.0])
+    cuda = K.get("cuda")
+    assert not hasattr(cuda, "ascent_step")
+    for sigma, norm_pct, contrib_pct in [(0.0, 0.0, 0.0), (0.5, 50.0, 0.0), (1.3, 20.0, 90.0)]:
+        args = (eta, 0.01, sigma, norm_pct, contrib_pct, lo, hi)
+        x = C.ascent_update(v, g, eta, 0.01)
+        x = C.clip_small_contribution(C.clip_small_norm(C.gaussian_blur(x, sigma), norm_pct), g,
+                                      contrib_pct)
+        want = C.clamp_channels(x, lo, hi)
+        same(K.ascent_step(v, g, *args, module=cuda), want)
+        got = K.ascent_step(dev.to(v), dev.to(g), *args)  # routed by the device array
+        assert isinstance(got, C.DeviceArray)
+        same(got, want)
+        check(got, R.ascent_step(v, g, *args), dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # the public front routes device arrays to this backend, whatever the host backend is
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ CALLS = {
     "clip_small_norm": lambda a: K.clip_small_norm(a, 50),
     "clip_small_contribution": lambda a: K.clip_small_contribution(a, F4, 50),
     "clamp_channels": lambda a: K.clamp_channels(a, -1.0, 1.0),
+    "ascent_step": lambda a: K.ascent_step(a, F4, 0.5, 0.01, 1.0, 50, 90, -1.0, 1.0),
 }
 
 
@@ -78,6 +79,43 @@ def test_device_array_goes_to_cuda_unconverted(name, forced, monkeypatch):
         assert args[2].dtype == np.float64
     if name == "clamp_channels":
         np.testing.assert_array_equal(args[1], [-1.0, -1.0])  # lo broadcast to (C,)
+
+
+class ComposingCuda(RecordingCuda):
+    """The CUDA backend as it is: no fused ``ascent_step``; each call returns its first argument
+    (a chain of calls stays on the "device")."""
+
+    def __getattr__(self, name):
+        if name == "ascent_step":
+            raise AttributeError(name)
+
+        def call(*args):
+            self.calls.append((name, args))
+            return args[0]
+
+        return call
+
+
+@pytest.mark.parametrize("forced", ["", "cpp", "numba"])
+def test_ascent_step_on_device_composes_the_cuda_kernels(forced, monkeypatch):
+    monkeypatch.setenv("PYDEVIS_BACKEND", forced)
+    cuda = ComposingCuda()
+    monkeypatch.setattr(K, "get", lambda backend: cuda if backend == "cuda" else None)
+    v, g = FakeDeviceArray(), FakeDeviceArray()
+    assert K.ascent_step(v, g, 0.5, 0.01, 1.0, 50, 90, -1.0, 1.0) is v
+    assert [name for name, _ in cuda.calls] == ["ascent_update", "gaussian_blur",
+                                                "clip_small_norm", "clip_small_contribution",
+                                                "clamp_channels"]
+    assert all(args[0] is v for _, args in cuda.calls)  # never converted to numpy
+    _, g_arg, eta, decay = cuda.calls[0][1]
+    assert g_arg is g and decay == 0.01
+    np.testing.assert_array_equal(eta, [0.5])  # eta broadcast to (N,)
+    assert cuda.calls[1][1][1:] == (1.0,) and cuda.calls[2][1][1:] == (50.0,)
+    assert cuda.calls[3][1][1:] == (g, 90.0)  # the step's own gradient
+    np.testing.assert_array_equal(cuda.calls[4][1][1], [-1.0, -1.0])  # lo broadcast to (C,)
+    cuda.calls.clear()
+    K.ascent_step(v, F4, 0.5, 0.0, 0.0, 0.0, -1.0, -1.0, 1.0)  # pieces switched off: skipped
+    assert [name for name, _ in cuda.calls] == ["ascent_update", "clamp_channels"]
 
 
 def test_device_companions_are_not_converted(monkeypatch):
