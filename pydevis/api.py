@@ -209,8 +209,8 @@ def _write_class_image(model: Model, out: Path, tag: str, r: AscentResult, metho
         model, method=method, preset=preset, target_class=c, label=model.labels[c],
         seed=seed, settings=r.config, best_objective=r.best_objective,
         final_objective=r.final_objective, best_step=r.best_step,
-        success_step=r.success_step, status=r.status, probability=r.config["probability"],
-        image=f"{name}.png"))
+        success_step=r.success_step, status=r.status, restart_std=r.restart_std,
+        probability=r.config["probability"], image=f"{name}.png"))
 
 
 def deconvolve(model: Model, image: str | os.PathLike, unit: str,

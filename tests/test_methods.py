@@ -79,6 +79,34 @@ def test_zero_gradient_is_reported(tmp_path):
     onnx.save(m, path)
     res = ascend(pydevis.load(path), [2, 1], method_config("gradient", steps=5))
     assert res[0].status == "zero-gradient" and res[1].status == "ok"
+    assert res[0].restart_std == 0 and res[1].restart_std == 0  # noise cannot revive it
+
+
+def test_row_dead_at_the_mean_image_restarts_from_noise(tmp_path):
+    """Every first-layer ReLU shut at the mean image (bias -1): the logits are constant there and
+    the gradient exactly zero, but not elsewhere. Such rows restart from seeded noise (recorded
+    in restart_std), reach a higher score, and do so the same way for the same seed."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = tiny_classifier(tmp_path / "shut.onnx")
+    m = onnx.load(path)
+    for t in m.graph.initializer:
+        if t.name == "b1":
+            t.CopyFrom(numpy_helper.from_array(np.full(8, -1.0, np.float32), "b1"))
+    onnx.save(m, path)
+    model = pydevis.load(path)
+    mean = model.preprocess(np.zeros((1, 20, 18, 3)) + PIXEL_CENTER)
+    start = model.forward(mean)[0, [0, 3]]
+    cfg = method_config("gradient", steps=20)
+    a, b = ascend(model, [0, 3], cfg, seed=3), ascend(model, [0, 3], cfg, seed=3)
+    for r, s0 in zip(a, start, strict=True):
+        assert r.status == "ok" and r.restart_std > 0
+        assert r.best_objective > s0 + 1e-3
+    assert all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a, b, strict=True))
+    # a user-given start is the user's: no restart, the dead row is reported
+    res = ascend(model, [0], cfg, start=np.zeros((1, 20, 18, 3)) + PIXEL_CENTER)
+    assert res[0].status == "zero-gradient" and res[0].restart_std == 0
 
 
 def test_projection_lies_in_receptive_field(tiny, rng):

@@ -128,6 +128,8 @@ class AscentResult:
     success_step: int  # first iteration at which the target was the arg-max of its layer (-1)
     status: str  # ok | zero-gradient | diverged
     config: dict = field(default_factory=dict)
+    # std (grey levels) of the noise a row dead at the mean image restarted from (0: none)
+    restart_std: float = 0.0
 
 
 def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
@@ -158,11 +160,15 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     status = np.array(["ok"] * n, dtype=object)
     active = np.ones(n, bool)
     last_obj = np.full(n, np.nan)
+    restart = np.zeros(n)
     for t in range(config.steps + 1):
         dy, dx = R.jitter_offsets(rng, config.jitter)
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-            sig, g = space.signal(R.roll(v, dy, dx), targets, config.signal)
-        g = R.roll(g, -dy, -dx)
+        sig, g = _signal(space, v, targets, config.signal, dy, dx)
+        if t == 0 and start is None and config.start == "mean":
+            v, sig, g, restart = _revive(space, v, sig, g, targets, config.signal, (dy, dx),
+                                         seed, lo, hi)
+            if restart.any():
+                best_v = v.copy()
         obj = sig.objective
         blown = active & ~np.isfinite(obj)  # NaN/Inf objective: stop, keep the best finite iterate
         status[blown], active[blown] = "diverged", False
@@ -193,8 +199,50 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     pixels = space.to_pixels(best_v)
     cfg = asdict(config)
     return [AscentResult(targets[i], pixels[i], float(best_obj[i]), float(last_obj[i]),
-                         int(best_step[i]), int(success[i]), str(status[i]), cfg)
+                         int(best_step[i]), int(success[i]), str(status[i]), cfg,
+                         float(restart[i]))
             for i in range(n)]
+
+
+def _signal(space: PixelSpace, v: np.ndarray, targets: list, mode: str, dy: int, dx: int):
+    """The signal at v shifted by the jitter (dy, dx), its gradient shifted back."""
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked by the caller
+        sig, g = space.signal(R.roll(v, dy, dx), targets, mode)
+    return sig, R.roll(g, -dy, -dx)
+
+
+# Noise levels (grey levels RMS) tried, in turn, for rows whose signal is exactly zero at the mean
+# image: a target with every path to the pixels shut there never moves from it (measured:
+# squeezenet1_0_deepcompression class 401, whose logit is a ReLU of a map the mean image reaches
+# only through its bias; 9 of 10 classes reached p >= 0.99, that one stayed at 0.001).
+REVIVE_STDS = (4.0, 16.0, 64.0)
+
+
+def _revive(space: PixelSpace, v: np.ndarray, sig, g: np.ndarray, targets: list, mode: str,
+            shift: tuple[int, int], seed: int, lo: np.ndarray, hi: np.ndarray):
+    """Restart each row whose signal is exactly zero from seeded Gaussian noise of
+    ``REVIVE_STDS`` grey levels, the first that opens a path; a row still dead after the last
+    keeps the mean image (and ends with status "zero-gradient"). Returns (v, sig, g, std per
+    row, 0 where not restarted). The other rows' images are untouched."""
+    n = v.shape[0]
+    restart = np.zeros(n)
+    rng = np.random.default_rng([seed, 1])  # not the ascent's stream: its jitter stays the same
+    dead = np.abs(g).reshape(n, -1).max(axis=1) == 0
+    if not dead.any():
+        return v, sig, g, restart
+    mean = v.copy()
+    for std in REVIVE_STDS:
+        v = v.copy()
+        v[dead] = kernels.clamp_channels(
+            rng.normal(0, std, v[dead].shape).astype(np.float32), lo, hi)
+        restart[dead] = std
+        sig, g = _signal(space, v, targets, mode, *shift)
+        dead &= np.abs(g).reshape(n, -1).max(axis=1) == 0
+        if not dead.any():
+            return v, sig, g, restart
+    v[dead], restart[dead] = mean[dead], 0.0
+    sig, g = _signal(space, v, targets, mode, *shift)
+    return v, sig, g, restart
 
 
 def _step_sizes(g: np.ndarray, config: AscentConfig) -> np.ndarray:
