@@ -73,6 +73,9 @@ template <typename T>
 void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g) {
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   const int64_t sw = g.sw, Wp = sw > 1 ? ceil_div(g.W, sw) : g.W;  // phase row length
+  // Phases r >= W hold no pixel (iw = j*sw + r >= W) and no in-row tap reads them, so only
+  // min(sw, W) are built: a column stride near 2^31 must not size the buffer.
+  const int64_t nph = std::min(sw, g.W);
   // Per kernel column kw: the output columns [lo, hi) whose tap iw = ow*sw + off is inside the
   // row, and where tap ow reads in the phase layout: phase r, column ow + q.
   struct Col {
@@ -84,6 +87,7 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
     const int64_t r = ((off % sw) + sw) % sw, q = (off - r) / sw;  // off = q*sw + r
     cols[kw].lo = off >= 0 ? 0 : ceil_div(-off, sw);
     cols[kw].hi = std::min(g.Wo, off >= g.W ? 0 : ceil_div(g.W - off, sw));
+    if (r >= nph) cols[kw].hi = cols[kw].lo;  // already empty (its taps lie beyond W)
     cols[kw].phase_off = r * g.H * Wp + q;
   }
   std::vector<int64_t> tap_off(size_t(g.kH * g.kW));  // tap k -> its offset in the window
@@ -95,9 +99,9 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
     const T* xp = x + p * HW;
     const T* phases = xp;  // stride 1: the rows themselves
     if (sw > 1) {  // de-interleave once, so that every tap below reads contiguous memory
-      T* ph = thread_row<T, 1>(size_t(sw * g.H * Wp)).data();
+      T* ph = thread_row<T, 1>(size_t(nph * g.H * Wp)).data();
       for (int64_t ih = 0; ih < g.H; ++ih)
-        for (int64_t r = 0; r < sw; ++r) {
+        for (int64_t r = 0; r < nph; ++r) {
           T* dst = ph + (r * g.H + ih) * Wp;
           for (int64_t j = 0, iw = r; iw < g.W; ++j, iw += sw) dst[j] = xp[ih * g.W + iw];
         }

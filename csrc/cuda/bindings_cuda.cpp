@@ -458,7 +458,7 @@ decltype(auto) by_dtype(DType t, F&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The six backward kernels
+// The seven backward kernels
 
 py::object conv2d_backward_data_py(const py::object& grad_out, const py::object& weight,
                                    const Ints& in_hw, const Ints& strides, const Ints& pads,
@@ -567,6 +567,62 @@ py::object max_unpool2d_py(const py::object& grad_out, const py::object& indices
                        "indices: value ", value, " at (", p / C, ", ", p % C, ", ", i / Wo, ", ",
                        i % Wo, ") is outside its (n, c) plane [", p * in_plane, ", ",
                        (p + 1) * in_plane, ") of in_shape ", shape_str(in_shape));
+               });
+}
+
+py::object max_pool2d_backward_py(const py::object& grad_out, const py::object& x,
+                                  const Ints& kernel_shape, const Ints& strides, const Ints& pads,
+                                  const Ints& dilations) {
+    const Arg g = parse(grad_out, "grad_out", Want::floating);
+    require_rank(g, 4);
+    const Arg xx = parse(x, "x", Want::floating);
+    require_rank(xx, 4);
+    require_same_dtype(xx, g);
+    check_window(kernel_shape, 2, "kernel_shape", strides, pads, &dilations);
+    const Ints& gs = g.shape;
+    const Ints& xs = xx.shape;
+    CHECK(xs[0] == gs[0] && xs[1] == gs[1], "x: shape ", shape_str(xs),
+          " does not match N, C of grad_out ", shape_str(gs));
+    CHECK(kernel_shape[0] * kernel_shape[1] <= INT_MAX, "kernel_shape: ",
+          shape_str(kernel_shape), " has more than 2^31 - 1 taps");
+    MaxPoolShape s{};
+    s.N = xs[0];
+    s.C = xs[1];
+    s.H = xs[2];
+    s.W = xs[3];
+    s.Ho = gs[2];
+    s.Wo = gs[3];
+    s.kh = kernel_shape[0];
+    s.kw = kernel_shape[1];
+    s.sh = strides[0];
+    s.sw = strides[1];
+    s.pt = pads[0];
+    s.pl = pads[1];
+    s.dh = dilations[0];
+    s.dw = dilations[1];
+    // ceil_mode may add one window per axis to the floor-mode output size, never more; every
+    // window must start inside the padded input.
+    const int64_t ekh = s.dh * (s.kh - 1) + 1, ekw = s.dw * (s.kw - 1) + 1;
+    const int64_t ph = s.H + pads[0] + pads[2], pw = s.W + pads[1] + pads[3];
+    CHECK(ph >= ekh && pw >= ekw, "kernel_shape: dilated kernel ", ekh, "x", ekw,
+          " is larger than the padded input ", ph, "x", pw);
+    const int64_t Ho = (ph - ekh + s.sh - 1) / s.sh + 1;
+    const int64_t Wo = (pw - ekw + s.sw - 1) / s.sw + 1;
+    CHECK(s.Ho <= Ho && s.Wo <= Wo, "grad_out: shape ", shape_str(gs),
+          " is larger than the MaxPool output (at most ", Ho, "x", Wo, ")");
+    const int64_t out_total = numel(gs);
+    const DType dt = g.dtype;
+    return run({&g, &xx}, xs, dt,
+               [=](const std::vector<const void*>& in, void* out, cudaStream_t stream) {
+                   DeviceBuffer switches(static_cast<size_t>(out_total) * sizeof(int32_t));
+                   by_dtype(dt, [&](auto zero) {
+                       using T = decltype(zero);
+                       max_pool2d_backward<T>(static_cast<const T*>(in[0]),
+                                              static_cast<const T*>(in[1]), static_cast<T*>(out),
+                                              static_cast<int32_t*>(switches.get()), s, stream);
+                   });
+                   PYDEVIS_CUDA_CHECK(cudaStreamSynchronize(stream));  // before freeing switches
+                   return std::string();
                });
 }
 
@@ -915,6 +971,9 @@ PYBIND11_MODULE(_cuda, m) {
           "dL/dX of ONNX Conv: (N, M, Ho, Wo) x (M, C/group, kH, kW) -> (N, C, H, W).");
     m.def("max_unpool2d", &max_unpool2d_py, arg("grad_out"), arg("indices"), arg("in_shape"),
           "Scatter-add grad_out to the MaxPool switches (flat int64 offsets into the input).");
+    m.def("max_pool2d_backward", &max_pool2d_backward_py, arg("grad_out"), arg("x"),
+          arg("kernel_shape"), arg("strides"), arg("pads"), arg("dilations"),
+          "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum).");
     m.def("rectifier_backward", &rectifier_backward_py, arg("grad_out"), arg("out"), arg("mode"),
           arg("lo"), arg("hi"), "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");
     m.def("lrn_backward", &lrn_backward_py, arg("grad_out"), arg("x"), arg("size"), arg("alpha"),

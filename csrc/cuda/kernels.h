@@ -33,6 +33,16 @@ struct AvgPoolShape {
     bool count_include_pad;
 };
 
+// Shapes of ONNX MaxPool's backward from its forward input x (2-D).
+struct MaxPoolShape {
+    int64_t N, C, H, W;      // x and grad_in
+    int64_t Ho, Wo;          // grad_out (ceil_mode is in them)
+    int64_t kh, kw;
+    int64_t sh, sw;
+    int64_t pt, pl;          // begin pads (the end pads only bound Ho, Wo)
+    int64_t dh, dw;          // dilations
+};
+
 // grad_in[n, c, ih, iw] = sum over (m, kh, kw) of W[m, c', kh, kw] * grad_out[n, m, oh, ow].
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvShape& s,
@@ -46,6 +56,14 @@ template <typename T>
 void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
                   int64_t out_plane, int64_t in_plane, unsigned long long* bad_pos,
                   cudaStream_t stream);
+
+// ONNX MaxPool backward from its forward input x (N, C, H, W): each grad_out element goes to its
+// window's switch, the first tap in (kh, kw) order strictly greater than every earlier one and
+// than the lowest finite value (ONNX Runtime's rule); bit for bit the C++ kernel. `switches`
+// holds N*C*Ho*Wo ints (scratch; kh*kw must be <= INT_MAX). Two passes, no atomics.
+template <typename T>
+void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, int32_t* switches,
+                         const MaxPoolShape& s, cudaStream_t stream);
 
 // mode 0: g * [lo < out < hi]; 1: max(g, 0); 2: max(g, 0) * [lo < out < hi]. n elements.
 template <typename T>

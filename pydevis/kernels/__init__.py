@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import BackendError
 from ._dispatch import available, backend, get, host_backend
 
 __all__ = [
@@ -148,18 +147,9 @@ def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0
     mod, dev = _route(grad_out, module)
     g = _float(grad_out, "grad_out", 4, keep_device=dev)
     xx = _float(x, "x", 4, dtype=_dtype(g), keep_device=dev)
-    args = (g, xx, _ints(kernel_shape, 2, "kernel_shape"), _ints(strides, 2, "strides"),
-            _ints(pads, 4, "pads"), _ints(dilations, 2, "dilations"))
-    fn = getattr(mod, "max_pool2d_backward", None)
-    if fn is None:  # a backend without this kernel yet (cuda): the host kernel on host arrays
-        if _on_device(g) or _on_device(xx):
-            raise BackendError(f"backend {mod.NAME} has no max_pool2d_backward")
-        usable = [n for n in ("cpp", "numba") if available()[n] is None]
-        if not usable:
-            raise BackendError(f"backend {mod.NAME} has no max_pool2d_backward and no host "
-                               "backend can run it")
-        fn = get(usable[0]).max_pool2d_backward
-    return fn(*args)
+    return mod.max_pool2d_backward(g, xx, _ints(kernel_shape, 2, "kernel_shape"),
+                                   _ints(strides, 2, "strides"), _ints(pads, 4, "pads"),
+                                   _ints(dilations, 2, "dilations"))
 
 
 def rectifier_backward(grad_out, out, mode="gradient", lo=0.0, hi=float("inf"), *,

@@ -31,6 +31,7 @@ __all__ = [
     "gaussian_blur",
     "global_avg_pool_backward",
     "lrn_backward",
+    "max_pool2d_backward",
     "max_unpool2d",
     "rectifier_backward",
     "unavailable_reason",
@@ -82,6 +83,11 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, grou
 def max_unpool2d(grad_out, indices, in_shape):
     """Scatter-add grad_out to the MaxPool switches (flat int64 indices), shape in_shape."""
     return _cuda.max_unpool2d(grad_out, indices, in_shape)
+
+
+def max_pool2d_backward(grad_out, x, kernel_shape, strides, pads, dilations):
+    """dL/dX of ONNX MaxPool from its forward input x (switches: first strict maximum)."""
+    return _cuda.max_pool2d_backward(grad_out, x, kernel_shape, strides, pads, dilations)
 
 
 def rectifier_backward(grad_out, out, mode, lo, hi):

@@ -400,10 +400,11 @@ def _max_pool_rows(g, x, out, kh_, kw_, sh, sw, pt, pl, dh, dw, p0, p1):
     h_, w_ = x.shape[1], x.shape[2]
     ho, wo = g.shape[1], g.shape[2]
     wp = (w_ + sw - 1) // sw
+    nph = min(sw, w_)  # phases r >= W hold no pixel and are never read (no stride-sized buffer)
     lowest = np.finfo(x.dtype).min
     best = np.empty(wo, x.dtype)
     tap = np.empty(wo, np.int32)
-    phases = np.empty((sw, h_, wp), x.dtype)
+    phases = np.empty((nph, h_, wp), x.dtype)
     lo_ = np.empty(kw_, np.int64)
     hi_ = np.empty(kw_, np.int64)
     r_ = np.empty(kw_, np.int64)
@@ -414,13 +415,15 @@ def _max_pool_rows(g, x, out, kh_, kw_, sh, sw, pt, pl, dh, dw, p0, p1):
         q_[kw] = (off - r_[kw]) // sw
         lo_[kw] = 0 if off >= 0 else (-off + sw - 1) // sw
         hi_[kw] = 0 if off >= w_ else min(wo, (w_ - off + sw - 1) // sw)
+        if r_[kw] >= nph:  # already empty: its taps lie beyond W
+            hi_[kw] = lo_[kw]
     zero = g.dtype.type(0)
     for p in range(p0, p1):
         o = out[p]
         xp = x[p]
         for ih in range(h_):
             row = xp[ih]
-            for r in range(sw):
+            for r in range(nph):
                 ph = phases[r, ih]
                 for j in range((w_ - r + sw - 1) // sw):
                     ph[j] = row[j * sw + r]

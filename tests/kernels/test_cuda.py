@@ -154,6 +154,26 @@ POOL_CASES = {
     "2x2_s2": (2, 4, (8, 6), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
 }
 
+def maxpool_case(n, c, hw, k, strides, pads, dilations, ceil_mode, dtype, seed, ties=False):
+    """x, grad_out, the forward's switches and the (kernel_shape, strides, pads, dilations) of
+    max_pool2d_backward; with ``ties`` x holds ReLU'd integers, so windows hold equal maxima."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, *hw))
+    if ties:
+        x = np.maximum(np.round(x * 2), 0)
+    x = x.astype(dtype)
+    _, idx = R.max_pool2d_forward(x, k, strides, pads, dilations, ceil_mode)
+    g = rng.standard_normal(idx.shape).astype(dtype)
+    return x, g, idx, (k, strides, pads, dilations)
+
+
+def cpp_max_pool2d_backward(g, x, *args):
+    """The C++ kernel's result (the CUDA kernel must match it bit for bit), None without it."""
+    if K.available()["cpp"] is not None:
+        return None
+    return K.get("cpp")._C.max_pool2d_backward(g, x, *args)
+
+
 AVG_CASES = {
     "3x3_s2_pad1_ceil": ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), True),
     "rect_asym_ceil": ((3, 2, 8, 11), (3, 2), (2, 3), (1, 0, 0, 1), True),
@@ -229,6 +249,73 @@ def test_max_unpool2d_repeated_switches_accumulate(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("name", list(POOL_CASES))
+def test_max_pool2d_backward_host(name, ties, dtype):
+    """Overlapping 3x3/2 (ceil_mode), asymmetric pads, dilation with stride > kernel, 2x2/2;
+    with ties the first maximum in (kh, kw) order wins. Bit for bit the C++ kernel (same switches,
+    same summation order), and the oracle's and ONNX's switches."""
+    x, g, idx, args = maxpool_case(*POOL_CASES[name], dtype, seed=len(name), ties=ties)
+    before = (g.copy(), x.copy())
+    got = C.max_pool2d_backward(g, x, *args)
+    check(got, R.max_pool2d_backward(g, x, *args), dtype)
+    check(got, R.max_unpool2d(g, idx, x.shape), dtype)
+    want = cpp_max_pool2d_backward(g, x, *args)
+    if want is not None:
+        same(got, want)
+    np.testing.assert_array_equal(g, before[0])
+    np.testing.assert_array_equal(x, before[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_backward_repeated_switches_accumulate(dtype):
+    x = np.zeros((2, 3, 9, 7), dtype)
+    x[:, :, 2, 2] = 5.0  # picked by the four windows around it
+    x[0, 1] += np.arange(63, dtype=dtype).reshape(9, 7) * 1e-3  # ties elsewhere broken
+    g = np.random.default_rng(7).standard_normal((2, 3, 4, 3)).astype(dtype)
+    args = ((3, 3), (2, 2), (0, 0, 0, 0), (1, 1))
+    got = C.max_pool2d_backward(g, x, *args)
+    check(got, R.max_pool2d_backward(g, x, *args), dtype)
+    np.testing.assert_allclose(got[0, 0, 2, 2], g[0, 0, :2, :2].sum(), rtol=RTOL[dtype])
+    want = cpp_max_pool2d_backward(g, x, *args)
+    if want is not None:
+        same(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool2d_backward_nan_inf_and_ties(dtype):
+    """ONNX Runtime's rule: NaN and -inf never win (a window of them routes nothing), the lowest
+    finite value does not either, +inf does; equal maxima: the first tap wins."""
+    x = np.zeros((1, 4, 4, 5), dtype)
+    x[0, 0, :2, :2] = [[np.nan, -np.inf], [3.0, 3.0]]  # window (0, 0): the first 3.0
+    x[0, 1, :2, :2] = -np.inf  # window (0, 0) of plane 1: no switch, nothing routed
+    x[0, 2] = np.finfo(dtype).min  # plane 2: nothing routed at all
+    x[0, 3, :2, :2] = [[-0.0, 0.0], [np.inf, np.nan]]  # -0.0 == 0.0: first wins; then +inf
+    g = np.arange(1, 17, dtype=dtype).reshape(1, 4, 2, 2)
+    args = ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    got = C.max_pool2d_backward(g, x, *args)
+    check(got, R.max_pool2d_backward(g, x, *args), dtype)
+    assert got[0, 0, 1, 0] == 1 and got[0, 0, 1, 1] == 0
+    assert not got[0, 1, :2, :2].any() and not got[0, 2].any()
+    assert got[0, 3, 1, 0] == 13 and got[0, 3, 0, 0] == 0
+    want = cpp_max_pool2d_backward(g, x, *args)
+    if want is not None:
+        same(got, want)
+
+
+def test_max_pool2d_backward_larger():
+    """More input elements than one grid (65536 blocks x 256 threads): the grid-stride loops;
+    ResNet's 3x3/2 pad 1 on a map with ties (ReLU zeros), bit for bit the C++ kernel."""
+    if K.available()["cpp"] is not None:
+        pytest.skip("needs the C++ backend as the reference at this size")
+    rng = np.random.default_rng(10)
+    x = np.maximum(rng.standard_normal((2, 96, 300, 300)), 0).astype(np.float32)
+    g = rng.standard_normal((2, 96, 150, 150)).astype(np.float32)
+    args = ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
+    same(C.max_pool2d_backward(g, x, *args), cpp_max_pool2d_backward(g, x, *args))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", [0, 1, 2])
 @pytest.mark.parametrize("bounds", [(0.0, math.inf), (0.0, 6.0), (-0.5, 0.5), (-math.inf, 1.0)])
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 5, 4)])
@@ -276,6 +363,9 @@ def test_through_the_front_end():
     g, y = rect_case((2, 3, 4, 4), 0.0, math.inf, np.float64, seed=4)
     check(K.rectifier_backward(g, y, "guided", module=cuda), R.rectifier_backward(g, y, 2),
           np.float64)
+    x, g, _, args = maxpool_case(*POOL_CASES["padded_asym"], np.float32, seed=5, ties=True)
+    check(K.max_pool2d_backward(g, x, *args, module=cuda), R.max_pool2d_backward(g, x, *args),
+          np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +411,16 @@ def test_every_kernel_with_device_inputs(dev, dtype):
     g, idx, in_shape = pool_case(*POOL_CASES["overlap_3x3_s2_ceil"], dtype, seed=2)
     check(C.max_unpool2d(dev.to(g), dev.to(idx), in_shape), R.max_unpool2d(g, idx, in_shape),
           dtype)
+    # max pool from the forward input: device g and x, and either one on the host
+    x, g, _, args = maxpool_case(*POOL_CASES["dilated_stride_gt_kernel"], dtype, seed=2,
+                                 ties=True)
+    expected = R.max_pool2d_backward(g, x, *args)
+    dx = dev.to(x)
+    for a, b in ((dev.to(g), dx), (g, dx), (dev.to(g), x)):
+        got = C.max_pool2d_backward(a, b, *args)
+        assert isinstance(got, C.DeviceArray)
+        check(got, expected, dtype)
+    np.testing.assert_array_equal(dev.back(dx), x)  # inputs untouched
     # rectifier
     for mode in (0, 1, 2):
         g, y = rect_case((2, 3, 5, 4), 0.0, 6.0, dtype, seed=mode)
@@ -397,6 +497,13 @@ def test_empty_arrays():
     g = np.zeros((0, 3, 2, 2), np.float32)
     got = C.max_unpool2d(g, np.zeros(g.shape, np.int64), (0, 3, 4, 4))
     assert isinstance(got, np.ndarray) and got.shape == (0, 3, 4, 4)
+    args = ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    got = C.max_pool2d_backward(g, np.zeros((0, 3, 4, 4), np.float32), *args)
+    assert isinstance(got, np.ndarray) and got.shape == (0, 3, 4, 4)
+    # no window (grad_out of width 0): nothing routed, an all-zero gradient
+    got = C.max_pool2d_backward(np.zeros((1, 3, 2, 0)), np.ones((1, 3, 4, 4)), *args)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.zeros((1, 3, 4, 4)))
 
 
 def test_empty_device_arrays(dev):
@@ -411,6 +518,8 @@ def test_empty_device_arrays(dev):
 F4 = np.zeros((1, 2, 3, 3), np.float32)
 W4 = np.zeros((2, 1, 1, 1), np.float32)
 CONV = ((3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+X6 = np.zeros((1, 2, 6, 6), np.float32)  # pooled 2x2 stride 2 into F4
+MAXP = ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
 
 BAD_CALLS = {
     "grad_out int dtype": (lambda: C.conv2d_backward_data(F4.astype(np.int32), W4, *CONV),
@@ -448,6 +557,20 @@ BAD_CALLS = {
                                                  (0, 0, 0, 0), False), "grad_out: shape"),
     "avg kernel": (lambda: C.avg_pool2d_backward(F4, (1, 2, 2, 2), (3, 3), (1, 1),
                                                  (0, 0, 0, 0), False), "kernel_shape:"),
+    "maxpool x dtype": (lambda: C.max_pool2d_backward(F4, X6.astype(np.float64), *MAXP),
+                        "x: dtype float64 differs from grad_out dtype float32"),
+    "maxpool x rank": (lambda: C.max_pool2d_backward(F4, X6[0], *MAXP), "x: expected a 4-D"),
+    "maxpool x channels": (lambda: C.max_pool2d_backward(F4, np.zeros((1, 3, 6, 6), np.float32),
+                                                         *MAXP), "x: shape (1, 3, 6, 6) does"),
+    "maxpool output": (lambda: C.max_pool2d_backward(F4, X6[:, :, :4, :4].copy(), *MAXP),
+                       "grad_out: shape (1, 2, 3, 3) is larger than the MaxPool output"),
+    "maxpool kernel": (lambda: C.max_pool2d_backward(F4, X6, (7, 2), (2, 2), (0, 0, 0, 0),
+                                                     (1, 1)), "kernel_shape: dilated kernel 7x2"),
+    "maxpool dilation": (lambda: C.max_pool2d_backward(F4, X6, (2, 2), (2, 2), (0, 0, 0, 0),
+                                                       (0, 1)), "dilations: every entry"),
+    "maxpool taps": (lambda: C.max_pool2d_backward(F4, X6, (2**16, 2**16), (1, 1),
+                                                   (0, 0, 0, 0), (1, 1)),
+                     "kernel_shape: (65536, 65536) has more than 2^31 - 1 taps"),
     "gap shape": (lambda: C.global_avg_pool_backward(F4, (1, 2, 6, 6)), "grad_out: shape"),
     "gap in_shape": (lambda: C.global_avg_pool_backward(F4[:, :, :1, :1].copy(), (1, 3, 6, 6)),
                      "grad_out: shape"),
@@ -719,5 +842,9 @@ def test_front_routes_device_arrays_to_cuda(dev, forced, monkeypatch):
     out = K.conv2d_backward_data(dev.to(gi), w, *args)
     assert isinstance(out, C.DeviceArray)
     check(out, R.conv2d_backward_data(gi, w, *args), np.float32)
+    x, gp, _, args = maxpool_case(*POOL_CASES["overlap_3x3_s2_ceil"], np.float32, seed=12)
+    out = K.max_pool2d_backward(dev.to(gp), x, *args)  # the CUDA kernel, no host fallback
+    assert isinstance(out, C.DeviceArray)
+    check(out, R.max_pool2d_backward(gp, x, *args), np.float32)
     # numpy in: the host backend, numpy out, as before
     assert isinstance(K.rectifier_backward(v, v), np.ndarray)

@@ -266,6 +266,18 @@ def test_max_pool2d_backward(backend, case):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("strides", [(1, 2**31 - 1), (2**31 - 1, 2**31 - 1), (3, 1 << 30)])
+def test_max_pool2d_backward_huge_column_stride(backend, strides):
+    """A column stride far beyond the row: one window per row, no buffer sized by the stride
+    (the C++ kernel once asked for stride x H scratch elements: 40 GB here)."""
+    x = np.random.default_rng(0).normal(size=(2, 3, 7, 5)).astype(np.float32)
+    args = ((2, 3), strides, (0, 1, 0, 0), (1, 1))
+    ho = (7 - 2) // strides[0] + 1
+    g = np.arange(1, 2 * 3 * ho + 1, dtype=np.float32).reshape(2, 3, ho, 1)
+    got = host(K.max_pool2d_backward(g, x, *args, module=backend))
+    check(got, R.max_pool2d_backward(g, x, *args), np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool2d_backward_never_picks_nan_or_minus_inf(backend, dtype):
     """ONNX Runtime's rule: a window's switch is its first value above the lowest finite one."""

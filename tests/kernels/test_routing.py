@@ -157,17 +157,17 @@ def test_device_array_without_cuda_raises_backend_error(name, forced, monkeypatc
     assert reason in str(info.value)
 
 
-def test_max_pool2d_backward_without_a_backend_kernel_uses_the_host_one():
-    """A backend without ``max_pool2d_backward`` (CUDA, for now): host arrays run on the host
-    backend; device arrays are an error naming the backend."""
-
-    class NoPool:
-        NAME = "cuda"
-
-    x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
-    g = np.ones((1, 1, 3, 3), np.float32)
-    got = K.max_pool2d_backward(g, x, (2, 2), (2, 2), module=NoPool())
-    np.testing.assert_array_equal(got, K.max_pool2d_backward(g, x, (2, 2), (2, 2)))
-    assert got[0, 0, 1::2, 1::2].sum() == 9 and got.sum() == 9
-    with pytest.raises(BackendError, match="has no max_pool2d_backward"):
-        K.max_pool2d_backward(FakeDeviceArray(), x, (2, 2), (2, 2), module=NoPool())
+def test_max_pool2d_backward_with_device_arrays_goes_to_the_cuda_kernel(monkeypatch):
+    """CUDA has its own ``max_pool2d_backward`` (no host fallback): a device grad_out and a
+    device x both reach it unconverted, a numpy x next to them is made C-contiguous."""
+    cuda = RecordingCuda()
+    monkeypatch.setattr(K, "get", lambda backend: cuda if backend == "cuda" else None)
+    g, x = FakeDeviceArray(), FakeDeviceArray((1, 2, 6, 6))
+    assert K.max_pool2d_backward(g, x, (2, 2), (2, 2)) == "max_pool2d_backward"
+    host_x = np.zeros((1, 2, 12, 6), np.float32)[:, :, ::2]
+    K.max_pool2d_backward(g, host_x, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1])
+    (n1, a1), (n2, a2) = cuda.calls
+    assert n1 == n2 == "max_pool2d_backward"
+    assert a1[0] is g and a1[1] is x and a1[2:] == ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1))
+    assert a2[0] is g and isinstance(a2[1], np.ndarray) and a2[1].flags.c_contiguous
+    assert a2[2:] == ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1))
