@@ -139,6 +139,26 @@ def test_conv2d_backward_data(backend, case):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("path", ["direct", "blas"])
+@SETTINGS
+@given(case=conv_cases())
+@_with_examples(CONV_EXAMPLES)
+def test_numba_conv2d_backward_data_each_path(path, case):
+    """numba: both conv kernels on every case, whatever ``_conv_path`` would pick: the direct
+    one, and ``_numba_gemm`` (its GEMM path, or its scatter for depthwise convs)."""
+    from pydevis.kernels import _numba, _numba_gemm
+
+    for why in (_numba.unavailable_reason(), path == "blas" and _numba_gemm.unavailable_reason()):
+        if why:
+            pytest.skip(why)
+    g, w = _conv_args(case)
+    args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_numba, "_conv_path", lambda *_: "direct" if path == "direct" else "gemm")
+        got = _numba.conv2d_backward_data(g, w, *args)
+    check(got, R.conv2d_backward_data(g, w, *args), case["dtype"])
+
+
 def test_conv2d_backward_data_rejects_bad_shapes(backend):
     g = np.zeros((1, 4, 3, 3), np.float32)
     with pytest.raises(ValueError):  # weight has 6 output channels, grad_out 4
