@@ -57,6 +57,22 @@ struct MaxPoolIdx {
 
 // [lo, hi): the taps t < k of a window starting at `start` (dilation d) with start + t*d in
 // [0, n); empty when lo >= hi.
+// The window fields both pool index structs (MaxPoolIdx, PoolIdx) narrow from their int64 shape.
+template <typename Idx, typename Shape>
+void narrow_window(Idx& p, const Shape& s) {
+    using I = decltype(p.H);
+    p.H = static_cast<I>(s.H);
+    p.W = static_cast<I>(s.W);
+    p.Ho = static_cast<I>(s.Ho);
+    p.Wo = static_cast<I>(s.Wo);
+    p.kh = static_cast<I>(s.kh);
+    p.kw = static_cast<I>(s.kw);
+    p.sh = static_cast<I>(s.sh);
+    p.sw = static_cast<I>(s.sw);
+    p.pt = static_cast<I>(s.pt);
+    p.pl = static_cast<I>(s.pl);
+}
+
 template <typename I>
 __device__ __forceinline__ void taps_inside(I start, I k, I d, I n, I& lo, I& hi) {
     lo = start >= 0 ? I(0) : (-start + d - 1) / d;
@@ -138,16 +154,7 @@ void launch_max_pool(const T* grad_out, const T* x, T* grad_in, int32_t* switche
                      const MaxPoolShape& s, int64_t in_total, int64_t out_total,
                      cudaStream_t stream) {
     MaxPoolIdx<I> p{};
-    p.H = static_cast<I>(s.H);
-    p.W = static_cast<I>(s.W);
-    p.Ho = static_cast<I>(s.Ho);
-    p.Wo = static_cast<I>(s.Wo);
-    p.kh = static_cast<I>(s.kh);
-    p.kw = static_cast<I>(s.kw);
-    p.sh = static_cast<I>(s.sh);
-    p.sw = static_cast<I>(s.sw);
-    p.pt = static_cast<I>(s.pt);
-    p.pl = static_cast<I>(s.pl);
+    narrow_window(p, s);
     p.dh = static_cast<I>(s.dh);
     p.dw = static_cast<I>(s.dw);
     max_pool2d_switch_kernel<T, I><<<detail::blocks_for(out_total), detail::kThreads, 0, stream>>>(
@@ -212,16 +219,7 @@ template <typename T, typename I>
 void launch_avg(const T* grad_out, T* grad_in, const AvgPoolShape& s, int64_t total,
                 cudaStream_t stream) {
     PoolIdx<I> p{};
-    p.H = static_cast<I>(s.H);
-    p.W = static_cast<I>(s.W);
-    p.Ho = static_cast<I>(s.Ho);
-    p.Wo = static_cast<I>(s.Wo);
-    p.kh = static_cast<I>(s.kh);
-    p.kw = static_cast<I>(s.kw);
-    p.sh = static_cast<I>(s.sh);
-    p.sw = static_cast<I>(s.sw);
-    p.pt = static_cast<I>(s.pt);
-    p.pl = static_cast<I>(s.pl);
+    narrow_window(p, s);
     p.pb = static_cast<I>(s.pb);
     p.pr = static_cast<I>(s.pr);
     avg_pool2d_backward_kernel<T, I><<<detail::blocks_for(total), detail::kThreads, 0, stream>>>(
