@@ -172,15 +172,30 @@ def _run_chunk(cfg, gname, gen, spec, config, items, marker, scorers) -> None:
         names.append(str((folder / f"{stem}.png").relative_to(cfg.out)))
     # score what was saved (8-bit PNGs read back), on every scoring model
     pixels = np.stack([read_rgb(cfg.out / n) for n in names])
-    scores, skipped = score_images(pixels, names, chunk, gen.labels, scorers)
+    scores, skipped = score_images(pixels, names, chunk, gen.labels, scorers, robust=True)
     rows = [{**s.row(), "method": spec.label, "generating_model": gname,
              "same_model": s.scoring_model == gname.split("~")[0]} for s in scores]
+    _image_status(rows, dict(zip(names, res, strict=True)))
     write_json(marker, {"rows": rows, "skipped": skipped})
 
 
+def _image_status(rows: list[dict], results: dict) -> None:
+    """Each row's ``status``: the ascent's (ok, zero-gradient, diverged), or ``low`` when the
+    target was the generating model's top-1 class at some step of the ascent but the saved 8-bit
+    PNG, scored by that model, is not. The ascent keeps its best iterate by the objective (the
+    logit); a logit can keep rising while a sibling class rises faster (squeezenet1_1 "tabby"
+    against "tiger cat"), so its best iterate need not be the most probable one: such an image
+    is reported, not silently counted as a success."""
+    low = {r["image"] for r in rows if r["same_model"] and not r["top1"]
+           and "~" not in r["generating_model"]
+           and results[r["image"]].success_step >= 0 and results[r["image"]].status == "ok"}
+    for r in rows:
+        r["status"] = "low" if r["image"] in low else results[r["image"]].status
+
+
 COLUMNS = ["image", "method", "generating_model", "scoring_model", "target_class",
-           "target_label", "probability", "rank", "top1", "top5", "entropy", "same_model",
-           "top5_labels"]
+           "target_label", "probability", "p_jpeg", "p_blur", "p_half", "p_crop", "rank",
+           "top1", "top5", "entropy", "same_model", "status", "top5_labels"]
 
 
 def collect(out: Path) -> tuple[list[dict], list[str]]:
