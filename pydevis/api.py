@@ -74,26 +74,55 @@ def _jsonable(o: Any) -> Any:
 
 
 def resolve_class(model: Model, cls: int | str) -> int:
-    """A class index from an index or a label name (case-insensitive; any comma-separated
-    synonym of a label matches); unknown names get a did-you-mean."""
+    """A class index from an index or a label name.
+
+    Names are case-insensitive and match a whole label line or any one of its comma-separated
+    synonyms (``Persian`` matches ``Persian cat``: a synonym's words, whole); a name matching
+    several classes is refused with the list of them; an unknown one gets a did-you-mean.
+    """
     labels = model.labels
     text = str(cls).strip()
     if text.lstrip("-").isdigit():
         idx = int(text)
         if not 0 <= idx < len(labels):
-            raise TargetError(f"class {idx} out of range: {model.path.name} has {len(labels)} "
-                              "classes")
+            raise TargetError(f"class {idx} out of range 0–{len(labels) - 1} "
+                              f"({model.path.name} has {len(labels)} classes)")
         return idx
-    names: dict[str, int] = {}
-    for i, label in enumerate(labels):
-        names.setdefault(label.lower(), i)
-        for syn in label.split(","):
-            names.setdefault(syn.strip().lower(), i)
-    if text.lower() in names:
-        return names[text.lower()]
-    close = difflib.get_close_matches(text.lower(), list(names), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hits = match_classes(labels, text)
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        shown = ", ".join(f"{i} {labels[i]!r}" for i in hits[:20])
+        more = f", … ({len(hits)} in all)" if len(hits) > 20 else ""
+        raise TargetError(f"class {text!r} is ambiguous in {model.path.name}: {shown}{more}; "
+                          "give the index or a fuller name")
+    names = {syn.strip().lower() for label in labels for syn in label.split(",")}
+    close = difflib.get_close_matches(text.lower(), sorted(names), n=3)
+    hint = ("; did you mean " + ", ".join(repr(c) for c in close) + "?") if close else ""
     raise TargetError(f"unknown class {text!r} for {model.path.name}{hint}")
+
+
+def match_classes(labels: Sequence[str], name: str) -> list[int]:
+    """Indices of the labels ``name`` names (case-insensitive), best kind of match first found:
+    the whole label line or one synonym exactly; else a synonym containing ``name`` as whole
+    words (``cat`` → ``tabby cat``, ``Persian cat``...)."""
+    key = " ".join(name.lower().split())
+    if not key:
+        return []
+    exact = [i for i, label in enumerate(labels)
+             if key == label.strip().lower()
+             or key in (" ".join(s.lower().split()) for s in label.split(","))]
+    if exact:
+        return exact
+    words = key.split()
+    out = []
+    for i, label in enumerate(labels):
+        for syn in label.split(","):
+            sw = syn.lower().replace("-", " ").split()
+            if any(sw[k:k + len(words)] == words for k in range(len(sw) - len(words) + 1)):
+                out.append(i)
+                break
+    return out
 
 
 def _slug(text: str) -> str:

@@ -216,7 +216,10 @@ class Model:
         node = self.graph.node_by_name(unit.tensor)
         if node is not None:
             return node.outputs[0]
-        raise TargetError(f"no tensor or node named {unit.tensor!r} in {self.path.name}")
+        from .tensors import suggestion
+
+        raise TargetError(f"no tensor or node named {unit.tensor!r} in {self.path.name}"
+                          + suggestion(unit.tensor, self))
 
     def signal(self, x: np.ndarray, target, mode: str = "gradient") -> Signal:
         """Forward then backward: the signal at the input for ``target`` in ``mode``.

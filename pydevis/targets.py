@@ -73,12 +73,14 @@ def seed(value: np.ndarray, units: list[Unit]) -> tuple[np.ndarray, np.ndarray]:
         if u.tensor is None:
             flat = value[i].reshape(-1)
             if not 0 <= u.channel < flat.size:
-                raise TargetError(f"class {u.channel} out of range: the model has {flat.size}")
+                raise TargetError(f"class {u.channel} out of range 0–{flat.size - 1}")
             g[i].reshape(-1)[u.channel] = 1
             obj[i] = flat[u.channel]
             continue
-        if value.ndim < 2 or not 0 <= u.channel < value.shape[1]:
-            raise TargetError(f"{u}: channel out of range for tensor of shape {value.shape}")
+        if value.ndim < 2:
+            raise TargetError(f"{u}: tensor of shape {value.shape} has no channel axis")
+        if not 0 <= u.channel < value.shape[1]:
+            raise TargetError(f"{u}: channel {u.channel} out of range 0–{value.shape[1] - 1}")
         plane = value[i, u.channel]
         if u.pos is None:
             g[i, u.channel] = 1.0 / max(plane.size, 1)
@@ -86,7 +88,9 @@ def seed(value: np.ndarray, units: list[Unit]) -> tuple[np.ndarray, np.ndarray]:
             continue
         if plane.ndim != 2 or not (0 <= u.pos[0] < plane.shape[0]
                                    and 0 <= u.pos[1] < plane.shape[1]):
-            raise TargetError(f"{u}: position out of range for tensor of shape {value.shape}")
+            where = (f"y 0–{plane.shape[0] - 1}, x 0–{plane.shape[1] - 1}" if plane.ndim == 2
+                     else f"a {plane.ndim}-D channel of shape {plane.shape}")
+            raise TargetError(f"{u}: position out of range ({where})")
         g[i, u.channel, u.pos[0], u.pos[1]] = 1
         obj[i] = float(plane[u.pos])
     return g, obj

@@ -25,14 +25,27 @@ ModelArg = Annotated[str, typer.Argument(help="Path to an .onnx image classifier
 
 
 @app.command()
-def info(model: ModelArg, size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+def info(model: ModelArg,
+         tensors: Annotated[bool, typer.Option(
+             "--tensors", help="List every tensor a unit can be taken from (for --unit, "
+                               "deconv, top9): name, shape, op, node, backward support.")
+         ] = False,
+         filter: Annotated[str | None, typer.Option(
+             "--filter", help="With --tensors: only tensors whose name, op or node contains "
+                              "this text (case-insensitive), e.g. relu.  [default: all]")
+         ] = None,
+         size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
          std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
          quiet: QuietOpt = False):
-    """Input, preprocessing (and where it came from), labels, ops and their backward rules.
+    """Input, preprocessing (and where it came from), labels, ops and their backward rules;
+    with --tensors, the tensors to take units from.
 
-    Example: pydevis info ../shared/models/squeezenet1_1_caffe.onnx
+    Example: pydevis info ../shared/models/squeezenet1_1_caffe.onnx --tensors --filter relu
     """
     m = load_model(model, size, bgr, mean, std, labels)
+    if tensors or filter is not None:
+        _tensors(m, filter, json, quiet)
+        return
     s = m.spec
     ops = m.op_report()
     data = {"model": str(m.path), "input": {"name": m.graph.input_name,
@@ -57,6 +70,28 @@ def info(model: ModelArg, size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanO
              f"backend    {kernels.backend()}  (available: "
              + ", ".join(k for k, v in kernels.available().items() if v is None) + ")"]
     emit(data, json, quiet, "\n".join(lines))
+
+
+def _tensors(m, pattern: str | None, as_json: bool, quiet: bool) -> None:
+    from ..tensors import list_tensors
+
+    rows = list_tensors(m, pattern)
+    data = {"model": str(m.path), "filter": pattern, "tensors": [r.row() for r in rows]}
+    if not rows:
+        text = f"no tensor matches {pattern!r}" if pattern else "no tensors"
+    else:
+        shapes = ["×".join(map(str, r.shape)) for r in rows]
+        wn = max(len(r.name) for r in rows)
+        ws = max(len(s) for s in shapes)
+        wo = max(len(r.op) for r in rows)
+        wd = max(len(r.node) for r in rows)
+        head = f"{'tensor':{wn}s}  {'shape':{ws}s}  {'op':{wo}s}  {'node':{wd}s}  backward"
+        text = "\n".join([head] + [
+            f"{r.name:{wn}s}  {s:{ws}s}  {r.op:{wo}s}  {r.node:{wd}s}  "
+            + ("yes" if r.backward else f"no: {r.reason}") for r, s in zip(rows, shapes)]
+            + [f"{len(rows)} tensors; a unit is TENSOR:CHANNEL or TENSOR:CHANNEL@Y,X "
+               "(N is the batch)"])
+    emit(data, as_json, quiet, text)
 
 
 @app.command()
