@@ -22,7 +22,16 @@ from .methods.ascent import AscentResult, ascend, method_config
 from .methods.isolate import Isolation
 from .methods.isolate import isolate as _isolate
 from .model import Model
-from .render import fit, grid, signal_to_pixels
+from .render import (
+    CLIP_PERCENTILE,
+    fit,
+    grid,
+    projection_figure,
+    robust_scale,
+    signal_to_pixels,
+    top9_block,
+    top9_figure,
+)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -244,20 +253,35 @@ def _write_class_image(model: Model, out: Path, tag: str, r: AscentResult, metho
 
 def deconvolve(model: Model, image: str | os.PathLike, unit: str,
                out: str | os.PathLike | None = None, mode: str = "deconvnet") -> dn.Projection:
-    """Zeiler–Fergus projection of ``unit`` ("TENSOR:CH[@Y,X]") of one image."""
+    """Zeiler–Fergus projection of ``unit`` ("TENSOR:CH[@Y,X]") of one image.
+
+    With ``out``, writes ``MODE_TENSOR_CH`` + ``.png`` (the full-size projection), ``_figure.png``
+    (the projection cropped to the unit's receptive field beside the image patch under the same
+    box, both enlarged), ``_patch.png`` (that patch) and ``.json``; MODE (deconvnet, guided,
+    gradient) in the name keeps runs of different modes apart. Contrast: grey 128 is zero,
+    ±127 the 99.5th percentile of |signal| inside the box (:func:`render.signal_to_pixels`).
+    """
     if out is not None:
         check_out(out)
     pixels = load_for(image, model.spec.size, model.spec.crop_fraction)
     proj = dn.project(model, pixels, unit, mode)
     if out is not None:
         out = Path(out)
-        stem = f"deconv_{_slug(proj.tensor)}_{proj.channel}"
-        save_png(signal_to_pixels(proj.signal), out / f"{stem}.png")
+        stem = f"{_slug(mode)}_{_slug(proj.tensor)}_{proj.channel}"
+        save_png(signal_to_pixels(proj.signal, proj.box), out / f"{stem}.png")
+        title = (f"{mode} {proj.tensor}:{proj.channel} at {proj.pos[0]},{proj.pos[1]}, "
+                 f"activation {proj.activation:.3g}")
+        save_png(projection_figure(proj.signal, pixels, proj.box, title),
+                 out / f"{stem}_figure.png")
         y0, y1, x0, x1 = proj.box
         save_png(pixels[y0:y1, x0:x1], out / f"{stem}_patch.png")
         write_json(out / f"{stem}.json", _meta(
             model, image=str(image), tensor=proj.tensor, channel=proj.channel, pos=proj.pos,
-            activation=proj.activation, box=proj.box, mode=mode))
+            activation=proj.activation, box=proj.box, mode=mode,
+            contrast={"percentile": CLIP_PERCENTILE,
+                      "scale": robust_scale(proj.signal, proj.box)},
+            files={"projection": f"{stem}.png", "figure": f"{stem}_figure.png",
+                   "patch": f"{stem}_patch.png"}))
     return proj
 
 
@@ -272,26 +296,32 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def top9(model: Model, image_dir: str | os.PathLike, layer: str, channels: Sequence[int],
-         out: str | os.PathLike | None = None, k: int = 9) -> dict[int, list[dn.TopHit]]:
-    """Zeiler & Fergus fig. 2 for ``channels`` of ``layer`` over the images of a folder: per
-    channel a k-grid of projections beside the k input patches under their receptive fields."""
+         out: str | os.PathLike | None = None, k: int = 9, mode: str = "deconvnet"
+         ) -> dict[int, list[dn.TopHit]]:
+    """Zeiler & Fergus fig. 2 for ``channels`` of ``layer`` over the images of a folder.
+
+    With ``out``, writes ``MODE_top9_LAYER.png``: per channel a block titled with the layer and
+    channel, its top-k projections (one per image, strongest first, captioned with their
+    activation; each cropped to its receptive field, contrast as in :func:`deconvolve`) in a
+    grid beside the grid of the image patches under the same boxes (captioned with the file
+    name). Grids and the layout of blocks have no empty cells; and ``MODE_top9_LAYER.json``.
+    """
     files = list_images(image_dir)
     if out is not None:
         check_out(out)
     images = {p.name: load_for(p, model.spec.size, model.spec.crop_fraction) for p in files}
-    hits = dn.top9(model, images, layer, list(channels), k)
+    hits = dn.top9(model, images, layer, list(channels), k, mode)
     if out is not None:
         out = Path(out)
-        cols = int(np.ceil(np.sqrt(k)))
-        rows = []
-        for hs in hits.values():
-            proj = [fit(signal_to_pixels(h.projection), 48) for h in hs]
-            patch = [fit(h.patch, 48) for h in hs]
-            rows.append(np.concatenate([grid(proj, cols), grid(patch, cols)], axis=1))
-        save_png(grid(rows, 4, pad=6, captions=[f"{layer}:{c}" for c in hits]),
-                 out / f"top9_{_slug(layer)}_grid.png")
-        write_json(out / f"top9_{_slug(layer)}.json", _meta(
-            model, layer=layer, images=str(image_dir),
+        stem = f"{_slug(mode)}_top9_{_slug(layer)}"
+        blocks = [top9_block([h.projection for h in hs], [h.patch for h in hs],
+                             f"{layer} channel {c} ({mode})",
+                             [f"#{i + 1} act {h.activation:.3g}" for i, h in enumerate(hs)],
+                             [h.image for h in hs]) for c, hs in hits.items()]
+        save_png(top9_figure(blocks), out / f"{stem}.png")
+        write_json(out / f"{stem}.json", _meta(
+            model, layer=layer, images=str(image_dir), mode=mode,
+            contrast={"percentile": CLIP_PERCENTILE}, figure=f"{stem}.png",
             channels={str(c): [{"image": h.image, "pos": h.pos, "activation": h.activation,
                                 "box": h.box} for h in hs] for c, hs in hits.items()}))
     return hits

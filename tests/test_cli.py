@@ -85,10 +85,10 @@ def test_deconv_top9_isolate_score(tiny, tmp_path):
     img = tiny.parent / "img0.png"
     assert runner.invoke(app, ["deconv", str(tiny), str(img), "--unit", "r2:3",
                                "--out", str(tmp_path), "-q"]).exit_code == 0
-    assert (tmp_path / "deconv_r2_3.png").is_file()
+    assert (tmp_path / "deconvnet_r2_3.png").is_file()
     assert runner.invoke(app, ["top9", str(tiny), str(tiny.parent), "--layer", "r2",
                                "--channels", "0-1", "--out", str(tmp_path), "-q"]).exit_code == 0
-    assert (tmp_path / "top9_r2_grid.png").is_file()
+    assert (tmp_path / "deconvnet_top9_r2.png").is_file()
     res = runner.invoke(app, ["isolate", str(tiny), str(img), "--class", "1", "--steps", "5",
                               "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0 and "target_probability" in json.loads(res.output)

@@ -138,7 +138,7 @@ def test_one_pixel(d):
     assert '"probability"' in out
     assert_ok(run_cli("deconv", d / "tiny.onnx", d / "one.png", "--unit", "r2:1",
                       "--out", d / "out_one", "-q"))
-    assert (d / "out_one" / "deconv_r2_1.png").is_file()
+    assert (d / "out_one" / "deconvnet_r2_1.png").is_file()
 
 
 def test_exif_orientation_6_is_rotated(d):

@@ -176,5 +176,5 @@ def test_top9_grid(tiny, tmp_path, rng):
     acts = [h.activation for h in hits[3]]
     assert acts == sorted(acts, reverse=True)
     assert len({h.image for h in hits[3]}) == 9
-    grid = np.asarray(Image.open(tmp_path / "out" / "top9_r2_grid.png"))
+    grid = np.asarray(Image.open(tmp_path / "out" / "deconvnet_top9_r2.png"))
     assert grid.ndim == 3 and grid.std() > 1

@@ -94,6 +94,9 @@ def deconv(model: ModelArg, image: Annotated[str, typer.Argument(help="Image fil
            quiet: QuietOpt = False):
     """Project one hidden unit of an image back to pixels (Zeiler & Fergus).
 
+    Writes MODE_TENSOR_CH.png (full size), MODE_TENSOR_CH_figure.png (the projection inside
+    the receptive field beside the image patch, enlarged), _patch.png and .json in --out.
+
     Example: pydevis deconv model.onnx cat.jpg --unit conv2_out:5
     """
     m = load_model(model, size, bgr, mean, std, labels)
@@ -119,15 +122,19 @@ def _channels(text: str) -> list[int]:
 def top9(model: ModelArg, image_dir: Annotated[str, typer.Argument(help="Folder of images.")],
          layer: Annotated[str, typer.Option("--layer", "-l", help="Tensor or node name.")],
          channels: Annotated[str, typer.Option("--channels", help="e.g. 0-7 or 1,4,9")] = "0-7",
+         mode: Annotated[str, typer.Option(help="deconvnet, guided or gradient")] = "deconvnet",
          out: OutOpt = "pydevis-out", size: SizeOpt = None, bgr: BgrOpt = False,
          mean: MeanOpt = None, std: StdOpt = None, labels: LabelsOpt = None,
          json: JsonOpt = False, quiet: QuietOpt = False):
-    """Top-9 activations of channels over a folder, projections beside patches (one grid).
+    """Top-9 activations of channels over a folder, projections beside patches.
+
+    Writes MODE_top9_LAYER.png (per channel, a grid of projections beside the grid of image
+    patches, as in Zeiler & Fergus fig. 2) and MODE_top9_LAYER.json in --out.
 
     Example: pydevis top9 model.onnx photos/ --layer conv3_out --channels 0-7
     """
     m = load_model(model, size, bgr, mean, std, labels)
-    hits = api.top9(m, image_dir, layer, _channels(channels), out)
+    hits = api.top9(m, image_dir, layer, _channels(channels), out, mode=mode)
     data = {str(c): [{"image": h.image, "activation": h.activation} for h in hs]
             for c, hs in hits.items()}
     emit(data, json, quiet, "\n".join(f"channel {c}: " + ", ".join(

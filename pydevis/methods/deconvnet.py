@@ -133,7 +133,8 @@ def top9(model: Model, images: dict[str, np.ndarray], tensor: str, channels: lis
          k: int = 9, mode: str = "deconvnet") -> dict[int, list[TopHit]]:
     """For each channel of ``tensor``, its ``k`` strongest activations over ``images``
     (name → (H, W, 3) pixels at the model's size; one hit per image, as in Zeiler & Fergus
-    fig. 2), each with its deconvnet projection and the input patch under its receptive field."""
+    fig. 2), each with its projection (``mode``: deconvnet, guided or gradient) cropped to its
+    receptive field and the input patch under the same box."""
     if not images:
         raise ValueError("top9 needs at least one image")
     names = list(images)
