@@ -13,6 +13,13 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 PYDEVIS_STRICT_BUILD=1 python -m pip install -q ".[test]"
+# The report's browser test needs headless Chromium (Debian package `chromium`): installed here
+# when absent and we are root (CI is), then required, so the test cannot silently skip.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+        >/dev/null || echo "tests/run.sh: could not install chromium" >&2
+fi
+if command -v chromium >/dev/null; then export PYDEVIS_REQUIRE_BROWSER=1; fi
 # `pytest` (not `python -m pytest`): the installed package, with its extension, is what is tested.
 PYDEVIS_REQUIRE_CPP=1 pytest "$@"
 PYDEVIS_BACKEND=numba pytest -q tests/kernels tests/test_rules.py \

@@ -92,8 +92,35 @@ def test_results_match_direct_predict(full_run, folder):
     lo, hi = cell["mean_probability_ci"]
     assert lo <= cell["mean_probability"] <= hi
     html = (run / "report.html").read_text()
-    assert html.count("<img") == 6 and "<table>" in html and "<svg" in html
+    pngs = sorted(str(p.relative_to(run)) for p in run.glob("images/*/*/*.png"))
+    assert len(pngs) == 30 and all(f'alt="{p}"' in html for p in pngs)
+    for fig in ("faithfulness per method", "robustness on the same model",
+                "robustness on the other models", "same model against other models",
+                "transfer gaps"):
+        assert f'alt="{fig}"' in html
     assert "| gradient | m0 | m1 |" in (run / "summary.md").read_text()
+    # per method: trained generator's images on their own model, on the others (mean per image),
+    # and the randomized copy's images on the trained original, kept apart
+    grad = [r for r in rows if r["method"] == "gradient"]
+    own = [float(r["probability"]) for r in grad if r["generating_model"] == "m0"
+           and r["scoring_model"] == "m0"]
+    rand = [float(r["probability"]) for r in grad if r["generating_model"] == "m0~randomized"
+            and r["scoring_model"] == "m0"]
+    per_image: dict[str, list[float]] = {}
+    for r in grad:
+        if r["generating_model"] == "m0" and r["scoring_model"] != "m0":
+            per_image.setdefault(r["image"], []).append(float(r["probability"]))
+    pm = summary["per_method"]["gradient"]
+    assert pm["same_model"]["mean_probability"] == pytest.approx(np.mean(own))
+    assert pm["randomized"]["mean_probability"] == pytest.approx(np.mean(rand))
+    assert pm["other_models"]["mean_probability"] == pytest.approx(
+        np.mean([np.mean(v) for v in per_image.values()]))
+    assert pm["same_model"]["images"] == pm["other_models"]["images"] == 5
+    for k in ("jpeg", "blur", "half", "crop"):
+        vals = [float(r[f"p_{k}"]) for r in grad if r["generating_model"] == "m0"
+                and r["scoring_model"] == "m0"]
+        assert pm["same_model"][f"p_{k}"] == pytest.approx(np.mean(vals))
+    assert {r["status"] for r in rows} <= {"ok", "low", "diverged", "zero-gradient"}
     assert not list(run.rglob(".tmp-*"))
 
 

@@ -58,10 +58,11 @@ def snapshot(folder: Path) -> dict[str, int]:
      "step_size must be float, got 'big'"),
     ("preset_out_of_range", ('name = "gradient", steps = 3', 'name = "yosinski", preset = 7'),
      "yosinski preset must be 1-4, got 7"),
-    ("zero_batch", ("batch_size = 1", "batch_size = 0"), "'batch_size' must be >= 1"),
+    ("zero_batch", ("batch_size = 1", "batch_size = 0"),
+     "'batch_size' must be in [1, 1024], got 0"),
     ("class_past_labels", ('[1, "thing 4"]', "[1, 60]"), "class 60 out of range"),
     ("unknown_label", ('[1, "thing 4"]', '["thin 4"]'),
-     "unknown class 'thin 4' for tiny.onnx; did you mean 'thing 4'?"),
+     "unknown class 'thin 4' for tiny.onnx; did you mean 'thing 4'"),
     ("too_many_random", ('[1, "thing 4"]', '["random:99"]'), "'random:99': N must be 1..6"),
     ("missing_model", ('"other.onnx"', '"nope.onnx"'), "no such model file"),
 ])

@@ -19,6 +19,15 @@ baseline = true               # optional: also train on as many real train-split
 hidden = 128                  # optional, and epochs, size, batch, lr, weight_decay, noise
 ```
 Paths are relative to the config file. Unknown keys are rejected, with a did-you-mean.
+
+Ranges (checked before any work; see ``RANGES``): ``seed`` 0..2**63-1, ``batch_size`` 1..1024,
+``bootstrap`` 1..100000, ``images_per_class`` 1..1000, at most 10000 ``classes`` entries and
+100000 images per (generator, method); method settings as :class:`~pydevis.methods.ascent.
+AscentConfig` checks them (``steps`` 1..100000, finite numbers); in ``[train_on_generated]``
+``test_images`` 1..1000000, ``hidden`` 0..4096, ``epochs`` 1..10000, ``size`` 1..256,
+``batch`` 1..65536, ``lr`` in (0, 10], ``weight_decay`` and ``noise`` 0..100.
+A method's ``label`` names its folders: it becomes a safe name (letters, digits, ``._+-``; see
+:func:`pydevis.files.safe_name`), unique in the run, so no config writes outside its ``out``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Any
 import tomllib
 
 from ..errors import PydevisError
+from ..files import MAX_CONFIG_BYTES, check_regular, read_text, safe_name
 from ..methods.ascent import METHODS, method_config
 from .smallnet import NetSpec
 
@@ -43,6 +53,14 @@ _TOP = {"out": str, "seed": int, "generators": list, "scorers": list, "methods":
         "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int,
         "images_per_class": int, "train_on_generated": dict}
 _REQUIRED = ("out", "generators", "scorers", "methods", "classes")
+# (low, high) of every number of the config, inclusive
+RANGES = {"seed": (0, 2**63 - 1), "batch_size": (1, 1024), "bootstrap": (1, 100_000),
+          "images_per_class": (1, 1000), "test_images": (1, 1_000_000), "hidden": (0, 4096),
+          "epochs": (1, 10_000), "size": (1, 256), "batch": (1, 65536), "lr": (0, 10),
+          "weight_decay": (0, 100), "noise": (0, 100)}
+MAX_CLASS_ENTRIES = 10_000
+MAX_IMAGES_PER_METHOD = 100_000
+MAX_DATASET_BYTES = 8 << 30
 _METHOD_KEYS = {"name", "preset", "label", "steps", "step_size", "step_rule", "step_norm", "decay",
                 "blur_sigma", "blur_every", "norm_pct", "contrib_pct", "tv_weight", "tv_beta",
                 "alpha_weight", "alpha", "jitter", "start", "start_std"}
@@ -92,17 +110,19 @@ def _unknown(key: str, allowed, where: str) -> ConfigError:
 
 def load_config(path: str | Path) -> Config:
     p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file")
     try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raw = tomllib.loads(read_text(p, "config", MAX_CONFIG_BYTES, ConfigError))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     for key, value in raw.items():
         if key not in _TOP:
             raise _unknown(key, _TOP, str(p))
         if not isinstance(value, _TOP[key]) or (_TOP[key] is int and isinstance(value, bool)):
             raise ConfigError(f"{p}: {key!r} has the wrong type ({type(value).__name__})")
+        if key in RANGES:
+            _in_range(key, value, str(p))
     for key in _REQUIRED:
         if key not in raw:
             raise ConfigError(f"{p}: missing required key {key!r}")
@@ -121,16 +141,29 @@ def load_config(path: str | Path) -> Config:
     classes = raw["classes"] if isinstance(raw["classes"], list) else [raw["classes"]]
     if not classes:
         raise ConfigError(f"{p}: 'classes' is empty")
+    if len(classes) > MAX_CLASS_ENTRIES:
+        raise ConfigError(f"{p}: 'classes' has {len(classes)} entries (at most "
+                          f"{MAX_CLASS_ENTRIES})")
+    if not isinstance(raw["out"], str) or not raw["out"].strip():
+        raise ConfigError(f"{p}: 'out' must name a folder")
     for c in classes:
         if isinstance(c, bool) or not isinstance(c, (int, str)):
             raise ConfigError(f"{p}: class {c!r} must be an index or a label name")
         if isinstance(c, int) and c < 0:
             raise ConfigError(f"{p}: class index {c} is negative")
-    for key in ("batch_size", "bootstrap", "images_per_class"):
-        if key in raw and raw[key] < 1:
-            raise ConfigError(f"{p}: {key!r} must be >= 1")
+    for c in classes:
+        if isinstance(c, str) and c.startswith("random:"):
+            n = c.split(":", 1)[1].strip()
+            if not n.isdigit() or not 1 <= int(n) <= MAX_IMAGES_PER_METHOD:
+                raise ConfigError(f"{p}: {c!r}: expected random:N with N in "
+                                  f"1..{MAX_IMAGES_PER_METHOD}")
     methods = _methods(raw["methods"], p)
     per_class = int(raw.get("images_per_class", 1))
+    draws = sum(int(c.split(":", 1)[1]) if isinstance(c, str) and c.startswith("random:") else 1
+                for c in classes)
+    if draws * per_class > MAX_IMAGES_PER_METHOD:
+        raise ConfigError(f"{p}: {draws} classes x {per_class} images_per_class is over "
+                          f"{MAX_IMAGES_PER_METHOD} images per method")
     if per_class > 1:
         _check_random(methods, p)
     transfer = (_transfer(raw["train_on_generated"], p)
@@ -139,6 +172,13 @@ def load_config(path: str | Path) -> Config:
                   paths("scorers"), methods, tuple(classes),
                   int(raw.get("batch_size", 16)), bool(raw.get("sanity", False)),
                   int(raw.get("bootstrap", 1000)), per_class, transfer)
+
+
+def _in_range(key: str, value, where: str) -> None:
+    low, high = RANGES[key]
+    if not (low <= value <= high) or (key == "lr" and value <= 0):  # NaN fails both
+        raise ConfigError(f"{where}: {key!r} must be in {'(' if key == 'lr' else '['}{low}, "
+                          f"{high}], got {value!r}")
 
 
 def _check_random(methods: tuple[MethodSpec, ...], p: Path) -> None:
@@ -160,16 +200,15 @@ def _transfer(table: dict, p: Path) -> TransferSpec:
         ok = isinstance(value, (int, float) if kind is float else kind)
         if not ok or (kind is not bool and isinstance(value, bool)):
             raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
-        low = 0 if key in ("hidden", "weight_decay", "noise") else 1 if kind is int else None
-        if (low is not None and value < low) or (key == "lr" and value <= 0):
-            raise ConfigError(f"{where}: {key!r} must be {'>' if low is None else '>='} "
-                              f"{low or 0}")
+        if key in RANGES:
+            _in_range(key, value, where)
     if "dataset" not in table:
         raise ConfigError(f"{where}: missing required key 'dataset'")
     dataset = Path(table["dataset"])
     dataset = dataset if dataset.is_absolute() else p.parent / dataset
-    if not dataset.is_file():
+    if not dataset.exists():
         raise ConfigError(f"{where}: no such dataset file {dataset}")
+    check_regular(dataset, "dataset", MAX_DATASET_BYTES, ConfigError)
     net = {k: (float(v) if _TRANSFER[k] is float else v) for k, v in table.items()
            if k not in ("dataset", "test_images", "baseline")}
     return TransferSpec(dataset, int(table.get("test_images", 1000)),
@@ -200,7 +239,11 @@ def _methods(items: list, p: Path) -> tuple[MethodSpec, ...]:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{p}: method {name!r}: {exc}") from None
         label = item.get("label") or (f"{name}{preset}" if preset else name)
-        if any(s.label == label for s in specs):
-            raise ConfigError(f"{p}: method {label!r} appears twice (give one a 'label')")
-        specs.append(MethodSpec(str(label), name, preset, settings))
+        if not isinstance(label, str):
+            raise ConfigError(f"{p}: method {name!r}: 'label' must be a string")
+        label = safe_name(label)  # a folder name: never a path ("../x", "/abs")
+        if any(s.label.lower() == label.lower() for s in specs):  # case-insensitive file systems
+            raise ConfigError(f"{p}: method label {label!r} appears twice (give each a "
+                              "distinct 'label')")
+        specs.append(MethodSpec(label, name, preset, settings))
     return tuple(specs)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -34,10 +33,13 @@ from ..atomic import write_text
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
 from ..model import Model, load
-from .config import Config, ConfigError, load_config
+from ..files import MAX_CONFIG_BYTES, read_text, safe_name
+from .config import RANGES, Config, ConfigError, load_config
 from .cross_score import score_images
 from .sanity import class_sensitivity, randomized_copy
+from .runlock import LOCK_NAME, RunLock
 from .summary import summarize
+from .validate import chunk_complete, read_chunk
 
 Progress = Callable[[str, int, int], None]
 
@@ -45,10 +47,11 @@ Progress = Callable[[str, int, int], None]
 def _names(paths) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for p in paths:
-        name = p.stem
+        stem = safe_name(p.stem)  # a folder name: never a path, never "~" (randomized copies)
+        name = stem
         k = 2
         while name in out and out[name] != p:
-            name = f"{p.stem}_{k}"
+            name = f"{stem}_{k}"
             k += 1
         out[name] = p
     return out
@@ -81,28 +84,48 @@ def resolve_classes(cfg: Config, model: Model) -> list[int]:
 
 
 _RUN_ENTRIES = {"config.toml", "images", "scores", "sanity", "transfer", "results.json",
-                "results.csv", "summary.md", "report.html"}
+                "results.csv", "summary.md", "report.html", LOCK_NAME}
 
 
-def _check_same_config(cfg: Config, force: bool) -> None:
+def _differs(saved: Path, text: str) -> bool:
+    """Whether the run folder holds another config's run."""
+    if not saved.exists():
+        return False
+    return read_text(saved, "saved config", MAX_CONFIG_BYTES, ConfigError) != text
+
+
+def _check_same_config(cfg: Config, force: bool) -> RunLock:
+    """Refuse another config's run (before touching the folder), then take the run folder's
+    lock (see :mod:`.runlock`) and, with ``force``, empty it. Returns the held lock."""
     check_out(cfg.out)
     saved = cfg.out / "config.toml"
-    text = cfg.path.read_text()
-    if saved.is_file() and saved.read_text() != text and not force:
+    text = read_text(cfg.path, "config", MAX_CONFIG_BYTES, ConfigError)
+    if _differs(saved, text) and not force:
         raise ConfigError(f"{cfg.out} holds a run of a different config; use another 'out' "
                           "or --force to start it afresh")
-    if saved.is_file() and saved.read_text() != text and force:
-        alien = sorted(e.name for e in cfg.out.iterdir()
-                       if e.name not in _RUN_ENTRIES and not e.name.startswith(".tmp-"))
-        if alien:  # --force deletes a run folder, never a folder that holds other files
-            raise ConfigError(f"{cfg.out} holds files that are not part of a run "
-                              f"({', '.join(alien[:3])}); --force will not delete it")
-        shutil.rmtree(cfg.out)
     cfg.out.mkdir(parents=True, exist_ok=True)
     if not os.access(cfg.out, os.W_OK):
         raise ConfigError(f"{cfg.out}: output folder is not writable")
-    if not saved.is_file():
-        write_text(saved, text)
+    lock = RunLock(cfg.out).acquire()
+    try:
+        if _differs(saved, text):  # checked again under the lock
+            if not force:
+                raise ConfigError(f"{cfg.out} holds a run of a different config; use another "
+                                  "'out' or --force to start it afresh")
+            alien = sorted(e.name for e in cfg.out.iterdir()
+                           if e.name not in _RUN_ENTRIES and not e.name.startswith(".tmp-"))
+            if alien:  # --force deletes a run folder, never a folder that holds other files
+                raise ConfigError(f"{cfg.out} holds files that are not part of a run "
+                                  f"({', '.join(alien[:3])}); --force will not delete it")
+            for e in cfg.out.iterdir():
+                if e.name != LOCK_NAME:
+                    shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink()
+        if not saved.is_file():
+            write_text(saved, text)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 
@@ -114,7 +137,13 @@ def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
     gens = {n: load(p) for n, p in _names(cfg.generators).items()}
     for gen in gens.values():  # unknown classes are refused before the run folder is touched
         resolve_classes(cfg, gen)
-    _check_same_config(cfg, force)
+    with _check_same_config(cfg, force):
+        return _run_locked(cfg, gens, progress)
+
+
+def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None) -> dict:
+    """The run, with the run folder's lock held: no other writer, so every temp file left is
+    a killed run's, and every chunk is checked against the config before it is trusted."""
     for stale in cfg.out.rglob(".tmp-*"):  # temp files of a killed run: never renamed into place
         if stale.is_file():
             stale.unlink(missing_ok=True)
@@ -134,8 +163,12 @@ def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
             for k, start in enumerate(range(0, len(classes), cfg.batch_size)):
                 chunk = classes[start:start + cfg.batch_size]
                 marker = cfg.out / "scores" / gname / spec.label / f"chunk{k}.json"
-                if not marker.is_file():
+                want = ([c for c, _ in chunk], list(scorers))
+                if not chunk_complete(marker, cfg.out, gname, spec.label, *want):
                     _run_chunk(cfg, gname, gen, spec, config, chunk, marker, scorers)
+                    if not chunk_complete(marker, cfg.out, gname, spec.label, *want):
+                        raise ConfigError(f"{marker}: rows are missing after the chunk was "
+                                          "run (is another program writing in the run folder?)")
                 done += 1
                 if progress is not None:
                     progress(f"{gname} {spec.label}", done, total)
@@ -202,7 +235,7 @@ def collect(out: Path) -> tuple[list[dict], list[str]]:
     rows: list[dict] = []
     skipped: list[str] = []
     for f in sorted((out / "scores").rglob("chunk*.json"), key=lambda p: str(p)):
-        data = json.loads(f.read_text())
+        data = read_chunk(f)  # the shape _run_chunk writes, or a one-line error naming f
         rows += data["rows"]
         skipped += data["skipped"]
     return rows, skipped
@@ -238,8 +271,16 @@ def report(run_dir: str | os.PathLike) -> Path:
     if not (out / "scores").is_dir():
         raise ConfigError(f"{out}: not a pydevis run folder (no scores/)")
     try:
-        raw = tomllib.loads((out / "config.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError):
+        raw = tomllib.loads(read_text(out / "config.toml", "config", MAX_CONFIG_BYTES,
+                                      ConfigError))
+    except (ConfigError, tomllib.TOMLDecodeError):
         raw = {}
-    finish(out, int(raw.get("bootstrap", 1000)), int(raw.get("seed", 0)))
+    values = {k: raw.get(k, d) for k, d in (("bootstrap", 1000), ("seed", 0))}
+    for key, v in values.items():
+        low, high = RANGES[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ConfigError(f"{out / 'config.toml'}: {key!r} must be an integer in "
+                              f"[{low}, {high}], got {str(v)[:40]}")
+    with RunLock(out):
+        finish(out, values["bootstrap"], values["seed"])
     return out / "report.html"

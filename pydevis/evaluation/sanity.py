@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..atomic import atomic_open
+from ..errors import ModelError
+from ..files import MAX_CARD_BYTES, read_json
 from ..image import read_rgb
 
 _WEIGHTED = {"Conv": 1, "Gemm": 1, "MatMul": 1}
@@ -38,20 +40,19 @@ def randomized_copy(path: Path, folder: Path, seed: int) -> Path:
             if a.dtype.kind == "f" and a.size > 1:
                 new = rng.normal(0, float(a.std()) or 1e-2, a.shape).astype(a.dtype)
                 t.CopyFrom(numpy_helper.from_array(new, t.name))
-    tmp = out.with_name(".tmp-" + out.name)
-    try:
-        onnx.save(model, str(tmp))
-        card = path.with_name(path.name + ".json")
-        if card.is_file():
-            data = json.loads(card.read_text())
-            if isinstance(data.get("labels"), str):  # keep the labels file reachable
-                data["labels"] = str((card.parent / data["labels"]).resolve())
-            out.with_name(out.name + ".json").write_text(json.dumps(data, indent=1))
-        shutil.move(str(tmp), str(out))
-    except BaseException:  # a full disk leaves no half-written copy (nor card) behind
-        tmp.unlink(missing_ok=True)
-        out.with_name(out.name + ".json").unlink(missing_ok=True)
-        raise
+    # Every file goes through a temp file unique to this writer (atomic_open: mkstemp), renamed
+    # into place: two processes making the same copy never share or delete each other's temp
+    # file, and a reader sees either no copy or a whole one. The card goes first, so a copy
+    # that exists always has its card.
+    card = path.with_name(path.name + ".json")
+    if card.is_file():
+        data = read_json(card, "model card", MAX_CARD_BYTES, ModelError)
+        if isinstance(data, dict) and isinstance(data.get("labels"), str):
+            data["labels"] = str((card.parent / data["labels"]).resolve())  # keep it reachable
+        with atomic_open(out.with_name(out.name + ".json")) as f:
+            f.write(json.dumps(data, indent=1))
+    with atomic_open(out, "wb") as f:
+        f.write(model.SerializeToString())
     return out
 
 

@@ -20,6 +20,8 @@ from . import regularizers as R
 from .pixels import PixelSpace
 
 _KINDS = {"int": numbers.Integral, "float": numbers.Real, "str": str}
+#: the most ascent steps one call may ask for (a config, --steps): beyond it a run would take days
+MAX_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,14 @@ class AscentConfig:
             v, kind = getattr(self, f.name), _KINDS[f.type]
             if isinstance(v, bool) or not isinstance(v, kind):
                 raise TypeError(f"invalid ascent setting: {f.name} must be {f.type}, got {v!r}")
+            if not isinstance(v, (numbers.Integral, str)) and not np.isfinite(v):
+                raise ValueError(f"invalid ascent setting: {f.name} must be finite, got {v!r}")
         checks = [(self.signal in ("gradient", "deconvnet", "guided"), "signal"),
                   (self.steps >= 1, "steps must be >= 1"),
+                  (self.steps <= MAX_STEPS, f"steps must be <= {MAX_STEPS}"),
+                  (self.blur_sigma <= 100 and self.blur_every <= MAX_STEPS,
+                   f"blur_sigma must be <= 100 and blur_every <= {MAX_STEPS}"),
+                  (self.jitter <= 1024, "jitter must be <= 1024"),
                   (self.step_rule in ("constant", "progress"), "step_rule"),
                   (self.step_norm in ("rms", "none"), "step_norm must be rms or none"),
                   (self.step_size > 0, "step_size must be > 0"),
