@@ -22,6 +22,7 @@ from .methods.ascent import AscentResult, ascend, method_config
 from .methods.isolate import Isolation
 from .methods.isolate import isolate as _isolate
 from .model import Model
+from .targets import parse_one
 from .render import (
     CLIP_PERCENTILE,
     fit,
@@ -181,21 +182,37 @@ def expand_classes(model: Model, classes: Sequence[int | str]) -> list[int]:
     return out
 
 
-def visualize(model: Model, classes: Sequence[int | str], method: str = "yosinski",
+def visualize(model: Model, classes: Sequence[int | str] = (), method: str = "yosinski",
               preset: int | None = None, out: str | os.PathLike | None = None, seed: int = 0,
-              batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
-              keep_pixels: bool = True, **settings) -> list[AscentResult]:
-    """Class images by ascent (``method`` in ascent.METHODS; ``settings`` override the
-    defaults: steps, step_size, decay, jitter, ...). With ``out``, writes one PNG per class with
-    its JSON and ``METHOD_grid.png`` (``METHOD_grid_2.png``... beyond ``GRID_PAGE`` classes).
+              batch_size: int | None = None, progress: Callable[..., None] | None = None,
+              keep_pixels: bool = True, units: Sequence[str] = (),
+              written: list[Path] | None = None, **settings) -> list[AscentResult]:
+    """Class and unit images by ascent (``method`` in ascent.METHODS; ``yosinski`` without
+    ``preset`` runs preset 3; ``settings`` override the defaults: steps, step_size, decay,
+    jitter, ...). ``classes``: indices, label names, ``"all"``; ``units``: hidden units
+    ``TENSOR:CHANNEL`` (mean of the channel's map), ``TENSOR:CHANNEL@Y,X`` (one neuron) or
+    ``TENSOR:all`` (every channel).
 
-    The classes (indices, label names, ``"all"``) run as ascents of ``batch_size`` rows
-    (default :func:`ascent_batch_size`), each scored and written as soon as it ends, so memory
-    stays bounded by one batch, whatever the number of classes; ``progress(done, total)``
-    counts steps over all batches. ``keep_pixels=False`` (with ``out``) drops each result's
-    pixels once written (``pixels`` is then an empty (0, 0, 3) array): what the CLI does.
+    With ``out``, writes one PNG + JSON per target, named ``TAG_CLASS_LABEL`` or
+    ``TAG_TENSOR_CHANNEL[_Y_X]`` where TAG is the method and preset (``yosinski3``), and
+    ``TAG_grid.png`` (``TAG_grid_2.png``... beyond ``GRID_PAGE`` images); the path of every
+    file written is appended to ``written``. The JSON records every effective setting.
+
+    The targets run as ascents of ``batch_size`` rows (default :func:`ascent_batch_size`; the
+    rows of one batch share a tensor), each scored and written as soon as it ends, so memory
+    stays bounded by one batch. ``progress(done, total)`` counts steps over all batches; a
+    callback taking three arguments also gets what the batch runs (``"class 1 goldfish"``,
+    ``"units r1:0–7 (2/3)"``). ``keep_pixels=False`` (with ``out``) drops each result's pixels
+    once written (``pixels`` is then an empty (0, 0, 3) array): what the CLI does.
     """
+    from .tensors import expand_units
+
     idx = expand_classes(model, classes)
+    unit_list = expand_units(model, units)
+    if not idx and not unit_list:
+        raise TargetError("nothing to visualize: give a class or a unit")
+    if method == "yosinski" and preset is None:
+        preset = DEFAULT_PRESET
     config = method_config(method, preset, **settings)
     if out is not None:
         check_out(out)
@@ -204,51 +221,131 @@ def visualize(model: Model, classes: Sequence[int | str], method: str = "yosinsk
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tag = f"{method}{preset}" if preset else method
-    chunks = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    groups: dict[str | None, list] = {None: idx} if idx else {}
+    for u in unit_list:  # one tensor per batch (Model.signal)
+        groups.setdefault(parse_one(u).tensor, []).append(u)
+    chunks = [(tensor, ts[i:i + batch_size]) for tensor, ts in groups.items()
+              for i in range(0, len(ts), batch_size)]
+    say = _progress_call(progress)
     results: list[AscentResult] = []
     page: list[tuple[np.ndarray, str]] = []  # grid cells not yet written, with their captions
-    pages = 0
-    for k, chunk in enumerate(chunks):
-        tick = None if progress is None else \
-            (lambda t, steps, k=k: progress(k * steps + t, len(chunks) * steps))
-        res = ascend(model, chunk, config, seed=seed + k * batch_size, progress=tick)
-        probs = score_pixels(model, np.stack([r.pixels for r in res]))
-        for r, p in zip(res, probs, strict=True):
-            r.config = {**r.config, "probability": float(p[int(r.target)])}
+    pages, offset = 0, 0
+    common = dict(method=method, preset=preset, seed=seed, batch_size=batch_size,
+                  preprocessing=_spec(model))
+    for k, (tensor, chunk) in enumerate(chunks):
+        what = _describe(model, chunk, k, len(chunks))
+        tick = None if say is None else \
+            (lambda t, steps, k=k, what=what: say(k * steps + t, len(chunks) * steps, what))
+        res = ascend(model, chunk, config, seed=seed + offset, progress=tick)
+        saved = _saved_objective(model, tensor, res)
+        for r, v in zip(res, saved, strict=True):
+            key = "probability" if tensor is None else "activation"
+            r.config = {**r.config, key: v}
             if out is None:
                 continue
-            _write_class_image(model, Path(out), tag, r, method, preset, seed)
-            page.append((fit(r.pixels, 96), f"{int(r.target)} {p[int(r.target)]:.2f}"))
+            name, caption = _write_target_image(model, Path(out), tag, r, tensor, common,
+                                                seed + offset, written)
+            page.append((fit(r.pixels, 96), caption))
             if not keep_pixels:
                 r.pixels = np.empty((0, 0, 3), np.float32)
             if len(page) == GRID_PAGE:
-                pages = _write_grid_page(Path(out), tag, page, pages)
+                pages = _write_grid_page(Path(out), tag, page, pages, written)
+        offset += len(chunk)
         results += res
     if out is not None and page:
-        _write_grid_page(Path(out), tag, page, pages)
+        _write_grid_page(Path(out), tag, page, pages, written)
     return results
 
 
-def _write_grid_page(out: Path, tag: str, page: list, pages: int) -> int:
+#: the yosinski preset that runs when none is given
+DEFAULT_PRESET = 3
+
+
+def _progress_call(progress):
+    """``progress`` as a three-argument callable (done, total, what), or None."""
+    if progress is None:
+        return None
+    import inspect
+
+    try:
+        params = inspect.signature(progress).parameters.values()
+        three = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 3 \
+            or any(p.kind == p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):
+        three = False
+    return progress if three else (lambda done, total, what: progress(done, total))
+
+
+def _describe(model: Model, chunk: list, k: int, n: int) -> str:
+    """What one batch runs, for the progress line."""
+    if isinstance(chunk[0], (int, np.integer)):
+        first = f"class {int(chunk[0])} {model.labels[int(chunk[0])].split(',')[0]}"
+        text = first if len(chunk) == 1 else f"classes {int(chunk[0])}–{int(chunk[-1])}"
+    else:
+        text = chunk[0] if len(chunk) == 1 else \
+            f"units {chunk[0]}–{chunk[-1].rpartition(':')[2]}"
+    return text + (f" ({k + 1}/{n})" if n > 1 else "")
+
+
+def _spec(model: Model) -> dict[str, Any]:
+    s = model.spec
+    return {"size": list(s.size), "channels": s.channels, "mean": list(s.mean),
+            "std": list(s.std)}
+
+
+def _saved_objective(model: Model, tensor: str | None, res: list[AscentResult]) -> list[float]:
+    """For classes, the probability of the class on the image as saved (8-bit); for units,
+    the unit's value on it."""
+    from . import targets
+
+    pixels = np.stack([r.pixels for r in res])
+    if tensor is None:
+        probs = score_pixels(model, pixels)
+        return [float(p[int(r.target)]) for r, p in zip(res, probs, strict=True)]
+    x = model.preprocess(np.stack([to_uint8(p) for p in pixels]).astype(np.float32))
+    units = [targets.parse_one(r.target) for r in res]
+    name = model._resolve_tensor(units[0])
+    _, obj = targets.seed(model.runner.run(x, [name])[name], units)
+    return [float(v) for v in obj]
+
+
+def _write_grid_page(out: Path, tag: str, page: list, pages: int,
+                     written: list[Path] | None = None) -> int:
     """``TAG_grid.png`` (first page), ``TAG_grid_2.png``...; empties ``page``."""
     cells, captions = [c for c, _ in page], [t for _, t in page]
     name = f"{tag}_grid.png" if pages == 0 else f"{tag}_grid_{pages + 1}.png"
-    save_png(grid(cells, min(len(cells), 8), captions=captions), out / name)
+    path = save_png(grid(cells, min(len(cells), 8), captions=captions), out / name)
+    if written is not None:
+        written.append(path)
     page.clear()
     return pages + 1
 
 
-def _write_class_image(model: Model, out: Path, tag: str, r: AscentResult, method: str,
-                       preset: int | None, seed: int) -> None:
-    c = int(r.target)
-    name = f"{tag}_{c:04d}_{_slug(model.labels[c])}"
-    save_png(r.pixels, out / f"{name}.png")
-    write_json(out / f"{name}.json", _meta(
-        model, method=method, preset=preset, target_class=c, label=model.labels[c],
-        seed=seed, settings=r.config, best_objective=r.best_objective,
-        final_objective=r.final_objective, best_step=r.best_step,
-        success_step=r.success_step, status=r.status, restart_std=r.restart_std,
-        probability=r.config["probability"], image=f"{name}.png"))
+def _write_target_image(model: Model, out: Path, tag: str, r: AscentResult, tensor: str | None,
+                        common: dict, batch_seed: int, written: list[Path] | None):
+    """One target's PNG and JSON; returns (name, grid caption)."""
+    if tensor is None:
+        c = int(r.target)
+        name = f"{tag}_{c:04d}_{_slug(model.labels[c])}"
+        what = dict(target_class=c, label=model.labels[c], probability=r.config["probability"])
+        caption = f"{c} {r.config['probability']:.2f}"
+    else:
+        u = parse_one(r.target)
+        at = f"_{u.pos[0]}_{u.pos[1]}" if u.pos else ""
+        name = f"{tag}_{_slug(u.tensor)}_{u.channel:04d}{at}"
+        what = dict(unit=str(u), tensor=u.tensor, channel=u.channel,
+                    pos=list(u.pos) if u.pos else None, activation=r.config["activation"])
+        caption = f"{u.channel}{'@' + ','.join(map(str, u.pos)) if u.pos else ''} " \
+                  f"{r.config['activation']:.3g}"
+    png = save_png(r.pixels, out / f"{name}.png")
+    side = write_json(out / f"{name}.json", _meta(
+        model, **common, **what, batch_seed=batch_seed, settings=r.config,
+        best_objective=r.best_objective, final_objective=r.final_objective,
+        best_step=r.best_step, success_step=r.success_step, status=r.status,
+        restart_std=r.restart_std, image=f"{name}.png"))
+    if written is not None:
+        written += [png, side]
+    return name, caption
 
 
 def deconvolve(model: Model, image: str | os.PathLike, unit: str,

@@ -134,7 +134,7 @@ def test_bundled_model_through_the_cli(tmp_path):
     code, out, err = run_cli("visualize", model, "--class", "cat", "--method", "gradient",
                              "--steps", "30", "--out", tmp_path, "--json")
     assert code == 0, err
-    data = json.loads(out)
+    data = json.loads(out)["results"]
     assert data[0]["label"] == "cat" and data[0]["probability"] > 0.5
     code, out, err = run_cli("predict", model, tmp_path / "gradient_0003_cat.png", "--top", "1")
     assert code == 0 and "cat" in out, err

@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import PydevisError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # click's plain help: no <bool>, no mid-word wraps
                   help="What an ONNX image classifier has learned: deconvnet, guided backprop "
                        "and activation maximization, and how faithful each picture is.")
 
@@ -36,17 +37,26 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """pydevis command line."""
 
 
-SizeOpt = Annotated[str | None, typer.Option("--size", help="Input size H,W (or one number).")]
-BgrOpt = Annotated[bool, typer.Option("--bgr", help="The model takes BGR channel order.")]
-MeanOpt = Annotated[
-    str | None, typer.Option("--mean", help="Mean pixel, 0..255, e.g. 123.7,116.3,103.5")
-]
-StdOpt = Annotated[
-    str | None, typer.Option("--std", help="Std in pixel units, e.g. 58.4,57.1,57.4")
-]
-LabelsOpt = Annotated[str | None, typer.Option("--labels", help="Labels file, one per line.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+SizeOpt = Annotated[str | None, typer.Option(
+    "--size", metavar="H,W",
+    help="Input size H,W (or one number).  [default: the card's, else the model's]")]
+BgrOpt = Annotated[bool, typer.Option(
+    "--bgr", help="The model takes BGR channel order.  [default: the card's, else RGB]")]
+MeanOpt = Annotated[str | None, typer.Option(
+    "--mean", metavar="R,G,B",
+    help="Mean pixel, 0..255, e.g. 123.7,116.3,103.5  [default: the card's, the model's "
+         "metadata, else ImageNet's]")]
+StdOpt = Annotated[str | None, typer.Option(
+    "--std", metavar="R,G,B",
+    help="Std in pixel units, e.g. 58.4,57.1,57.4  [default: the card's, the model's "
+         "metadata, else ImageNet's]")]
+LabelsOpt = Annotated[str | None, typer.Option(
+    "--labels", metavar="FILE",
+    help="Labels file, one per line.  [default: the card's, else class_0, class_1...]")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print the result as JSON (with --quiet too), with every file written.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress and no text output, errors only (--json still prints).")]
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -70,14 +80,19 @@ def load_model(path: str, size: str | None = None, bgr: bool = False, mean: str 
 
 
 def emit(data: Any, as_json: bool, quiet: bool, text: str) -> None:
-    if quiet:
+    """Print ``data`` as JSON with --json (--quiet or not: scripts want it), else ``text``
+    unless --quiet."""
+    if quiet and not as_json:
         return
     typer.echo(json.dumps(data, indent=1, default=str) if as_json else text)
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
-    from . import eval_cmds, model_cmds, vis_cmds  # noqa: F401  (registers the commands)
+    from . import ascent_cmds, eval_cmds, model_cmds, vis_cmds  # noqa: F401  (the commands)
+
+    if len(sys.argv) == 1:  # bare `pydevis`: the help, and success
+        sys.argv.append("--help")
 
     try:
         rv = app(standalone_mode=False)

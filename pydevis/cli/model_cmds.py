@@ -21,7 +21,8 @@ from .app import (
     load_model,
 )
 
-ModelArg = Annotated[str, typer.Argument(help="Path to an .onnx image classifier.")]
+ModelArg = Annotated[str, typer.Argument(metavar="MODEL",
+                                         help="Path to an .onnx image classifier.")]
 
 
 @app.command()

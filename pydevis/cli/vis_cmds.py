@@ -1,14 +1,13 @@
-"""``visualize``, ``deconv``, ``top9``, ``isolate``: the pictures."""
+"""``deconv``, ``top9``, ``isolate``: the pictures (``visualize``: ascent_cmds.py)."""
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import typer
 
 from .. import api
-from ..methods.ascent import METHODS
+from . import ascent_cmds  # noqa: F401  (registers visualize)
 from .app import (
     BgrOpt,
     JsonOpt,
@@ -23,65 +22,7 @@ from .app import (
 )
 from .model_cmds import ModelArg
 
-Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)
-StepNorm = Enum("StepNorm", {"rms": "rms", "none": "none"}, type=str)
 OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder.")]
-
-
-def _progress(quiet: bool, total_label: str):
-    if quiet:
-        return None
-    state = {"last": -1}
-
-    def show(t: int, steps: int) -> None:
-        pct = 100 * t // steps
-        if pct != state["last"] and pct % 10 == 0:
-            state["last"] = pct
-            typer.echo(f"\r{total_label}: {pct:3d}%", nl=pct == 100, err=True)
-
-    return show
-
-
-@app.command()
-def visualize(model: ModelArg,
-              classes: Annotated[list[str], typer.Option(
-                  "--class", "-c", help="Class index, label name or 'all'; repeat.")],
-              method: Annotated[Method, typer.Option("--method", "-m")] = Method.yosinski,
-              preset: Annotated[int | None, typer.Option("--preset", min=1, max=4,
-                                                         help="yosinski preset 1-4.")] = None,
-              out: OutOpt = "pydevis-out", seed: Annotated[int, typer.Option()] = 0,
-              steps: Annotated[int | None, typer.Option(min=1)] = None,
-              step_size: Annotated[float | None, typer.Option(
-                  min=0.0, help="RMS pixel change per step (0..255 scale); with --step-norm "
-                                "none, the factor of the raw gradient.")] = None,
-              step_norm: Annotated[StepNorm | None, typer.Option(
-                  help="rms: steps in pixels on any model; none: the papers' literal rule.")
-              ] = None,
-              jitter: Annotated[int | None, typer.Option(min=0)] = None,
-              batch_size: Annotated[int | None, typer.Option(
-                  min=1, help="Classes per ascent batch (default: from the model's activation "
-                              "memory, at most 64).")] = None,
-              size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
-              std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
-              quiet: QuietOpt = False):
-    """Class images by ascent; one PNG + JSON per class and METHOD_grid.png in --out.
-
-    --class all runs every class, in batches (--batch-size) with bounded memory.
-
-    Example: pydevis visualize model.onnx --class 1 --class goldfish --method yosinski --preset 3
-    """
-    m = load_model(model, size, bgr, mean, std, labels)
-    res = api.visualize(m, classes, method.value, preset, out, seed,
-                        batch_size=batch_size, keep_pixels=False,
-                        progress=_progress(quiet, method.value), steps=steps,
-                        step_size=step_size, jitter=jitter,
-                        step_norm=step_norm.value if step_norm else None)
-    data = [{"class": int(r.target), "label": m.labels[int(r.target)], "status": r.status,
-             "probability": r.config["probability"], "best_objective": r.best_objective}
-            for r in res]
-    emit(data, json, quiet,
-         "\n".join(f"{d['class']:5d} {d['label'][:30]:30s} p={d['probability']:.3f}"
-                   f" {d['status']}" for d in data) + f"\nwritten to {out}")
 
 
 @app.command()

@@ -1,0 +1,187 @@
+"""Issue 14, the command line a researcher expects: tensor listing with near names, --unit,
+one scoring path, class names, progress, help, output names. Through the installed ``pydevis``
+command in a subprocess run outside the source tree; the argument forwarding of ``visualize``
+through typer's runner in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tiny import tiny_classifier
+
+
+def _exe() -> list[str]:
+    script = Path(sys.executable).parent / "pydevis"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("pydevis")
+    return [found] if found else [sys.executable, "-c", "from pydevis.cli import main; main()"]
+
+
+def pydevis(*args, env: dict | None = None):
+    """The installed command: (exit code, stdout, stderr); cwd outside the source tree."""
+    e = os.environ.copy()
+    e.update(env or {})
+    p = subprocess.run([*_exe(), *map(str, args)], capture_output=True, text=True, env=e,
+                       timeout=300, cwd=tempfile.gettempdir())
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli14")
+    path = tiny_classifier(d / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (30, 26, 3), dtype=np.uint8)).save(d / f"img{i}.png")
+    return path
+
+
+# ---- 1. tensors ------------------------------------------------------------------------------
+def test_info_tensors_json(tiny):
+    rc, out, err = pydevis("info", tiny, "--tensors", "--json")
+    assert rc == 0, err
+    rows = {r["name"]: r for r in json.loads(out)["tensors"]}
+    assert rows["r1"] == {"name": "r1", "shape": ["N", 8, 20, 18], "op": "Relu",
+                          "node": "relu1", "backward": True, "reason": ""}
+    assert rows["p1"]["shape"] == ["N", 8, 9, 8] and rows["logits"]["shape"] == ["N", 6]
+    assert "input" not in rows
+
+
+def test_info_tensors_filter_text(tiny):
+    rc, out, err = pydevis("info", tiny, "--tensors", "--filter", "RELU")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["tensor", "shape", "op", "node", "backward"]
+    assert [ln.split()[0] for ln in lines[1:-1]] == ["r1", "r2"]
+    assert "N×12×9×8" in out and "2 tensors" in lines[-1]
+
+
+def test_unknown_tensor_suggests_near_names(tiny, tmp_path):
+    img = tiny.parent / "img0.png"
+    rc, _, err = pydevis("deconv", tiny, img, "--unit", "relu3:0", "--out", tmp_path)
+    assert rc == 2 and "did you mean" in err and len(err.splitlines()) == 1
+    assert "'relu1'" in err and "'relu2'" in err
+    rc, _, err = pydevis("top9", tiny, tiny.parent, "--layer", "R2", "--out", tmp_path)
+    assert rc == 2 and "'r2'" in err, err
+
+
+# ---- 4. class names and ranges ---------------------------------------------------------------
+def _labelled(tmp_path, labels):
+    path = tiny_classifier(tmp_path / "lab.onnx", classes=len(labels))
+    card = json.loads(Path(str(path) + ".json").read_text())
+    card["labels"] = labels
+    Path(str(path) + ".json").write_text(json.dumps(card))
+    return path
+
+
+def test_class_names(tmp_path):
+    path = _labelled(tmp_path, ["tabby, tabby cat", "tiger cat", "Persian cat",
+                                "Siamese cat, Siamese", "crate", "tiger, Panthera tigris"])
+    for name, want in (("Persian", 2), ("persian CAT", 2), ("siamese", 3), ("Tiger", 5),
+                       ("tabby", 0)):
+        rc, out, err = pydevis("visualize", path, "--class", name, "--steps", "1",
+                               "--out", tmp_path / "o", "-q", "--json")
+        assert rc == 0, (name, err)
+        assert json.loads(out)["results"][0]["class"] == want, name
+    rc, _, err = pydevis("visualize", path, "--class", "cat", "--out", tmp_path / "o")
+    assert rc == 2 and "ambiguous" in err and "crate" not in err
+    for i in range(4):
+        assert f"{i} '" in err
+    rc, _, err = pydevis("visualize", path, "--class", "60", "--out", tmp_path / "o")
+    assert rc == 2 and "class 60 out of range 0–5" in err
+
+
+def test_channel_out_of_range(tiny, tmp_path):
+    rc, _, err = pydevis("visualize", tiny, "--unit", "r1:9999", "--out", tmp_path, "-q")
+    assert rc == 2 and "channel 9999 out of range 0–7" in err, err
+
+
+# ---- 2. units --------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["gradient", "yosinski", "guided", "deconv", "deconv-prior",
+                                    "deconv-prior-reg"])
+def test_visualize_units_every_method(tiny, tmp_path, method):
+    rc, out, err = pydevis("visualize", tiny, "--unit", "r1:3", "--unit", "relu2:1@4,5",
+                           "--class", "thing 2", "--method", method, "--steps", "4",
+                           "--out", tmp_path, "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    tag = "yosinski3" if method == "yosinski" else method
+    assert [r.get("unit", r.get("class")) for r in data["results"]] == [2, "r1:3", "r2:1@4,5"]
+    names = {Path(f).name for f in data["files"]}
+    assert names == {f"{tag}_0002_thing_2.png", f"{tag}_0002_thing_2.json",
+                     f"{tag}_r1_0003.png", f"{tag}_r1_0003.json", f"{tag}_r2_0001_4_5.png",
+                     f"{tag}_r2_0001_4_5.json", f"{tag}_grid.png"}
+    assert names == {p.name for p in tmp_path.iterdir()}
+    side = json.loads((tmp_path / f"{tag}_r2_0001_4_5.json").read_text())
+    assert side["unit"] == "r2:1@4,5" and side["pos"] == [4, 5] and side["tensor"] == "r2"
+    assert side["method"] == method and side["settings"]["steps"] == 4
+    assert np.isfinite(side["activation"]) and side["status"] == "ok"
+    assert side["preset"] == (3 if method == "yosinski" else None)
+
+
+def test_visualize_unit_all_is_batched(tiny, tmp_path):
+    rc, out, err = pydevis("visualize", tiny, "--unit", "r1:all", "--steps", "2",
+                           "--batch-size", "3", "--out", tmp_path, "--json", "-q")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert [r["unit"] for r in data["results"]] == [f"r1:{c}" for c in range(8)]
+    seeds = {json.loads((tmp_path / f"yosinski3_r1_{c:04d}.json").read_text())["batch_seed"]
+             for c in range(8)}
+    assert seeds == {0, 3, 6}  # batches of 3 rows
+
+
+@pytest.mark.parametrize("unit, message", [
+    ("r1:9999", "channel 9999 out of range 0–7"),
+    ("r1:1@99,0", "position out of range (y 0–19, x 0–17)"),
+    ("c3:0", "did you mean"),
+    ("r1", "expected TENSOR:CHANNEL"),
+    ("3", "a class index goes to --class"),
+])
+def test_visualize_unit_errors(tiny, tmp_path, unit, message):
+    rc, _, err = pydevis("visualize", tiny, "--unit", unit, "--out", tmp_path / "o")
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_visualize_forwards_every_option(tiny, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from pydevis import api
+    from pydevis.cli import ascent_cmds  # noqa: F401  (registers visualize)
+    from pydevis.cli.app import app
+
+    seen = {}
+
+    def fake(model, classes, method, preset, out, seed, **kw):
+        seen.update(model=model, classes=classes, method=method, preset=preset, out=out,
+                    seed=seed, **kw)
+        return []
+
+    monkeypatch.setattr(api, "visualize", fake)
+    res = CliRunner().invoke(app, [
+        "visualize", str(tiny), "-c", "1", "--class", "thing 2", "-u", "r1:0", "--unit", "r2:all",
+        "-m", "yosinski", "--preset", "2", "-o", str(tmp_path), "--seed", "7", "--steps", "9",
+        "--step-size", "1.5", "--step-norm", "none", "--jitter", "3", "--batch-size", "5",
+        "--size", "20,18", "--bgr", "--mean", "1,2,3", "--std", "4,5,6", "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    m = seen.pop("model")
+    assert m.spec.channels == "BGR" and list(m.spec.mean) == [1, 2, 3]
+    assert list(m.spec.std) == [4, 5, 6] and tuple(m.spec.size) == (20, 18)
+    progress = seen.pop("progress")
+    assert callable(progress)
+    assert seen == {"classes": ["1", "thing 2"], "method": "yosinski", "preset": 2,
+                    "out": str(tmp_path), "seed": 7, "batch_size": 5, "keep_pixels": False,
+                    "units": ["r1:0", "r2:all"], "written": [], "steps": 9, "step_size": 1.5,
+                    "jitter": 3, "step_norm": "none"}
+    assert json.loads(res.output)["preset"] == 2
