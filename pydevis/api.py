@@ -447,14 +447,15 @@ def isolate(model: Model, image: str | os.PathLike, cls: int | str,
 
 def cross_score(images: Sequence[str | os.PathLike], models: Sequence[Model | str],
                 classes: Sequence[int | str], labels: Sequence[str] | None = None):
-    """Score image files on several models (each with its own preprocessing and size).
+    """Score image files on several models, each with its own preprocessing and size, by the
+    rule of :mod:`pydevis.scoring` (the one ``pydevis score`` uses: an image at a model's size
+    as it is, else resized bilinear to it).
 
     ``classes`` are the intended classes (indices or label names of the first model, or of
     ``labels``); returns ``(scores, skipped)`` — see :func:`evaluation.cross_score.score_images`.
     """
     from . import load
-    from .evaluation.cross_score import score_images
-    from .image import read_rgb
+    from .scoring import score_files
 
     loaded = {(m.path.stem if isinstance(m, Model) else Path(m).stem):
               (m if isinstance(m, Model) else load(m)) for m in models}
@@ -462,10 +463,4 @@ def cross_score(images: Sequence[str | os.PathLike], models: Sequence[Model | st
     label_list = list(labels) if labels is not None else list(first.labels)
     idx = [c if isinstance(c, int) else label_list.index(c) if c in label_list
            else resolve_class(first, c) for c in classes]
-    pixels = [read_rgb(p) for p in images]
-    size = pixels[0].shape[:2]
-    from .image import resize_pixels
-
-    stack = np.stack([p if p.shape[:2] == size else resize_pixels(p[None], size)[0]
-                      for p in pixels])
-    return score_images(stack, [str(p) for p in images], idx, label_list, loaded)
+    return score_files(list(images), idx, label_list, loaded)

@@ -185,3 +185,63 @@ def test_visualize_forwards_every_option(tiny, monkeypatch, tmp_path):
                     "units": ["r1:0", "r2:all"], "written": [], "steps": 9, "step_size": 1.5,
                     "jitter": 3, "step_norm": "none"}
     assert json.loads(res.output)["preset"] == 2
+
+
+# ---- 3. one scoring path ---------------------------------------------------------------------
+def test_one_probability_for_one_png(tiny, tmp_path):
+    rc, out, err = pydevis("visualize", tiny, "--class", "2", "--unit", "r1:0", "--steps", "5",
+                           "--method", "gradient", "--out", tmp_path, "--json")
+    assert rc == 0, err
+    p_vis = json.loads(out)["results"][0]["probability"]
+    png = tmp_path / "gradient_0002_thing_2.png"
+    # a folder and a glob: the grid and the unit image (no class in its JSON) are skipped
+    for spec in (tmp_path, tmp_path / "*.png"):
+        rc, out, err = pydevis("score", spec, "--model", tiny)
+        assert rc == 0, err
+        assert "note: skipped" in err and "gradient_grid.png" in err and "unit image" in err
+        lines = out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(str(png)), out
+    rc, out, err = pydevis("score", tmp_path, "-m", tiny, "--json", "-q")
+    assert rc == 0 and err == "", err
+    data = json.loads(out)
+    assert [s["image"] for s in data["scores"]] == [str(png)] and len(data["skipped"]) == 2
+    p_score = data["scores"][0]["probability"]
+    rc, out, err = pydevis("predict", tiny, png, "--json", "--top", "6")
+    p_pred = next(t["probability"] for t in json.loads(out)[0]["top"] if t["class"] == 2)
+
+    import pydevis as pd
+    from pydevis import api
+
+    scores, _ = api.cross_score([png], [pd.load(tiny)], [2])
+    assert p_vis == pytest.approx(p_score, abs=1e-6)
+    assert p_pred == pytest.approx(p_score, abs=1e-6)
+    assert scores[0].probability == pytest.approx(p_score, abs=1e-6)
+
+
+def test_other_sizes_resized_the_same_way(tiny, tmp_path):
+    """An image not at the model's size: score and api.cross_score resize it (bilinear) by the
+    same function; mixed sizes in one call."""
+    import pydevis as pd
+    from pydevis import api
+    from pydevis.image import read_rgb, resize_pixels
+
+    rng = np.random.default_rng(1)
+    big, same = tmp_path / "big.png", tmp_path / "same.png"
+    Image.fromarray(rng.integers(0, 255, (41, 37, 3), dtype=np.uint8)).save(big)
+    Image.fromarray(rng.integers(0, 255, (20, 18, 3), dtype=np.uint8)).save(same)
+    rc, out, err = pydevis("score", big, same, "-m", tiny, "--class", "thing 1", "--json")
+    assert rc == 0, err
+    cli = {Path(s["image"]).name: s["probability"] for s in json.loads(out)["scores"]}
+    m = pd.load(tiny)
+    scores, _ = api.cross_score([big, same], [m], [1, "thing 1"])
+    assert {Path(s.image).name: s.probability for s in scores} == pytest.approx(cli, abs=1e-6)
+    want = m.predict(m.preprocess(resize_pixels(read_rgb(big)[None], (20, 18))))[0, 1]
+    assert cli["big.png"] == pytest.approx(float(want), abs=1e-6)
+
+
+def test_score_nothing_to_score(tiny, tmp_path):
+    Image.new("RGB", (20, 18)).save(tmp_path / "photo.png")
+    rc, _, err = pydevis("score", tmp_path / "*.png", "-m", tiny)
+    assert rc == 2 and "no image to score" in err and "give --class" in err
+    rc, _, err = pydevis("score", tmp_path / "nothing*.png", "-m", tiny)
+    assert rc == 2 and "no file matches" in err

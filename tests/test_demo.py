@@ -25,6 +25,9 @@ def test_demo_writes_report(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "report:" in p.stdout
     html = (out / "report.html").read_text()
-    assert html.count("<img") == 18  # 9 methods × (model + its weight-randomized copy)
+    # one thumbnail per image: 9 methods × 10 classes × (model + its weight-randomized copy),
+    # and the five figures
+    assert html.count('<img src="data:image/') == 9 * 10 * 2
+    assert html.count('<img class="fig"') == 5
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 9 * 2 * 10 * 3

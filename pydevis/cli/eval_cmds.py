@@ -12,42 +12,60 @@ from ..errors import PydevisError
 from .app import JsonOpt, QuietOpt, app, emit
 
 
-@app.command()
-def score(images: Annotated[list[str], typer.Argument(help="Image files (pixel space).")],
-          models: Annotated[list[str], typer.Option("--model", "-m",
-                                                    help="Scoring model; repeat.")],
+@app.command(short_help="Score images on several models: probability and rank of the "
+                        "intended class.")
+def score(images: Annotated[list[str], typer.Argument(
+              metavar="IMAGES...", help="Image files, folders or glob patterns (quoted).")],
+          models: Annotated[list[str], typer.Option(
+              "--model", "-m", metavar="MODEL", help="Scoring model (.onnx); repeat.")],
           cls: Annotated[str | None, typer.Option(
-              "--class", "-c", help="Intended class (index or label of the first model); "
-                                    "default: the 'label' in the JSON beside each image.")] = None,
+              "--class", "-c", metavar="CLASS",
+              help="Intended class of every image (index or label of the first model).  "
+                   "[default: the class in the JSON beside each image; images without one "
+                   "are skipped with a note]")] = None,
           json: JsonOpt = False, quiet: QuietOpt = False):
-    """Score images on several models: probability, rank, top-1/top-5 of the intended class.
+    """Score images on several models: the intended class's probability, rank, top-1/top-5.
 
-    Example: pydevis score out/*.png --model a.onnx --model b.onnx
+    Pixels: an image at a model's input size is used as it is, any other size is resized
+    (bilinear) to it; each model applies its own preprocessing (see pydevis.scoring). Without
+    --class, files with no generated-image JSON beside them (METHOD_grid.png, photos, unit
+    images) are skipped with a note.
+
+    Example: pydevis score out/ --model a.onnx --model b.onnx
     """
-    import numpy as np
-
     from .. import load
     from ..api import resolve_class
-    from ..evaluation.cross_score import score_images
-    from ..image import load_for
+    from ..scoring import expand_paths, generated_class, score_files
 
+    paths = expand_paths(images)
     loaded = {Path(p).stem: load(p) for p in models}
     first = next(iter(loaded.values()))
-    classes = []
-    for img in images:
+    keep, classes, notes = [], [], []
+    for img in paths:
         if cls is not None:
+            keep.append(img)
             classes.append(resolve_class(first, cls))
             continue
-        side = Path(img).with_suffix(".json")
-        if not side.is_file():
-            raise PydevisError(f"{img}: no --class given and no {side.name} beside it")
-        meta = jsonlib.loads(side.read_text())
-        classes.append(resolve_class(first, meta.get("label", meta.get("target_class"))))
-    pixels = [load_for(p, first.spec.size, 1.0) for p in images]
-    scores, skipped = score_images(np.stack(pixels), images, classes, first.labels, loaded)
-    data = {"scores": [s.row() for s in scores], "skipped": skipped}
-    text = "\n".join(f"{s.image}  {s.scoring_model:24s} p={s.probability:.3f} rank={s.rank}"
-                     f" {s.target_label[:30]}" for s in scores)
+        found, why = generated_class(img)
+        if found is None:
+            notes.append(f"{img}: {why}")
+            continue
+        keep.append(img)
+        classes.append(resolve_class(first, found))
+    if not quiet and not json:
+        for n in notes:
+            typer.echo(f"note: skipped {n}", err=True)
+    if not keep:
+        raise PydevisError("no image to score" + (f" ({len(notes)} skipped: not generated "
+                                                  "images; give --class)" if notes else ""))
+    scores, skipped = score_files(keep, classes, first.labels, loaded)
+    rows = [s.row() for s in scores]
+    data = {"scores": rows, "skipped": skipped + notes}
+    extra = ("p_jpeg", "p_blur", "p_half", "p_crop")
+    text = "\n".join(
+        f"{r['image']}  {r['scoring_model']:24s} p={r['probability']:.3f} rank={r['rank']}"
+        + "".join(f" {k}={r[k]:.3f}" for k in extra if r.get(k) is not None)
+        + f" {r['target_label'][:30]}" for r in rows)
     emit(data, json, quiet, text + "".join(f"\nskipped: {k}" for k in skipped))
 
 
@@ -88,7 +106,8 @@ def report(run_dir: Annotated[str, typer.Argument(help="A run folder of `experim
 
 @app.command()
 def demo(out: Annotated[str, typer.Option("--out", "-o", help="Run folder.")] = "pydevis-demo",
-         steps: Annotated[int, typer.Option(min=1, help="Ascent steps per method.")] = 60,
+         steps: Annotated[int, typer.Option(min=1, max=100_000,
+                                            help="Ascent steps per method.")] = 60,
          quiet: QuietOpt = False):
     """The main job on the bundled CIFAR-10 models: every method on one model, cross-scored
     on all of them, with the HTML report.

@@ -97,22 +97,28 @@ def _tensors(m, pattern: str | None, as_json: bool, quiet: bool) -> None:
 
 @app.command()
 def predict(model: ModelArg,
-            images: Annotated[list[str], typer.Argument(help="Image files.")],
-            top: Annotated[int, typer.Option("--top", min=1, help="How many classes.")] = 5,
+            images: Annotated[list[str], typer.Argument(
+                metavar="IMAGES...", help="Image files, folders or glob patterns (quoted).")],
+            top: Annotated[int, typer.Option("--top", min=1, metavar="K",
+                                             help="How many classes.")] = 5,
             size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
             std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
             quiet: QuietOpt = False):
     """Top-k classes with label names, one block per image.
 
+    Pixels: an image at the model's input size is used as it is; any other (a photo) gets the
+    ImageNet evaluation transform: shorter side resized (bilinear) to size / crop_fraction of
+    the model card, then the centre crop (see pydevis.scoring).
+
     Example: pydevis predict model.onnx cat.jpg dog.png --top 3
     """
-    from ..image import load_for
+    from ..scoring import expand_paths, pixels_for
 
     m = load_model(model, size, bgr, mean, std, labels)
     k = min(top, m.num_classes)
     out, blocks = [], []
-    for path in images:
-        p = m.predict(m.preprocess(load_for(path, m.spec.size, m.spec.crop_fraction)))[0]
+    for path in map(str, expand_paths(images)):
+        p = m.predict(m.preprocess(pixels_for(m, path, photo=True)))[0]
         best = np.argsort(-p, kind="stable")[:k]
         out.append({"image": path, "top": [{"class": int(i), "label": m.labels[i],
                                             "probability": float(p[i])} for i in best]})
