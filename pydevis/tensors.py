@@ -103,3 +103,38 @@ def suggestion(name: str, model) -> str:
     if close:
         return "; did you mean " + ", ".join(repr(c) for c in close) + "?"
     return f"; `pydevis info {model.path} --tensors` lists them"
+
+
+def expand_units(model, units) -> list[str]:
+    """``TENSOR:CHANNEL[@Y,X]`` strings, checked (tensor, backward path, channel and position
+    ranges) before any work, with the tensor's canonical name; ``TENSOR:all`` is every channel
+    of the tensor."""
+    from .errors import TargetError
+    from .targets import Unit, parse_one, seed
+
+    out: list[str] = []
+    for spec in units:
+        text = str(spec).strip()
+        head, sep, tail = text.rpartition(":")
+        every = bool(sep) and tail.strip().lower() == "all"
+        try:
+            unit = Unit(head, 0) if every else parse_one(text)
+        except TargetError:
+            raise TargetError(f"unit {text!r}: expected TENSOR:CHANNEL, TENSOR:CHANNEL@Y,X or "
+                              "TENSOR:all") from None
+        if unit.tensor is None:
+            raise TargetError(f"unit {text!r}: expected TENSOR:CHANNEL (a class index goes to "
+                              "--class)")
+        name = model._resolve_tensor(unit)
+        model.plan(name)  # an op without a backward rule on the way: refused now
+        shape = model._shapes((name,), 1)[name]
+        if len(shape) < 2:
+            raise TargetError(f"unit {text!r}: tensor {name!r} of shape {list(shape)} has no "
+                              "channel axis")
+        if every:
+            out += [f"{name}:{c}" for c in range(shape[1])]
+            continue
+        unit = Unit(name, unit.channel, unit.pos)
+        seed(np.zeros((1, *shape[1:]), np.float32), [unit])  # range checks, with their messages
+        out.append(str(unit))
+    return out
