@@ -98,7 +98,11 @@ def resolve_class(model: Model, cls: int | str) -> int:
             raise TargetError(f"class {idx} out of range 0–{len(labels) - 1} "
                               f"({model.path.name} has {len(labels)} classes)")
         return idx
-    hits = match_classes(labels, text)
+    key = " ".join(text.lower().split())
+    if model.spec.labels is None and key.startswith("class_") and key[6:].isdigit():
+        return resolve_class(model, key[6:])  # the default names, without building an index
+    # exact names: a dict built once per model (O(1)); else the whole-word scan
+    hits = model.label_index.get(key) or match_classes(labels, text)
     if len(hits) == 1:
         return hits[0]
     if hits:

@@ -15,7 +15,7 @@ from .errors import PydevisError
 
 #: bounds on what is read back whole (text files: configs, cards, labels, JSON sidecars)
 MAX_TEXT_BYTES = 256 << 20  # labels of 10^7 classes fit
-MAX_CARD_BYTES = 1 << 20
+MAX_CARD_BYTES = 16 << 20
 MAX_CONFIG_BYTES = 1 << 20
 MAX_JSON_BYTES = 64 << 20
 

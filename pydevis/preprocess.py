@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
+from .files import MAX_CARD_BYTES, MAX_TEXT_BYTES, read_json, read_text
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -67,27 +68,28 @@ def _check_values(name: str, values: Any, n: int, origin: str) -> tuple[float, .
         vals = vals * n
     if len(vals) != n:
         raise ModelError(f"{origin}: {name} needs {n} values, got {len(vals)}")
-    if name == "std" and any(v == 0 for v in vals):
-        raise ModelError(f"{origin}: std must not be zero")
+    # the input is computed in float32: a value that is 0 or not finite there is refused
+    as32 = np.asarray(vals, np.float64).astype(np.float32)
+    if not np.isfinite(as32).all():
+        raise ModelError(f"{origin}: {name} must be finite numbers (in float32), got "
+                         f"{list(vals)}")
+    if name == "std" and (as32 == 0).any():
+        raise ModelError(f"{origin}: std must not be zero (in float32), got {list(vals)}")
     return vals
 
 
 def read_card(path: Path) -> dict[str, Any]:
     """The model card JSON (only the preprocessing keys matter here)."""
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable model card ({exc})") from None
+    card = read_json(path, "model card", MAX_CARD_BYTES, ModelError)
     if not isinstance(card, dict):
         raise ModelError(f"{path}: model card must be a JSON object")
     return card
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read labels ({exc})") from None
+    """One label per non-empty line, from a regular file of bounded size (a FIFO or a device
+    such as /dev/zero is refused, without blocking)."""
+    lines = read_text(path, "labels file", MAX_TEXT_BYTES, ModelError).splitlines()
     return tuple(line.strip() for line in lines if line.strip())
 
 
@@ -102,8 +104,9 @@ def resolve(model_path: Path, input_shape: tuple, metadata: dict[str, str],
     except json.JSONDecodeError:
         raise ModelError(f"{model_path}: metadata_props: size/mean/std must be JSON") from None
     layers.append(("metadata_props", meta, model_path.parent))
+    explicit = card_path is not None
     card_path = card_path or model_path.with_name(model_path.name + ".json")
-    if card_path.is_file():
+    if explicit or card_path.exists():  # read_card refuses what is not a regular file
         card = {k: v for k, v in read_card(card_path).items() if k in _CARD_KEYS}
         layers.append((f"card {card_path.name}", card, card_path.parent))
     if overrides:

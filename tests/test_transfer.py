@@ -205,8 +205,10 @@ def test_images_without_a_dataset_class_are_skipped(run, tmp_path):
     ('test_images = 10', "missing required key 'dataset'"),
     ('dataset = "nope.npz"', "no such dataset file"),
     ('dataset = "data.npz"\nepochs = "ten"', "'epochs' has the wrong type"),
-    ('dataset = "data.npz"\nhidden = -1', "'hidden' must be >= 0"),
-    ('dataset = "data.npz"\nlr = 0', "'lr' must be > 0"),
+    ('dataset = "data.npz"\nhidden = -1', "'hidden' must be in \\[0, 4096\\], got -1"),
+    ('dataset = "data.npz"\nlr = 0', "'lr' must be in \\(0, 10\\], got 0"),
+    ('dataset = "data.npz"\nlr = nan', "'lr' must be in"),
+    ('dataset = "data.npz"\nepochs = 9999999999', "'epochs' must be in"),
 ])
 def test_config_table_errors(run, tmp_path, table, message):
     d, _ = run

@@ -59,6 +59,9 @@ QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress and no text output, errors only (--json still prints).")]
 
 
+MAX_SIDE = 4096  # --size: a side of the model input, at most (see preprocess.MAX_INPUT_PIXELS)
+
+
 def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
@@ -74,6 +77,10 @@ def load_model(path: str, size: str | None = None, bgr: bool = False, mean: str 
     from .. import load
 
     sz = _floats(size, "size")
+    if sz is not None and (len(sz) not in (1, 2)
+                           or not all(v.is_integer() and 1 <= v <= MAX_SIDE for v in sz)):
+        raise PydevisError(f"--size: expected H,W (or one number), whole numbers in "
+                           f"1..{MAX_SIDE}, got {size!r}")
     return load(path, size=[int(s) for s in sz] if sz else None,
                 channels="BGR" if bgr else None, mean=_floats(mean, "mean"),
                 std=_floats(std, "std"), labels=labels)

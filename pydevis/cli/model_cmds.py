@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from .. import kernels
@@ -113,13 +112,14 @@ def predict(model: ModelArg,
     Example: pydevis predict model.onnx cat.jpg dog.png --top 3
     """
     from ..scoring import expand_paths, pixels_for
+    from ..model import top_k
 
     m = load_model(model, size, bgr, mean, std, labels)
     k = min(top, m.num_classes)
     out, blocks = [], []
     for path in map(str, expand_paths(images)):
         p = m.predict(m.preprocess(pixels_for(m, path, photo=True)))[0]
-        best = np.argsort(-p, kind="stable")[:k]
+        best = top_k(p, k)  # O(K), not a full sort of K classes
         out.append({"image": path, "top": [{"class": int(i), "label": m.labels[i],
                                             "probability": float(p[i])} for i in best]})
         blocks.append(path + "\n" + "\n".join(f"  {p[i]:6.3f}  {i:4d}  {m.labels[i]}"

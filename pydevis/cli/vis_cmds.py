@@ -48,15 +48,29 @@ def deconv(model: ModelArg, image: Annotated[str, typer.Argument(help="Image fil
                             f"receptive field {p.box}\nwritten to {out}")
 
 
+MAX_CHANNELS = 4096  # channels one top9 call may ask for
+
+
 def _channels(text: str) -> list[int]:
-    out: list[int] = []
+    """``0-7`` or ``1,4,9``: checked from the ranges' ends (``0-999999999`` is refused without
+    building a billion-entry list), at most MAX_CHANNELS channels."""
+    spans: list[tuple[int, int]] = []
     for part in text.split(","):
-        a, _, b = part.partition("-")
+        a, _, b = part.strip().partition("-")
         try:
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+            lo = int(a)
+            hi = int(b) if b else lo
         except ValueError:
             raise typer.BadParameter(f"expected e.g. 0-7 or 1,4,9, got {text!r}") from None
-    return out
+        if lo < 0 or hi < lo:
+            raise typer.BadParameter(f"channel range {part.strip()!r}: expected LOW-HIGH with "
+                                     "0 <= LOW <= HIGH")
+        spans.append((lo, hi))
+    total = sum(hi - lo + 1 for lo, hi in spans)
+    if total > MAX_CHANNELS:
+        raise typer.BadParameter(f"--channels {text!r} asks for {total} channels; at most "
+                                 f"{MAX_CHANNELS} per call")
+    return [c for lo, hi in spans for c in range(lo, hi + 1)]
 
 
 @app.command()

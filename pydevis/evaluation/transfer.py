@@ -20,19 +20,42 @@ comma-separated synonym, case-insensitive; see :func:`.cross_score.class_map`); 
 
 from __future__ import annotations
 
-import io
-import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..api import write_json
-from ..image import read_rgb
-from .config import ConfigError, TransferSpec
+from ..image import decode_rgb, read_rgb
+from .config import MAX_DATASET_BYTES, ConfigError, TransferSpec
 from .cross_score import _key
 from .smallnet import fit_predict
+from .validate import OutputError, read_sidecar, read_transfer_row
+
+
+def check_npz(path: Path) -> None:
+    """Refuse (one line) a dataset that is not an ``.npz`` of plain arrays, or whose arrays
+    declare more bytes than they hold (an array header can ask numpy for any size)."""
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path}: the dataset is not an .npz file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.file_size > MAX_DATASET_BYTES:
+                    raise ConfigError(f"{path}: array {info.filename!r} is too large")
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                if dtype.hasobject:
+                    raise ConfigError(f"{path}: array {info.filename!r} holds Python objects")
+                if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+                    raise ConfigError(f"{path}: array {info.filename!r} declares {shape}, more "
+                                      "than it holds")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ConfigError(f"{path}: unreadable dataset ({str(exc)[:80]})") from None
 
 
 class Dataset:
@@ -41,6 +64,7 @@ class Dataset:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._arrays: dict[str, np.ndarray] = {}
+        check_npz(self.path)
         with np.load(self.path) as z:
             self.names = [str(n) for n in z["class_names"]] if "class_names" in z.files else None
 
@@ -57,8 +81,15 @@ class Dataset:
 
     def images(self, split: str, idx: np.ndarray) -> np.ndarray:
         jpeg, o = self._array(f"{split}_jpeg"), self._array(f"{split}_offsets")
-        out = [np.asarray(Image.open(io.BytesIO(jpeg[o[i]:o[i + 1]].tobytes())).convert("RGB"),
-                          np.float32) for i in idx]
+        n = len(self._array(f"{split}_labels"))
+        if o.ndim != 1 or len(o) != n + 1 or o.dtype.kind not in "iu" or jpeg.ndim != 1 \
+                or (n and (o[0] < 0 or o[-1] > len(jpeg) or (np.diff(o) < 0).any())):
+            raise ConfigError(f"{self.path}: {split}_offsets must be {n + 1} increasing byte "
+                              f"offsets into {split}_jpeg")
+        out = [decode_rgb(jpeg[o[i]:o[i + 1]].tobytes(), f"{self.path.name}[{split} {i}]")
+               for i in idx]
+        if len({p.shape for p in out}) > 1:
+            raise ConfigError(f"{self.path}: the {split} images do not all have one size")
         return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.float32)
 
     def class_of(self, index: int, label: str) -> int | None:
@@ -83,7 +114,9 @@ def generated(folder: Path, ds: Dataset) -> tuple[np.ndarray, np.ndarray, list[s
     """A method's images, their dataset classes, and the images skipped (with why)."""
     pixels, classes, skipped = [], [], []
     for png in sorted(folder.glob("*.png")):
-        meta = json.loads(png.with_suffix(".json").read_text())
+        meta = read_sidecar(png.with_suffix(".json"))
+        if "target_class" not in meta or "label" not in meta:
+            raise OutputError(f"{png.with_suffix('.json')}: needs 'target_class' and 'label'")
         c = ds.class_of(int(meta["target_class"]), str(meta["label"]))
         if c is None:
             skipped.append(f"{png.name}: class {meta['label']!r} is not in {ds.path.name}")
@@ -153,7 +186,7 @@ def _write_generated(out: Path, folder: Path, ds: Dataset, spec: TransferSpec, s
     target = out / "transfer" / "generated" / gname / f"{method}.json"
     px, cls, skipped = generated(folder, ds)
     counts = {int(c): int((cls == c).sum()) for c in np.unique(cls)}
-    if not target.is_file():
+    if not _valid_row(target):
         row = {"generating_model": gname, "method": method, "source": "generated",
                "skipped": skipped}
         write_json(target, _fill(row, px, cls, ds, spec, seed, tests))
@@ -172,13 +205,21 @@ def _test(ds: Dataset, classes: list[int], spec: TransferSpec, tests: dict):
 def _write_baseline(out: Path, gname: str, counts: dict[int, int], ds: Dataset,
                     spec: TransferSpec, seed: int, tests: dict) -> None:
     target = out / "transfer" / "real" / f"{gname}.json"
-    if target.is_file() or len(counts) < 2:
+    if _valid_row(target) or len(counts) < 2:
         return
     labels = ds.labels("train")
     idx = np.sort(train_indices(labels, counts, np.random.default_rng([seed, 1])))
     row = {"generating_model": gname, "method": "real (train split)", "source": "real",
            "skipped": []}
     write_json(target, _fill(row, ds.images("train", idx), labels[idx], ds, spec, seed, tests))
+
+
+def _valid_row(target: Path) -> bool:
+    """Whether a row file from an earlier run can be kept (else it is redone)."""
+    try:
+        return target.exists() and bool(read_transfer_row(target))
+    except OutputError:
+        return False
 
 
 def run_transfer(out: Path, spec: TransferSpec, seed: int,
@@ -205,6 +246,6 @@ def run_transfer(out: Path, spec: TransferSpec, seed: int,
 def collect_transfer(out: Path) -> list[dict]:
     """The rows written so far: per generating model, its methods then its real baseline."""
     files = sorted((out / "transfer").rglob("*.json"), key=str)
-    rows = [json.loads(f.read_text()) for f in files if not f.name.startswith(".tmp-")]
+    rows = [read_transfer_row(f) for f in files if not f.name.startswith(".tmp-")]
     return sorted(rows, key=lambda r: (r["generating_model"], r["source"] == "real",
                                        r["method"]))

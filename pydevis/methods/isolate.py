@@ -36,8 +36,9 @@ def isolate(model: Model, pixels: np.ndarray, target: int, *, steps: int = 200,
     """Edit ``pixels`` (H, W, 3) so that only class ``target`` is claimed (see module doc)."""
     if weighting not in ("softmax", "uniform"):
         raise ValueError(f"weighting must be softmax or uniform, got {weighting!r}")
-    if steps < 0 or step_size <= 0:
-        raise ValueError("steps must be >= 0 and step_size > 0")
+    if not (0 <= steps <= 100_000 and 0 < step_size <= 255):  # NaN fails too
+        raise ValueError(f"steps must be in 0..100000 and step_size in (0, 255], got {steps}, "
+                         f"{step_size}")
     space = PixelSpace(model)
     v0 = space.from_pixels(pixels)
     v = v0.copy()
