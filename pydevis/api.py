@@ -429,8 +429,10 @@ def top9(model: Model, image_dir: str | os.PathLike, layer: str, channels: Seque
 
 
 def isolate(model: Model, image: str | os.PathLike, cls: int | str,
-            out: str | os.PathLike | None = None, **settings) -> Isolation:
-    """Seed experiment 2 on one photo; writes the edited image, the difference map, a JSON."""
+            out: str | os.PathLike | None = None, written: list[Path] | None = None,
+            **settings) -> Isolation:
+    """Class isolation of one photo (:mod:`methods.isolate`); writes the edited image, the
+    difference map, a JSON (their paths appended to ``written``)."""
     c = resolve_class(model, cls)
     if out is not None:
         check_out(out)
@@ -439,13 +441,16 @@ def isolate(model: Model, image: str | os.PathLike, cls: int | str,
     if out is not None:
         out = Path(out)
         stem = f"isolate_{Path(image).stem}_{c:04d}"
-        save_png(res.pixels, out / f"{stem}.png")
-        save_png(signal_to_pixels(res.difference), out / f"{stem}_difference.png")
-        write_json(out / f"{stem}.json", _meta(
-            model, image=str(image), target_class=c, label=model.labels[c], settings=settings,
-            status=res.status, steps=res.steps, start_probability=res.start_probability,
-            target_probability=res.target_probability,
-            max_other_probability=res.max_other_probability))
+        files = [save_png(res.pixels, out / f"{stem}.png"),
+                 save_png(signal_to_pixels(res.difference), out / f"{stem}_difference.png"),
+                 write_json(out / f"{stem}.json", _meta(
+                     model, image=str(image), target_class=c, label=model.labels[c],
+                     settings=settings, status=res.status, steps=res.steps,
+                     start_probability=res.start_probability,
+                     target_probability=res.target_probability,
+                     max_other_probability=res.max_other_probability))]
+        if written is not None:
+            written += files
     return res
 
 

@@ -245,3 +245,74 @@ def test_score_nothing_to_score(tiny, tmp_path):
     assert rc == 2 and "no image to score" in err and "give --class" in err
     rc, _, err = pydevis("score", tmp_path / "nothing*.png", "-m", tiny)
     assert rc == 2 and "no file matches" in err
+
+
+# ---- 5. progress and --json ------------------------------------------------------------------
+def test_progress_plain_lines_when_not_a_terminal(tiny, tmp_path):
+    rc, out, err = pydevis("visualize", tiny, "--class", "1", "--class", "2", "--unit", "r1:0",
+                           "--steps", "20", "--batch-size", "1", "--out", tmp_path)
+    assert rc == 0, err
+    assert "\r" not in err and err.endswith("\n")
+    lines = err.splitlines()
+    assert any(ln.startswith("yosinski3 class 1 thing 1 (1/3): step ") for ln in lines), err
+    assert any(ln.startswith("yosinski3 r1:0 (3/3): step 60/60 (100%)") for ln in lines), err
+    assert any("steps/s" in ln and "ETA" in ln for ln in lines), err
+    assert len(lines) <= 3 + 11  # a line per tenth and per change of target, not per step
+
+
+def test_quiet_and_json(tiny, tmp_path):
+    rc, out, err = pydevis("visualize", tiny, "--class", "1", "--steps", "3", "--out",
+                           tmp_path / "a", "-q")
+    assert rc == 0 and out == "" and err == ""
+    for flags in (["--json"], ["--json", "-q"]):
+        rc, out, err = pydevis("visualize", tiny, "--class", "1", "--steps", "3", "--out",
+                               tmp_path / "b", *flags)
+        assert rc == 0 and err == "", err
+        files = json.loads(out)["files"]
+        assert sorted(Path(f).name for f in files) == sorted(
+            p.name for p in (tmp_path / "b").iterdir())
+    rc, out, err = pydevis("isolate", tiny, tiny.parent / "img0.png", "--class", "1",
+                           "--steps", "2", "--out", tmp_path / "c", "--json", "-q")
+    assert rc == 0, err
+    assert sorted(Path(f).name for f in json.loads(out)["files"]) == sorted(
+        p.name for p in (tmp_path / "c").iterdir())
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_progress_bar_on_a_terminal(tiny, tmp_path):
+    cmd = " ".join([*_exe(), "visualize", str(tiny), "--class", "1", "--steps", "30",
+                    "--out", str(tmp_path)])
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                       timeout=300, cwd=tempfile.gettempdir(),
+                       env={**os.environ, "COLUMNS": "120"})
+    assert p.returncode == 0, p.stdout
+    assert "yosinski3 class 1 thing 1" in p.stdout and "step" in p.stdout
+    assert "30/30" in p.stdout and "ETA" in p.stdout and "━" in p.stdout
+
+
+# ---- 6. help ---------------------------------------------------------------------------------
+def test_bare_command_prints_help():
+    rc, out, err = pydevis()
+    assert rc == 0 and "Usage: pydevis" in out and "visualize" in out and "error" not in err
+
+
+@pytest.mark.parametrize("command", ["info", "predict", "visualize", "score", "isolate"])
+def test_help_explains_every_option(command):
+    rc, out, err = pydevis(command, "--help", env={"COLUMNS": "80"})
+    assert rc == 0, err
+    assert "<bool>" not in out and "<str>" not in out and "list[str]" not in out
+    assert "seed experiment" not in out.lower()
+    opts = out.split("Options:")[1]
+    entries = [e for e in opts.split("\n  -") if e.strip()]
+    for e in entries:  # every option has a description
+        head = e.strip().splitlines()[0]
+        assert len(" ".join(e.split()).split("  ")) >= 1 and len(head.split()) >= 2, e
+    if command == "visualize":
+        assert "yosinski --preset 3 (default)" in out and "deconv-prior-reg" in out
+        for opt in ("--steps", "--step-size", "--jitter", "--seed", "--batch-size", "--unit",
+                    "--preset", "--step-norm", "--out"):
+            block = opts.split(opt, 1)[1].split("\n  -")[0]
+            assert "[default:" in block, opt
+        # the method choices are listed whole, not wrapped inside a word
+        assert "deconv-prior or deconv-prior-reg" in " ".join(out.split())
+        assert "d\n" not in out.split("--method")[1].split("--preset")[0]

@@ -16,6 +16,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="What an ONNX image classifier has learned: deconvnet, guided backprop "
                        "and activation maximization, and how faithful each picture is.")
 
+# typer >= 0.2x writes an argument's Python type after its metavar in the help ("MODEL <str>");
+# the metavars say what to give, so the type is left out.
+if hasattr(typer.core, "TyperArgument") and hasattr(typer.core.TyperArgument,
+                                                    "display_type_rich"):
+    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
+
 # click's usage-error base class, wherever this typer takes click from (typer >= 0.2x vendors
 # it as typer._click, older typer depends on click): found through a class typer exports.
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

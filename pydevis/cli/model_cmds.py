@@ -31,8 +31,9 @@ def info(model: ModelArg,
                                "deconv, top9): name, shape, op, node, backward support.")
          ] = False,
          filter: Annotated[str | None, typer.Option(
-             "--filter", help="With --tensors: only tensors whose name, op or node contains "
-                              "this text (case-insensitive), e.g. relu.  [default: all]")
+             "--filter", metavar="TEXT",
+             help="With --tensors: only tensors whose name, op or node contains this text "
+                  "(case-insensitive), e.g. relu.  [default: all]")
          ] = None,
          size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
          std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,

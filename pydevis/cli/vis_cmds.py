@@ -22,7 +22,7 @@ from .app import (
 )
 from .model_cmds import ModelArg
 
-OutOpt = Annotated[str, typer.Option("--out", "-o", help="Output folder.")]
+OutOpt = Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Output folder.")]
 
 
 @app.command()
@@ -98,24 +98,38 @@ def top9(model: ModelArg, image_dir: Annotated[str, typer.Argument(help="Folder 
 
 
 @app.command()
-def isolate(model: ModelArg, image: Annotated[str, typer.Argument(help="Image file.")],
-            cls: Annotated[str, typer.Option("--class", "-c", help="Class index or name.")],
+def isolate(model: ModelArg, image: Annotated[str, typer.Argument(
+                metavar="IMAGE", help="Photo (ImageNet resize and centre crop).")],
+            cls: Annotated[str, typer.Option("--class", "-c", metavar="CLASS",
+                                             help="Class index or label name.")],
             out: OutOpt = "pydevis-out",
-            steps: Annotated[int, typer.Option(min=0)] = 200,
-            step_size: Annotated[float, typer.Option(min=0.0)] = 1.0,
-            weighting: Annotated[str, typer.Option(help="softmax or uniform")] = "softmax",
+            steps: Annotated[int, typer.Option(
+                min=0, max=100_000, metavar="N",
+                help="Most edit steps (it stops once the class has p >= 0.9 and every other "
+                     "p <= 0.05).")] = 200,
+            step_size: Annotated[float, typer.Option(
+                min=0.0, max=255.0, metavar="X",
+                help="Largest change of any pixel per step (0..255 scale).")] = 1.0,
+            weighting: Annotated[str, typer.Option(
+                metavar="softmax|uniform",
+                help="Weight of each other class's gradient: its probability (softmax) or "
+                     "1 (uniform).")] = "softmax",
             size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
             std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
             quiet: QuietOpt = False):
-    """Edit a photo until only --class is claimed (seed experiment 2).
+    """Class isolation: edit a photo, against the gradients of the other classes, until
+    only --class is claimed; writes the edited image, the difference map and a JSON.
 
     Example: pydevis isolate model.onnx cat.jpg --class "tabby, tabby cat"
     """
     m = load_model(model, size, bgr, mean, std, labels)
-    r = api.isolate(m, image, cls, out, steps=steps, step_size=step_size, weighting=weighting)
+    written: list = []
+    r = api.isolate(m, image, cls, out, written=written, steps=steps, step_size=step_size,
+                    weighting=weighting)
     data = {"status": r.status, "steps": r.steps, "start_probability": r.start_probability,
             "target_probability": r.target_probability,
-            "max_other_probability": r.max_other_probability}
+            "max_other_probability": r.max_other_probability,
+            "files": [str(p) for p in written]}
     emit(data, json, quiet, f"{r.status} after {r.steps} steps: p {r.start_probability:.3f} -> "
                             f"{r.target_probability:.3f}, max other {r.max_other_probability:.3f}"
                             f"\nwritten to {out}")
