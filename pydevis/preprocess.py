@@ -69,7 +69,8 @@ def _check_values(name: str, values: Any, n: int, origin: str) -> tuple[float, .
     if len(vals) != n:
         raise ModelError(f"{origin}: {name} needs {n} values, got {len(vals)}")
     # the input is computed in float32: a value that is 0 or not finite there is refused
-    as32 = np.asarray(vals, np.float64).astype(np.float32)
+    with np.errstate(over="ignore"):  # 1e300 becomes inf here, refused just below
+        as32 = np.asarray(vals, np.float64).astype(np.float32)
     if not np.isfinite(as32).all():
         raise ModelError(f"{origin}: {name} must be finite numbers (in float32), got "
                          f"{list(vals)}")

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,27 @@ def test_report_refuses_a_hostile_bootstrap(tmp_path):
     before = (run / "results.csv").read_bytes()
     assert_user_error(run_cli("report", run, cwd=tmp_path), "'bootstrap' must be")
     assert (run / "results.csv").read_bytes() == before
+
+
+SLOW = ("import time, pydevis.evaluation.experiment as e\n"
+        "_chunk = e._run_chunk\n"
+        "def _slow(*a, **k):\n    time.sleep(0.4)\n    return _chunk(*a, **k)\n"
+        "e._run_chunk = _slow\n")
+
+
+def test_a_second_run_is_refused_while_the_first_holds_the_folder(tmp_path):
+    """Deterministic: the first run is slowed down inside its chunks; a second run started
+    while it works refuses in one line and touches nothing; the first ends with every row."""
+    cfg = config(tmp_path, "held")
+    first = subprocess.Popen([sys.executable, "-c", SLOW + CLI, "experiment", str(cfg), "-q"],
+                             cwd=tmp_path, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "held"
+    deadline = time.monotonic() + 120
+    while not (run / "scores").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert_user_error(run_cli("experiment", cfg, "-q", cwd=tmp_path),
+                      "in use by another pydevis process")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert len(rows(run)) == ROWS and not leftovers(run)

@@ -250,7 +250,6 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(out / "results.csv", buf.getvalue())
     summary = summarize(rows, bootstrap, seed)
     summary["class_sensitivity"] = class_sensitivity(out)
     summary["skipped"] = skipped
@@ -258,6 +257,9 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
         from .transfer import collect_transfer
 
         summary["train_on_generated"] = collect_transfer(out)
+    # everything that can fail on bad input (chunks, transfer rows, the bootstrap) ran above:
+    # results.csv is never rewritten while results.json and the report keep older numbers
+    write_text(out / "results.csv", buf.getvalue())
     write_json(out / "results.json", {"rows": rows, "summary": summary})
     write_report(out, rows, summary)
     return summary
