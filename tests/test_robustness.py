@@ -88,3 +88,33 @@ def test_low_when_top1_during_the_ascent_but_not_on_the_saved_png():
     rand = [_row("a.png", "g~randomized", "g", False)]  # scored by the original, not its maker
     _image_status(rand, res)
     assert rand[0]["status"] == "ok"
+
+
+def test_score_command_prints_and_returns_the_robustness_scores(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    m = pydevis.load(tiny_classifier(tmp_path / "m.onnx"))
+    h, w = m.spec.size
+    px = np.random.default_rng(3).integers(0, 256, size=(h, w, 3)).astype(np.uint8)
+    Image.fromarray(px).save(tmp_path / "a.png")
+    exe = shutil.which("pydevis")
+    cmd = [exe] if exe else [sys.executable, "-c", "from pydevis.cli import main; main()"]
+
+    def score(*extra):
+        p = subprocess.run([*cmd, "score", str(tmp_path / "a.png"), "--model",
+                            str(tmp_path / "m.onnx"), "--class", "2", *extra],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    row = json.loads(score("--json"))["scores"][0]
+    for kind in PERTURBATIONS:
+        p = m.predict(m.preprocess(perturb(px.astype(np.float32), kind)[None]))[0]
+        assert row[f"p_{kind}"] == pytest.approx(float(p[2]), abs=1e-6)
+    assert "p_jpeg=" in score() and "p_crop=" in score()
+    assert json.loads(score("--json", "--no-robust"))["scores"][0]["p_jpeg"] is None

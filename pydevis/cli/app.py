@@ -65,7 +65,7 @@ QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress and no text output, errors only (--json still prints).")]
 
 
-MAX_SIDE = 4096  # --size: a side of the model input, at most (see preprocess.MAX_INPUT_PIXELS)
+MAX_SIDE = 1_000_000  # --size: whole numbers up to this; preprocess bounds the input area
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:

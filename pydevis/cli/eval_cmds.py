@@ -23,8 +23,13 @@ def score(images: Annotated[list[str], typer.Argument(
               help="Intended class of every image (index or label of the first model).  "
                    "[default: the class in the JSON beside each image; images without one "
                    "are skipped with a note]")] = None,
+          robust: Annotated[bool, typer.Option(
+              "--robust/--no-robust",
+              help="Also score each image after JPEG q75, blur r=1, half size and back, and a "
+                   "centred 90 % crop (p_jpeg, p_blur, p_half, p_crop).")] = True,
           json: JsonOpt = False, quiet: QuietOpt = False):
-    """Score images on several models: the intended class's probability, rank, top-1/top-5.
+    """Score images on several models: the intended class's probability, rank, top-1/top-5,
+    and its probability after four small perturbations (see README, "What a run writes").
 
     Pixels: an image at a model's input size is used as it is, any other size is resized
     (bilinear) to it; each model applies its own preprocessing (see pydevis.scoring). Without
@@ -58,7 +63,7 @@ def score(images: Annotated[list[str], typer.Argument(
     if not keep:
         raise PydevisError("no image to score" + (f" ({len(notes)} skipped: not generated "
                                                   "images; give --class)" if notes else ""))
-    scores, skipped = score_files(keep, classes, first.labels, loaded)
+    scores, skipped = score_files(keep, classes, first.labels, loaded, robust=robust)
     rows = [s.row() for s in scores]
     data = {"scores": rows, "skipped": skipped + notes}
     extra = ("p_jpeg", "p_blur", "p_half", "p_crop")
