@@ -7,6 +7,7 @@ from __future__ import annotations
 from .api import cross_score, deconvolve, isolate, top9, visualize
 from .errors import ImageError, ModelError, PydevisError, TargetError, UnsupportedOpError
 from .evaluation.experiment import report, run_experiment
+from .export import export_backward
 from .model import MODES, Model, Signal, load
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "cross_score",
     "deconvolve",
+    "export_backward",
     "isolate",
     "load",
     "report",

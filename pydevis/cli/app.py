@@ -102,7 +102,13 @@ def emit(data: Any, as_json: bool, quiet: bool, text: str) -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
-    from . import ascent_cmds, eval_cmds, model_cmds, vis_cmds  # noqa: F401  (the commands)
+    from . import (  # noqa: F401  (the commands)
+        ascent_cmds,
+        eval_cmds,
+        export_cmds,
+        model_cmds,
+        vis_cmds,
+    )
 
     if len(sys.argv) == 1:  # bare `pydevis`: the help, and success
         sys.argv.append("--help")
