@@ -35,7 +35,8 @@ class Signal:
 
 
 def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
-         threads: int | None = None, **spec_overrides: Any) -> Model:
+         threads: int | None = None, backend: str | None = None,
+         **spec_overrides: Any) -> Model:
     """Load an ONNX image classifier.
 
     Parameters
@@ -44,12 +45,15 @@ def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
         labels (format of ``../shared/models/*.onnx.json``).
     card : another model card to use instead.
     threads : ONNX Runtime intra-op threads (default: its own choice).
+    backend : ``"ort"`` computes signals with the exported backward graph in ONNX Runtime
+        (:mod:`pydevis.export`); default: pydevis's own backward engine.
     spec_overrides : ``size``, ``channels`` ("RGB"/"BGR"), ``mean``, ``std`` (pixel units),
         ``labels`` (file or list), ``crop_fraction``; they win over the card.
     """
     p = Path(path)
     proto = _read(p)
     model = Model(p, proto, spec_overrides, Path(card) if card else None, threads)
+    model.set_signal_backend(backend)
     if model.spec.labels is not None:
         model.labels  # noqa: B018  (a label list of the wrong length is a load-time error)
     return model
@@ -234,6 +238,19 @@ class Model:
         return softmax(self.forward(x))
 
     # ---- backward --------------------------------------------------------------------------
+    _ort = None  # pydevis.export.ort_backend.OrtBackward with backend="ort"
+
+    def set_signal_backend(self, backend: str | None) -> None:
+        """``"ort"``: signals from the exported backward graph in ONNX Runtime; ``None`` or
+        ``"pydevis"``: pydevis's own backward engine."""
+        if backend not in (None, "pydevis", "ort"):
+            raise ValueError(f"backend {backend!r} is not one of pydevis, ort")
+        self._ort = None
+        if backend == "ort":
+            from .export.ort_backend import OrtBackward
+
+            self._ort = OrtBackward(self, self.runner._threads)
+
     def plan(self, tensor: str) -> engine.Plan:
         if tensor not in self._plans:
             self._plans[tensor] = engine.make_plan(self.graph, tensor, self.data)
@@ -273,6 +290,8 @@ class Model:
             return Signal(np.concatenate([r.grad for r in rows]),
                           np.concatenate([r.objective for r in rows]),
                           np.concatenate([r.target_value for r in rows]))
+        if self._ort is not None:
+            return self._ort.signal(x, tensor, units, mode)
         values, walk = self._forward_for(x, tensor, mode)
         seed, objective = targets.seed(values[tensor], units)
         return Signal(walk(seed), objective, values[tensor])
@@ -306,6 +325,8 @@ class Model:
         if x.shape[0] > 1 and not self.runner.batchable:
             return np.concatenate([self.vjp(x[i:i + 1], tensor, cotangent[i:i + 1], mode)
                                    for i in range(x.shape[0])])
+        if self._ort is not None:
+            return self._ort.vjp(x, tensor, cotangent, mode)
         values, walk = self._forward_for(x, tensor, mode)
         cot = np.asarray(cotangent, dtype=values[tensor].dtype)
         if cot.shape != values[tensor].shape:

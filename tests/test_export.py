@@ -279,3 +279,26 @@ def test_cli_export(tmp_path, storage_order_model):
     rc, stdout, stderr = _cli("export", storage_order_model, "--out", tmp_path / "x.onnx")
     assert rc == 2 and stderr.count("\n") == 1 and "MaxPool" in stderr, stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+# ---- load(..., backend="ort") ---------------------------------------------------------------
+def test_ort_backend_signals_and_ascent(tmp_path):
+    """Signals, VJPs and a short ascent through the exported graph equal pydevis's own."""
+    from pydevis import api
+
+    path = tiny_classifier(tmp_path / "tiny.onnx", lrn=True)
+    own, viaort = pydevis.load(path), pydevis.load(path, backend="ort")
+    x = np.random.default_rng(7).standard_normal((3, *own.input_dims())).astype(np.float32)
+    for mode in MODES:
+        a, b = own.signal(x, [0, 4, 5], mode), viaort.signal(x, [0, 4, 5], mode)
+        assert_close(b.grad, a.grad, f"signal {mode}")
+        np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5, atol=1e-6)
+        a, b = own.signal(x, "relu2:3", mode), viaort.signal(x, "relu2:3", mode)
+        assert_close(b.grad, a.grad, f"unit {mode}")
+        cot = one_hot_units(own.runner.run(x, ["r1"])["r1"])
+        assert_close(viaort.vjp(x, "r1", cot, mode), own.vjp(x, "r1", cot, mode), "vjp")
+    runs = [api.visualize(m, [1, 2], method="gradient", steps=4) for m in (own, viaort)]
+    for r, s in zip(*runs, strict=True):
+        np.testing.assert_allclose(s.pixels, r.pixels, atol=1e-2)
+    with pytest.raises(ValueError, match="backend"):
+        pydevis.load(path, backend="tensorflow")
