@@ -48,11 +48,20 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int,
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         raise error(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
+    chunks: list[bytes] = []
+    try:  # plain os.read: no Python file object (os.fdopen is for files pydevis writes)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise error(f"{p}: {what} is not a regular file")
-        data = f.read(limit + 1)
+        size = 0
+        while size <= limit:
+            block = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not block:
+                break
+            chunks.append(block)
+            size += len(block)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > limit:
         raise error(f"{p}: {what} is too large (over {limit} bytes)")
     return data

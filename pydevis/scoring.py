@@ -41,13 +41,16 @@ def pixels_for(model, path: str | os.PathLike, photo: bool = False) -> np.ndarra
 
 def expand_paths(specs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files, folders (their image files, sorted) and glob patterns → image paths, in order,
-    each once. A pattern or name that matches nothing is an error."""
+    each once. A pattern, name or folder that yields no image is an error."""
     out: list[Path] = []
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
             found = sorted(f for f in p.iterdir()
                            if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise PydevisError(f"{spec}: a folder with no image file "
+                                   f"({', '.join(sorted(IMAGE_EXTS))})")
         elif p.exists():
             found = [p]
         elif glob.has_magic(str(spec)):

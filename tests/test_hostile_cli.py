@@ -84,7 +84,7 @@ def test_missing_config(d):
     ('{"crop_fraction": 2}', "crop_fraction must be in (0, 1]"),
     ('{"std": [0, 1, 1]}', "std must not be zero"),
     ('{"channels": "CMYK"}', "channels must be RGB, BGR or L"),
-    ('{"size": [20, 18]', "unreadable model card"),
+    ('{"size": [20, 18]', "model card is not valid JSON"),
     ('[1, 2]', "model card must be a JSON object"),
 ])
 def test_model_card_errors(d, tmp_path, card, message):
@@ -99,7 +99,7 @@ def test_model_card_errors(d, tmp_path, card, message):
     (["visualize", "{tiny}", "--class", "1", "--method", "nope"], "Invalid value for '--method'"),
     (["predict", "{tiny}"], "Missing argument"),
     (["info", "{tiny}", "--size", "a,b"], "--size: expected comma-separated numbers"),
-    (["info", "{tiny}", "--size", "0,5"], "size must be [H, W] of positive integers"),
+    (["info", "{tiny}", "--size", "0,5"], "whole numbers in 1..1000000, got '0,5'"),
     (["info", "{tiny}", "--mean", "1,2"], "mean needs 3 values"),
     (["visualize", "{tiny}", "--class", "-1", "--out", "{out}"], "class -1 out of range"),
     (["deconv", "{tiny}", "{img}", "--unit", "r2:99", "--out", "{out}"], "r2:99"),
