@@ -98,7 +98,7 @@ def write_doc(run: Path, doc: Path, command: str) -> Path:
     scorers = sorted({r["scoring_model"] for r in rows} - set(gens))
     assets = doc.parent / doc.stem
     assets.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Which technique depicts a class most faithfully? (ImageNet nets)", "",
+    lines = ["# Which technique depicts a class most faithfully? (ImageNet nets)", "",
              f"Produced by `{command}` from `{run.name}` "
              f"(config `experiments/{Path(data.get('config', 'imagenet.toml')).name}`): "
              f"{len({r['image'] for r in rows})} images, {len(rows)} scores; "

@@ -22,7 +22,6 @@ from .methods.ascent import AscentResult, ascend, method_config
 from .methods.isolate import Isolation
 from .methods.isolate import isolate as _isolate
 from .model import Model
-from .targets import parse_one
 from .render import (
     CLIP_PERCENTILE,
     fit,
@@ -33,6 +32,7 @@ from .render import (
     top9_block,
     top9_figure,
 )
+from .targets import parse_one
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 

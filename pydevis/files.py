@@ -90,7 +90,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 def safe_name(text: str, limit: int = 64) -> str:
     """``text`` as one safe path component: letters, digits and ``._+-`` kept, runs of anything
     else (``/``, ``\\``, ``~``, spaces, control characters) turned into ``_``, leading dots and
-    dashes dropped, runs of dots made one (no ``..``, no hidden file, no option), at most ``limit`` characters;
-    ``x`` when nothing is left. Ordinary names (``yosinski3``, ``cifar10_alexnet``) are kept."""
+    dashes dropped, runs of dots made one (no ``..``, no hidden file, no option), at most
+    ``limit`` characters; ``x`` when nothing is left. Ordinary names (``yosinski3``,
+    ``cifar10_alexnet``) are kept."""
     name = re.sub(r"\.{2,}", ".", _UNSAFE.sub("_", str(text))).lstrip("._-")[:limit].rstrip(".")
     return name or "x"

@@ -46,7 +46,8 @@ def defaults_table() -> str:
                      f"{c.decay:g}", f"{c.blur_sigma:g}/{c.blur_every}",
                      f"{c.norm_pct:g}/{c.contrib_pct:g}", prior))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(f"{v:{w}s}" for v, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(f"{v:{w}s}" for v, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
 
 
 HELP = f"""Class and unit images by activation maximization (gradient ascent on the pixels).

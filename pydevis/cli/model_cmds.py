@@ -89,7 +89,8 @@ def _tensors(m, pattern: str | None, as_json: bool, quiet: bool) -> None:
         head = f"{'tensor':{wn}s}  {'shape':{ws}s}  {'op':{wo}s}  {'node':{wd}s}  backward"
         text = "\n".join([head] + [
             f"{r.name:{wn}s}  {s:{ws}s}  {r.op:{wo}s}  {r.node:{wd}s}  "
-            + ("yes" if r.backward else f"no: {r.reason}") for r, s in zip(rows, shapes)]
+            + ("yes" if r.backward else f"no: {r.reason}")
+            for r, s in zip(rows, shapes, strict=True)]
             + [f"{len(rows)} tensors; a unit is TENSOR:CHANNEL or TENSOR:CHANNEL@Y,X "
                "(N is the batch)"])
     emit(data, as_json, quiet, text)
@@ -112,8 +113,8 @@ def predict(model: ModelArg,
 
     Example: pydevis predict model.onnx cat.jpg dog.png --top 3
     """
-    from ..scoring import expand_paths, pixels_for
     from ..model import top_k
+    from ..scoring import expand_paths, pixels_for
 
     m = load_model(model, size, bgr, mean, std, labels)
     k = min(top, m.num_classes)

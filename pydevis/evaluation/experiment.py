@@ -30,14 +30,14 @@ import numpy as np
 
 from ..api import _slug, check_out, resolve_class, write_json
 from ..atomic import write_text
+from ..files import MAX_CONFIG_BYTES, read_text, safe_name
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
 from ..model import Model, load
-from ..files import MAX_CONFIG_BYTES, read_text, safe_name
 from .config import RANGES, Config, ConfigError, load_config
 from .cross_score import score_images
-from .sanity import class_sensitivity, randomized_copy
 from .runlock import LOCK_NAME, RunLock
+from .sanity import class_sensitivity, randomized_copy
 from .summary import summarize
 from .validate import chunk_complete, read_chunk
 
