@@ -132,6 +132,35 @@ def test_report_refuses_an_altered_chunk_before_writing(tmp_path, damage, messag
     assert before == {n: (run / n).read_bytes() for n in before}  # nothing half-updated
 
 
+def test_a_report_that_fails_late_rewrites_nothing(tmp_path, monkeypatch):
+    """If rendering the report fails after the summary was computed, results.csv/json,
+    summary.md and report.html all keep their old numbers."""
+    import pydevis.evaluation.report as report_mod
+    from pydevis.errors import PydevisError
+    from pydevis.evaluation.experiment import report
+
+    cfg = config(tmp_path, "late")
+    assert_ok(run_cli("experiment", cfg, "-q", cwd=tmp_path))
+    run = tmp_path / "late"
+    chunk = run / "scores" / "cifar10_alexnet" / "gradient" / "chunk0.json"
+    data = json.loads(chunk.read_text())
+    data["rows"][0]["probability"] = 0.123456  # valid, so a rewrite would change the numbers
+    chunk.write_text(json.dumps(data))
+    names = ("results.csv", "results.json", "summary.md", "report.html")
+    before = {n: (run / n).read_bytes() for n in names}
+
+    def broken(*a, **k):
+        raise PydevisError("rendering failed")
+
+    monkeypatch.setattr(report_mod, "render_report", broken)
+    with pytest.raises(PydevisError, match="rendering failed"):
+        report(run)
+    assert before == {n: (run / n).read_bytes() for n in names}
+    monkeypatch.undo()
+    report(run)  # and when it works, every file moves to the new numbers together
+    assert all(before[n] != (run / n).read_bytes() for n in names)
+
+
 def test_report_refuses_a_hostile_bootstrap(tmp_path):
     cfg = config(tmp_path, "boot")
     assert_ok(run_cli("experiment", cfg, "-q", cwd=tmp_path))

@@ -243,7 +243,7 @@ def collect(out: Path) -> tuple[list[dict], list[str]]:
 
 def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Assemble results.json/csv, the summaries and the report from the finished chunks."""
-    from .report import write_report
+    from .report import render_report
 
     rows, skipped = collect(out)
     buf = io.StringIO()
@@ -257,11 +257,14 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
         from .transfer import collect_transfer
 
         summary["train_on_generated"] = collect_transfer(out)
-    # everything that can fail on bad input (chunks, transfer rows, the bootstrap) ran above:
-    # results.csv is never rewritten while results.json and the report keep older numbers
+    html, md = render_report(out, rows, summary)
+    # everything that can fail on bad input (chunks, transfer rows, the bootstrap, images and
+    # sidecars read by the report) ran above: the files below are rewritten together, never
+    # one of them while the others keep older numbers
     write_text(out / "results.csv", buf.getvalue())
     write_json(out / "results.json", {"rows": rows, "summary": summary})
-    write_report(out, rows, summary)
+    write_text(out / "summary.md", md)
+    write_text(out / "report.html", html)
     return summary
 
 

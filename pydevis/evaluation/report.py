@@ -88,6 +88,14 @@ def _models(rows: list[dict]) -> tuple[list[str], list[str]]:
 
 def write_report(out: Path, rows: list[dict], summary: dict) -> Path:
     """Write ``report.html`` and ``summary.md`` into the run folder ``out``."""
+    html, md = render_report(out, rows, summary)
+    write_text(out / "summary.md", md)
+    write_text(out / "report.html", html)
+    return out / "report.html"
+
+
+def render_report(out: Path, rows: list[dict], summary: dict) -> tuple[str, str]:
+    """The text of ``report.html`` and of ``summary.md``, nothing written."""
     methods = list(summary.get("per_method", {})) or sorted({r["method"] for r in rows})
     pm = summary.get("per_method", {})
     gens, scorers = _models(rows)
@@ -110,7 +118,4 @@ def write_report(out: Path, rows: list[dict], summary: dict) -> Path:
                 "accuracy": figures.accuracy_bars(transfer)},
         "galleries": _galleries(out, rows),
     }
-    html = _ENV.get_template("report.html.j2").render(**context)
-    write_text(out / "summary.md", markdown_table(summary))
-    write_text(out / "report.html", html)
-    return out / "report.html"
+    return _ENV.get_template("report.html.j2").render(**context), markdown_table(summary)
