@@ -135,6 +135,10 @@ class Model:
         if dims[1] not in (1, 3):
             raise ModelError(f"{self.path}: input {vi.name!r} has {dims[1]} channels; "
                              "expected 1 or 3 (NCHW layout)")
+        if isinstance(dims[0], int) and dims[0] > 1:  # batch 1 (made free) or symbolic only
+            raise ModelError(f"{self.path}: input {vi.name!r} has a fixed batch of {dims[0]}; "
+                             "pydevis needs a batch of 1 or a free batch dimension (re-export "
+                             "with a dynamic batch axis)")
         return dims
 
     def _score_tensor(self) -> str:

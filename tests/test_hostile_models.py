@@ -70,6 +70,17 @@ def test_two_d_input_mlp(d):
     refused(d, path, "input 'x' has shape ['N', 10]", "needs a 4-D N×C×H×W input")
 
 
+@pytest.mark.parametrize("batch", [2, 8])
+def test_fixed_batch_above_one_is_refused_naming_the_file(d, batch):
+    m = onnx.load(d / "tiny.onnx")
+    for vi in (m.graph.input[0], m.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].Clear()
+        vi.type.tensor_type.shape.dim[0].dim_value = batch
+    path = d / f"fixed{batch}.onnx"
+    onnx.save(m, path)
+    refused(d, path, f"fixed batch of {batch}", out=d / f"out_fixed{batch}")
+
+
 def test_feature_map_output_is_refused(d):
     """Decision: an output with more than one non-singleton dimension after the batch (a
     segmentation/feature map, N×5×8×8) is refused, not flattened into 320 "classes";
