@@ -107,6 +107,7 @@ def main() -> None:
         eval_cmds,
         export_cmds,
         model_cmds,
+        serve_cmds,
         vis_cmds,
     )
 
