@@ -201,7 +201,7 @@ def _run_chunk(cfg, gname, gen, spec, config, items, marker, scorers) -> None:
             "method_name": spec.name, "preset": spec.preset, "target_class": c,
             "label": gen.labels[c], "copy": copy, "status": r.status,
             "restart_std": r.restart_std, "best_objective": r.best_objective,
-            "success_step": r.success_step, "settings": r.config})
+            "success_step": r.success_step, "best_step": r.best_step, "settings": r.config})
         names.append(str((folder / f"{stem}.png").relative_to(cfg.out)))
     # score what was saved (8-bit PNGs read back), on every scoring model
     pixels = np.stack([read_rgb(cfg.out / n) for n in names])
