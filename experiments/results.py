@@ -79,6 +79,18 @@ def image_grid(run: Path, gen: str, methods: list[str], cell: int = 72) -> Image
     return out
 
 
+def contrast(run: Path, gens: list[str], method: str) -> float:
+    """Mean over a method's images (trained generators) of the pixels' RMS deviation from the
+    image's mean, in grey levels."""
+    vals = []
+    for g in gens:
+        for p in (run / "images" / g / method).glob("*.png"):
+            with Image.open(p) as im:
+                a = np.asarray(im.convert("RGB"), np.float64)
+            vals.append(float(np.sqrt(((a - a.mean()) ** 2).mean())))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def _run_time(run: Path) -> str:
     chunks = sorted((run / "scores").rglob("chunk*.json"), key=lambda p: p.stat().st_mtime)
     start = (run / "config.toml").stat().st_mtime
@@ -114,13 +126,15 @@ def write_doc(run: Path, doc: Path, command: str) -> Path:
               "them. *Other models*: the same images on the eight other nets (mean per image). "
               "*Randomized copy*: images made on a copy of each generator with redrawn weights, "
               "scored by the trained original (Adebayo et al. 2018).", "",
+              "*Contrast*: the RMS deviation of the saved pixels from each image's mean, in "
+              "grey levels (the noise every ascent starts from has 8).", "",
               "| method | images | same model | other models | randomized copy | top-1 same "
-              "| top-1 other |", "|---|---|---|---|---|---|---|"]
+              "| top-1 other | contrast |", "|---|---|---|---|---|---|---|---|"]
     for m, g in pm.items():
         lines.append(f"| {m} | {(g['same_model'] or {}).get('images', 0)} | "
                      f"{_ci(g['same_model'])} | {_ci(g['other_models'])} | "
                      f"{_ci(g['randomized'])} | {_ci(g['same_model'], 'top1_rate')} | "
-                     f"{_ci(g['other_models'], 'top1_rate')} |")
+                     f"{_ci(g['other_models'], 'top1_rate')} | {contrast(run, gens, m):.1f} |")
     for key, name in (("same_model", "same model"), ("other_models", "other models")):
         lines += ["", f"## Robustness ({name})", "",
                   "Mean probability of the intended class on the saved 8-bit PNG and after JPEG "
