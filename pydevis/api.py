@@ -145,7 +145,8 @@ def _slug(text: str) -> str:
 
 
 def _meta(model: Model, **extra) -> dict[str, Any]:
-    return {"model": str(model.path), "backend": kernels.backend(), **extra}
+    return {"model": str(model.path), "backend": kernels.backend(),
+            "signal_backend": model.signal_backend, **extra}
 
 
 def score_pixels(model: Model, pixels: np.ndarray) -> np.ndarray:

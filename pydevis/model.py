@@ -46,10 +46,15 @@ def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
     card : another model card to use instead.
     threads : ONNX Runtime intra-op threads (default: its own choice).
     backend : ``"ort"`` computes signals with the exported backward graph in ONNX Runtime
-        (:mod:`pydevis.export`); default: pydevis's own backward engine.
+        (:mod:`pydevis.export`); ``"pydevis"``: pydevis's own backward engine. Default: ``"ort"``
+        when ``PYDEVIS_BACKEND=ort``, else ``"pydevis"``.
     spec_overrides : ``size``, ``channels`` ("RGB"/"BGR"), ``mean``, ``std`` (pixel units),
         ``labels`` (file or list), ``crop_fraction``; they win over the card.
     """
+    if backend is None:
+        from .kernels._dispatch import signal_backend
+
+        backend = signal_backend()  # "ort" with PYDEVIS_BACKEND=ort; a bad value fails here
     p = Path(path)
     proto = _read(p)
     model = Model(p, proto, spec_overrides, Path(card) if card else None, threads)
@@ -254,6 +259,11 @@ class Model:
             from .export.ort_backend import OrtBackward
 
             self._ort = OrtBackward(self, self.runner._threads)
+
+    @property
+    def signal_backend(self) -> str:
+        """``"ort"`` (the exported backward graph in ONNX Runtime) or ``"pydevis"``."""
+        return "pydevis" if self._ort is None else "ort"
 
     def plan(self, tensor: str) -> engine.Plan:
         if tensor not in self._plans:

@@ -56,7 +56,7 @@ def info(model: ModelArg,
             "sources": s.sources, "classes": m.num_classes,
             "labels": list(m.labels[:5]) + (["..."] if m.num_classes > 5 else []),
             "ops": ops, "opset": m.graph.opset, "backend": kernels.backend(),
-            "backends": kernels.available()}
+            "backends": kernels.available(), "signal_backend": m.signal_backend}
     lines = [f"model      {m.path}",
              f"input      {m.graph.input_name} {list(m.input_shape)}  (scores: {m.scores})",
              f"size       {s.size[0]}x{s.size[1]}  [{s.sources.get('size')}]",
@@ -69,7 +69,10 @@ def info(model: ModelArg,
              "ops        " + ", ".join(f"{op}{'' if ok else ' (NO backward rule)'}"
                                        for op, ok in sorted(ops.items())),
              f"backend    {kernels.backend()}  (available: "
-             + ", ".join(k for k, v in kernels.available().items() if v is None) + ")"]
+             + ", ".join(k for k, v in kernels.available().items() if v is None) + ")",
+             f"signals    {m.signal_backend}"
+             + ("  (exported backward graph in ONNX Runtime)" if m.signal_backend == "ort"
+                else "  (pydevis's backward engine)")]
     emit(data, json, quiet, "\n".join(lines))
 
 

@@ -31,6 +31,8 @@ class OrtBackward:
             proto = export_backward(m, mode, None if tensor == m.scores else tensor)
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
+            # as the forward sessions: no spinning workers left to steal the cores afterwards
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if self.threads:
                 opts.intra_op_num_threads = self.threads
             self._sessions[key] = ort.InferenceSession(proto.SerializeToString(), opts,

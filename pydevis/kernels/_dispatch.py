@@ -1,6 +1,9 @@
 """Backend selection: CUDA for device arrays, else the C++ extension, else numba.
 
 ``PYDEVIS_BACKEND=cpp|numba|cuda`` forces one backend and fails loudly if it cannot load.
+``PYDEVIS_BACKEND=ort`` is about signals, not kernels: :func:`pydevis.load` then defaults to
+``backend="ort"`` (the exported backward graph in ONNX Runtime), and the few kernels still called
+(the ascent update, the regularizers) take the default order, as with no variable.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from types import ModuleType
 from ..errors import BackendError
 
 _NAMES = ("cuda", "cpp", "numba")
+_SIGNAL_NAMES = ("ort",)  # PYDEVIS_BACKEND values that choose the signal path, not a kernel set
 _loaded: dict[str, ModuleType] = {}
 _refusals: dict[str, str] = {}
 
@@ -34,14 +38,27 @@ def _load(name: str) -> ModuleType | None:
     return mod
 
 
-def forced() -> str | None:
-    """The backend named by ``PYDEVIS_BACKEND``, or None."""
+def _env() -> str | None:
+    """``PYDEVIS_BACKEND``, lower-cased, or None; a BackendError for an unknown value."""
     value = os.environ.get("PYDEVIS_BACKEND", "").strip().lower()
     if not value:
         return None
-    if value not in _NAMES:
-        raise BackendError(f"PYDEVIS_BACKEND={value!r} is not one of cpp, numba, cuda")
+    if value not in _NAMES + _SIGNAL_NAMES:
+        raise BackendError(f"PYDEVIS_BACKEND={value!r} is not one of cpp, numba, cuda, ort")
     return value
+
+
+def forced() -> str | None:
+    """The kernel backend named by ``PYDEVIS_BACKEND``, or None (also for ``ort``)."""
+    value = _env()
+    return value if value in _NAMES else None
+
+
+def signal_backend() -> str | None:
+    """``"ort"`` when ``PYDEVIS_BACKEND=ort`` (the default of ``pydevis.load(backend=...)``),
+    else None."""
+    value = _env()
+    return value if value in _SIGNAL_NAMES else None
 
 
 def host_backend() -> ModuleType:
