@@ -21,6 +21,9 @@ into a temporary folder. For every batch size and thread count the script
    - ``pydevis[cpp]``, ``pydevis[numba]`` (each available backend, ``PYDEVIS_BACKEND``):
      ``Model.signal``; its ONNX Runtime forward alone (with the intermediate tensors the backward
      reads exposed as outputs), the backward walk alone, and ``Model.forward`` (plain ORT scores);
+   - ``pydevis[ort]``: ``pydevis.load(path, backend="ort")``, the exported backward graph in
+     one ONNX Runtime session (``bench/ort_variant.py``; checked like the kernel backends and
+     against the first of them; ``--backends cpp ort`` picks it with cpp, no numba);
    - ``onnx2torch`` + autograd when that package is installed (else reported "not installed").
 
 GFLOP/s counts conv and linear layers analytically: 2·MACs forward + 2·MACs backward-data;
@@ -50,8 +53,10 @@ import numpy as np
 
 try:
     from . import common as C
+    from . import ort_variant as O
 except ImportError:  # run as a script
     import common as C  # type: ignore[no-redef]
+    import ort_variant as O  # type: ignore[no-redef]
 
 NAME = "ascent_step"
 TOL = 1e-4
@@ -440,7 +445,8 @@ def bench_net(name, args, threads, peak, onnx_dir: Path, rows, checks):
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         export(model, tmp, size)
         os.replace(tmp, path)
-    pm = pydevis.load(path, threads=threads)
+    pm = pydevis.load(path, threads=threads, backend="pydevis")
+    pm_ort = O.load(path, threads) if O.wanted(args.backends) else None
     backends = C.usable_backends(args.backends)
     o2t = onnx2torch_status()
     o2t_model = None
@@ -452,11 +458,11 @@ def bench_net(name, args, threads, peak, onnx_dir: Path, rows, checks):
             p.requires_grad_(False)
     for batch in args.batches:
         bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t_model,
-                    rows, checks)
+                    rows, checks, pm_ort)
 
 
 def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t_model, rows,
-                checks):
+                checks, pm_ort=None):
     """Check, then time, one (net, batch) at this worker's thread count."""
     import torch
 
@@ -497,6 +503,10 @@ def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t
                        "what": f"gradient pydevis[{b}] vs pydevis[{backends[0]}]",
                        "rel_err": C.check_close(grads[b], grads[backends[0]], TOL,
                                                 f"{case}: {b} vs {backends[0]}")})
+    if pm_ort is not None:
+        ort_setup_ms = O.check(pm_ort, x, cls_list, case, grads,
+                               lambda g, what: check_grad(g, replay, ref, ref64, what),
+                               C.check_close, TOL, checks)
     if o2t_model is not None:
         g = torch_step(o2t_model).numpy()
         checks.append({"case": case, "what": "gradient onnx2torch vs torch float32",
@@ -521,9 +531,11 @@ def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t
         return step
 
     # the steps compared in the "x torch" column: round-robin, so that load hits them alike
-    steps = C.timeit_interleaved({"torch": torch_step, **{b: pydevis_step(b) for b in backends}},
-                                 repeats=args.repeats, warmup=args.warmup,
-                                 budget_s=args.budget * (1 + len(backends)))
+    fns = {"torch": torch_step, **{b: pydevis_step(b) for b in backends}}
+    if pm_ort is not None:
+        fns[O.NAME] = O.step(pm_ort, x, cls_list)
+    steps = C.timeit_interleaved(fns, repeats=args.repeats, warmup=args.warmup,
+                                 budget_s=args.budget * len(fns))
     tt = steps["torch"]
     tf = t(torch_fwd)
     xg = xt.clone().requires_grad_(True)
@@ -558,8 +570,10 @@ def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t
                          x_torch_paired=float(np.median(np.divide(ts.times_ms, tt.times_ms))),
                          gflops=flops / (ts.median_ms * 1e6),
                          pct_peak=100 * flops / (ts.median_ms * 1e6) / peak))
+    if pm_ort is not None:
+        rows.append(O.row(base, pm_ort, steps[O.NAME], tt, t_plain, ort_setup_ms, flops, peak))
     C.log(f"[ascent_step] {case}: torch {torch_ms:.1f} ms, " + ", ".join(
-        f"{r['impl']} {r['step_ms']:.1f} ms" for r in rows[-len(backends):]))
+        f"{r['impl']} {r['step_ms']:.1f} ms" for r in rows[len(rows) - (len(fns) - 1):]))
 
 
 def worker(args) -> int:

@@ -391,7 +391,8 @@ def add_common_args(p: argparse.ArgumentParser, default_name: str) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     p.add_argument("--backends", nargs="+", default=None,
-                   help="kernel backends to time (default: every available one)")
+                   help="kernel backends to time (default: every available one); "
+                        "ascent_step.py also takes ort (default: timed)")
     p.add_argument("--name", default=default_name, help="JSON file name (without .json)")
     p.add_argument("--out-dir", default=None, help=f"where the JSON goes (default {RESULTS})")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")

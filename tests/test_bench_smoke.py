@@ -86,6 +86,15 @@ def test_ascent_step_quick(tmp_path):
     assert {(r["net"], r["batch"]) for r in rows} == {("resnet18", 1), ("resnet18", 2)}
     impls = {r["impl"] for r in rows}
     assert "torch" in impls and any(i.startswith("pydevis[") for i in impls)
+    # the exported backward graph in ONNX Runtime (load(..., backend="ort")), beside the kernels
+    assert "pydevis[ort]" in impls and impls & {"pydevis[cpp]", "pydevis[numba]"}
+    ort_rows = [r for r in rows if r["impl"] == "pydevis[ort]"]
+    assert len(ort_rows) == 2
+    assert all("CPUExecutionProvider" in r["providers"] and r["setup_ms"] > 0
+               and r["x_torch"] > 0 for r in ort_rows)
+    vs_kernels = [c for c in data["checks"] if c["what"].startswith("gradient pydevis[ort] vs ")
+                  and "autograd" not in c["what"]]
+    assert len(vs_kernels) == 2 and all(c["rel_err"] <= data["tolerance"] for c in vs_kernels)
     for r in rows:
         assert {"net", "batch", "threads", "impl", "step_ms", "x_torch", "gflop", "gflops",
                 "pct_peak"} <= set(r)
