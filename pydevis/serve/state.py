@@ -204,7 +204,8 @@ class Explorer:
         title = f"{mode} {channel}@{pos[0]},{pos[1]} act {p.activation:.3g}"
         png = png_bytes(projection_figure(p.signal, photo.pixels, p.box, title, cell))
         info = {"tensor": tensor, "channel": channel, "pos": list(pos), "mode": mode,
-                "activation": p.activation, "box": list(p.box)}
+                "activation": p.activation, "box": list(p.box),
+                "zero": not bool(np.any(p.signal))}  # every path back rectified away
         with self.lock:
             photo.projections[key] = (png, info)
             while len(photo.projections) > MAX_PROJECTIONS:
