@@ -226,3 +226,17 @@ def test_shared_mobilenet():
                                 unit=f"{t}:{act['strongest']}", mode="deconvnet")
         assert status == 200 and _decode(png).shape[2] == 3
         assert time.perf_counter() - start < 5  # ~0.1 s quiet; generous under load
+
+
+def test_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    model = tiny_classifier(tmp_path / "m.onnx")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        out = subprocess.run([sys.executable, "-c", "from pydevis.cli import main; main()",
+                              "serve", str(model), "--port", str(s.getsockname()[1])],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("error: cannot listen on 127.0.0.1:")

@@ -19,9 +19,10 @@ def serve(model: Annotated[str, typer.Argument(metavar="MODEL",
               help="A folder of photos: offered on the page, and the set top-9 searches "
                    "(its first 256 image files by name).  [default: none]")] = None,
           host: Annotated[str, typer.Option(
-              "--host", help="Address to listen on; anything but a loopback address exposes "
-                             "the explorer to the network.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option("--port", min=1, max=65535,
+              "--host", metavar="ADDR",
+              help="Address to listen on; anything but a loopback address exposes the explorer "
+                   "to the network.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="N",
                                             help="TCP port.")] = 8765,
           scorer: Annotated[list[str] | None, typer.Option(
               "--scorer", metavar="MODEL",
@@ -51,6 +52,7 @@ def serve(model: Annotated[str, typer.Argument(metavar="MODEL",
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
+    _check_bind(host, port)  # one line, before the model is loaded
     application = make_app(model, images, scorer or (),
                            load=lambda p: load_model(p, size, bgr, mean, std, labels))
     if not quiet:
@@ -65,3 +67,16 @@ def serve(model: Annotated[str, typer.Argument(metavar="MODEL",
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         raise PydevisError(f"cannot listen on {host}:{port} (in use, or not an address "
                            "of this machine?)") from exc
+
+
+def _check_bind(host: str, port: int) -> None:
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as exc:
+        raise PydevisError(f"cannot listen on {host}:{port}: "
+                           f"{exc.strerror or exc}") from None
