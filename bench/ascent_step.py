@@ -393,7 +393,7 @@ def ort_decisions(pm, x):
 
     relus = [n.outputs[0] for n in pm.graph.nodes if n.op_type == "Relu"]
     pools = [indices_name(n.outputs[0]) for n in pm.graph.nodes if n.op_type == "MaxPool"]
-    vals = pm.runner.run(np.ascontiguousarray(x), relus + pools)
+    vals = pm.run(np.ascontiguousarray(x), relus + pools)
     return [vals[r] > 0 for r in relus], [vals[p] for p in pools]
 
 
@@ -556,8 +556,8 @@ def bench_batch(name, batch, args, threads, peak, model, pm, size, backends, o2t
     t_plain = t(lambda: pm.forward(x))
     tensor = pm.scores
     units = targets.parse(cls_list, batch)
-    t_fwd = t(lambda: pm._forward_for(x, tensor, "gradient"))
-    values, walk = pm._forward_for(x, tensor, "gradient")
+    t_fwd = t(lambda: pm.pullback(x, tensor, "gradient"))
+    values, walk = pm.pullback(x, tensor, "gradient")
     seed, _ = targets.seed(values[tensor], units)
     for b in backends:
         ts = steps[b]

@@ -172,7 +172,7 @@ def ascent_batch_size(model: Model, budget: int = ASCENT_BATCH_BYTES,
     nets and MobileNet v1 0.25/128 64.
     """
     names = model.plan(model.scores).values
-    row = sum(int(np.prod(s)) * 4 for s in model._shapes(names, 1).values())
+    row = sum(int(np.prod(s)) * 4 for s in model.shapes(names, 1).values())
     return int(np.clip(budget // max(3 * row, 1), 1, largest))
 
 
@@ -309,8 +309,8 @@ def _saved_objective(model: Model, tensor: str | None, res: list[AscentResult]) 
         return [float(p[int(r.target)]) for r, p in zip(res, probs, strict=True)]
     x = model.preprocess(np.stack([to_uint8(p) for p in pixels]).astype(np.float32))
     units = [targets.parse_one(r.target) for r in res]
-    name = model._resolve_tensor(units[0])
-    _, obj = targets.seed(model.runner.run(x, [name])[name], units)
+    name = model.resolve_tensor(units[0])
+    _, obj = targets.seed(model.run(x, [name])[name], units)
     return [float(v) for v in obj]
 
 

@@ -5,7 +5,7 @@ input-space signals (gradient, deconvnet, guided backprop) from our own backward
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,10 +230,14 @@ class Model:
                              f"got {x.shape}")
         return x
 
+    def run(self, x: np.ndarray, outputs: Iterable[str]) -> dict[str, np.ndarray]:
+        """Forward ``x`` (N, C, H, W) in ONNX Runtime; the tensors named in ``outputs``
+        (canonical tensor names, see :meth:`resolve_tensor`) by name."""
+        return self.runner.run(self._check_x(x), outputs)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Pre-softmax class scores (N, K)."""
-        x = self._check_x(x)
-        out = self.runner.run(x, [self.scores])[self.scores]
+        out = self.run(x, [self.scores])[self.scores]
         if sum(d != 1 for d in out.shape[1:]) > 1:  # (N, K), (N, K, 1, 1), (N, 1, K) are scores
             raise ModelError(f"{self.path}: output {self.scores!r} has shape {list(out.shape)}; "
                              "not class scores (N, K): pydevis needs an image classifier")
@@ -270,18 +274,21 @@ class Model:
             self._plans[tensor] = engine.make_plan(self.graph, tensor, self.data)
         return self._plans[tensor]
 
-    def _resolve_tensor(self, unit: targets.Unit) -> str:
-        if unit.tensor is None:
+    def resolve_tensor(self, unit: targets.Unit | str | None) -> str:
+        """The canonical tensor name of a unit's tensor, or of a tensor or node name (a node
+        stands for its first output); ``None`` (or a class unit) is the score tensor."""
+        name = unit.tensor if isinstance(unit, targets.Unit) else unit
+        if name is None:
             return self.scores
-        if unit.tensor in self.graph.tensor_names():
-            return unit.tensor
-        node = self.graph.node_by_name(unit.tensor)
+        if name in self.graph.tensor_names():
+            return name
+        node = self.graph.node_by_name(name)
         if node is not None:
             return node.outputs[0]
         from .tensors import suggestion
 
-        raise TargetError(f"no tensor or node named {unit.tensor!r} in {self.path.name}"
-                          + suggestion(unit.tensor, self))
+        raise TargetError(f"no tensor or node named {name!r} in {self.path.name}"
+                          + suggestion(name, self))
 
     def signal(self, x: np.ndarray, target, mode: str = "gradient") -> Signal:
         """Forward then backward: the signal at the input for ``target`` in ``mode``.
@@ -293,28 +300,35 @@ class Model:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         x = self._check_x(x)
         units = targets.parse(target, x.shape[0])
-        tensors = {self._resolve_tensor(u) for u in units}
+        tensors = {self.resolve_tensor(u) for u in units}
         if len(tensors) > 1:
             raise TargetError("all rows of one call must target the same tensor")
         tensor = tensors.pop()
-        if x.shape[0] > 1 and self.runner.batchable is None:
-            self.runner.batchable = self.runner._check_batching(x)
-        if x.shape[0] > 1 and not self.runner.batchable:
+        if not self.runner.batches(x):
             rows = [self.signal(x[i:i + 1], [units[i]], mode) for i in range(x.shape[0])]
             return Signal(np.concatenate([r.grad for r in rows]),
                           np.concatenate([r.objective for r in rows]),
                           np.concatenate([r.target_value for r in rows]))
         if self._ort is not None:
             return self._ort.signal(x, tensor, units, mode)
-        values, walk = self._forward_for(x, tensor, mode)
+        values, walk = self.pullback(x, tensor, mode)
         seed, objective = targets.seed(values[tensor], units)
         return Signal(walk(seed), objective, values[tensor])
 
-    def _forward_for(self, x: np.ndarray, tensor: str, mode: str):
-        """Forward with what the walk to ``tensor`` needs; returns (values, seed → signal)."""
+    def pullback(self, x: np.ndarray, tensor: str, mode: str = "gradient"
+                 ) -> tuple[dict[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+        """One forward of ``x`` with what the backward walk from ``tensor`` (a canonical
+        tensor name) needs; returns ``(values, walk)``: the forward's tensors by name
+        (``tensor`` among them) and ``walk(cotangent at tensor) → signal at the input`` in
+        ``mode``, callable any number of times on that one forward. Always pydevis's own
+        backward engine, whatever :attr:`signal_backend` says.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        x = self._check_x(x)
         plan = self.plan(tensor)
         values = self.runner.run(x, plan.values)
-        shapes = self._shapes(plan.shapes + (self.graph.input_name,), x.shape[0])
+        shapes = self.shapes(plan.shapes + (self.graph.input_name,), x.shape[0])
         ctx = engine.Context(self.graph, values, shapes, self.data)
 
         def walk(seed: np.ndarray) -> np.ndarray:
@@ -333,15 +347,13 @@ class Model:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         x = self._check_x(x)
-        tensor = self._resolve_tensor(targets.Unit(tensor, 0))
-        if x.shape[0] > 1 and self.runner.batchable is None:
-            self.runner.batchable = self.runner._check_batching(x)
-        if x.shape[0] > 1 and not self.runner.batchable:
+        tensor = self.resolve_tensor(tensor)
+        if not self.runner.batches(x):
             return np.concatenate([self.vjp(x[i:i + 1], tensor, cotangent[i:i + 1], mode)
                                    for i in range(x.shape[0])])
         if self._ort is not None:
             return self._ort.vjp(x, tensor, cotangent, mode)
-        values, walk = self._forward_for(x, tensor, mode)
+        values, walk = self.pullback(x, tensor, mode)
         cot = np.asarray(cotangent, dtype=values[tensor].dtype)
         if cot.shape != values[tensor].shape:
             raise ValueError(f"cotangent shape {cot.shape} != shape of {tensor!r} "
@@ -357,24 +369,29 @@ class Model:
         return self.signal(x, target, mode).grad
 
     # ---- shapes ----------------------------------------------------------------------------
-    def _shapes(self, names: tuple[str, ...], batch: int) -> dict[str, tuple[int, ...]]:
-        """Actual tensor shapes at ``batch``, from a probe of ONNX Runtime at batch 2 and 3.
+    def shapes(self, names: Iterable[str], batch: int) -> dict[str, tuple[int, ...]]:
+        """Actual shapes of the tensors ``names`` at batch ``batch``; see
+        :meth:`shape_templates`."""
+        return {n: tuple(a + b * batch for a, b in t)
+                for n, t in self.shape_templates(names).items()}
 
-        Each dimension is stored as ``a + b·N``, which covers batch dims and batch-proportional
-        reshapes; static shape inference is not trusted (it disagrees with ONNX Runtime on
-        ceil_mode pooling).
+    def shape_templates(self, names: Iterable[str]) -> dict[str, tuple[tuple[int, int], ...]]:
+        """Each tensor's shape as ``(a, b)`` per dimension, meaning ``a + b·N`` at batch ``N``,
+        from a probe of ONNX Runtime at batch 2 and 3 (once per tensor).
+
+        This covers batch dims and batch-proportional reshapes; static shape inference is not
+        trusted (it disagrees with ONNX Runtime on ceil_mode pooling).
         """
+        names = tuple(dict.fromkeys(names))
         missing = [n for n in names if n not in self._templates]
         if missing:
             self._probe(missing)
-        return {n: tuple(a + b * batch for a, b in self._templates[n]) for n in names}
+        return {n: self._templates[n] for n in names}
 
     def _probe(self, names: list[str]) -> None:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((3, *self.input_dims())).astype(np.float32)
-        if self.runner.batchable is None:
-            self.runner.batchable = self.runner._check_batching(x)
-        sizes = (2, 3) if self.runner.batchable else (1,)
+        sizes = (2, 3) if self.runner.batches(x) else (1,)
         runs = [self.runner.run(x[:n], names) for n in sizes]
         for name in names:
             if len(runs) == 1:

@@ -268,12 +268,17 @@ class Runner:
         except Exception as exc:
             raise ModelError(f"ONNX Runtime cannot run the model: {_first_line(exc)}") from None
 
+    def batches(self, x: np.ndarray) -> bool:
+        """Whether ``x`` (N, C, H, W) runs as one batch; False: row by row. The free-batch
+        rewrite is checked once, on the first batch > 1 (:meth:`_check_batching`)."""
+        if x.shape[0] > 1 and self.batchable is None:
+            self.batchable = self._check_batching(x)
+        return x.shape[0] == 1 or bool(self.batchable)
+
     def run(self, x: np.ndarray, outputs: Iterable[str]) -> dict[str, np.ndarray]:
         """Forward ``x`` (N, C, H, W) and return the named tensors."""
         names = tuple(dict.fromkeys(outputs))
-        if x.shape[0] > 1 and self.batchable is None:
-            self.batchable = self._check_batching(x)
-        if x.shape[0] == 1 or self.batchable:
+        if self.batches(x):
             return self._run(x, names, batchable=bool(self.batchable))
         rows = [self._run(x[i:i + 1], names, batchable=False) for i in range(x.shape[0])]
         return {k: np.concatenate([r[k] for r in rows]) for k in names}

@@ -64,12 +64,12 @@ def list_tensors(model, pattern: str | None = None) -> list[TensorInfo]:
         return []
     names = tuple(t for t, _ in cands)
     x = np.zeros((1, *model.input_dims()), np.float32)
-    first = model.runner.run(x, names)  # dtypes (integer outputs carry no unit)
+    first = model.run(x, names)  # dtypes (integer outputs carry no unit)
     keep = [(t, n) for t, n in cands if np.issubdtype(first[t].dtype, np.floating)]
-    model._shapes(tuple(t for t, _ in keep), 1)
+    templates = model.shape_templates(t for t, _ in keep)
     out = []
     for t, node in keep:
-        shape = [_dim(a, b) for a, b in model._templates[t]]
+        shape = [_dim(a, b) for a, b in templates[t]]
         try:
             model.plan(t)
             ok, reason = True, ""
@@ -125,9 +125,9 @@ def expand_units(model, units) -> list[str]:
         if unit.tensor is None:
             raise TargetError(f"unit {text!r}: expected TENSOR:CHANNEL (a class index goes to "
                               "--class)")
-        name = model._resolve_tensor(unit)
+        name = model.resolve_tensor(unit)
         model.plan(name)  # an op without a backward rule on the way: refused now
-        shape = model._shapes((name,), 1)[name]
+        shape = model.shapes((name,), 1)[name]
         if len(shape) < 2:
             raise TargetError(f"unit {text!r}: tensor {name!r} of shape {list(shape)} has no "
                               "channel axis")

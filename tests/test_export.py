@@ -101,7 +101,7 @@ def test_rule_case(tmp_path, case):
         assert proto.ir_version == 8 and proto.opset_import[0].version == opset
         sess = session(proto)
         for x in xs:
-            y = model.runner.run(x, ["y"])["y"]
+            y = model.run(x, ["y"])["y"]
             cot = rng.standard_normal(y.shape).astype(np.float32)
             check_vjp(model, sess, x, "y", cot, mode, case)
 
@@ -130,7 +130,7 @@ def test_tiny_class_and_hidden_targets(tiny, mode):
         out = run(class_sess, tiny, x, np.eye(tiny.num_classes, dtype=np.float32)[classes])
         assert_close(out["scores"], tiny.forward(x), "scores")
         assert_close(out["signal"], tiny.backward(x, classes, mode), f"class {mode} batch {n}")
-        act = tiny.runner.run(x, ["r1"])["r1"]
+        act = tiny.run(x, ["r1"])["r1"]
         cot = one_hot_units(act)
         out = run(hidden_sess, tiny, x, cot)
         np.testing.assert_array_equal(out["activation"], act)
@@ -189,7 +189,7 @@ def test_zoo_net(torch_zoo, name):
             sess = session(export_backward(model, mode, tensor))
             t = tensor or model.scores
             for x in xs:
-                value = model.runner.run(x, [t])[t]
+                value = model.run(x, [t])[t]
                 if tensor:
                     cot = one_hot_units(value)
                 else:
@@ -220,7 +220,7 @@ def test_shared_model(path):
     x = rng.standard_normal((2, *model.input_dims())).astype(np.float32)
     mode = MODES[k % 3]
     sess = session(export_backward(model, mode))
-    scores = model.runner.run(x, [model.scores])[model.scores]
+    scores = model.run(x, [model.scores])[model.scores]
     classes = [int(c) for c in np.argsort(-scores.reshape(2, -1), axis=1)[:, 1]]
     cot = np.zeros_like(scores).reshape(2, -1)
     cot[[0, 1], classes] = 1.0
@@ -230,7 +230,7 @@ def test_shared_model(path):
     mode = MODES[(k + 1) % 3]
     t = _hidden_tensor(model)
     sess = session(export_backward(model, mode, tensor=t))
-    check_vjp(model, sess, x, t, one_hot_units(model.runner.run(x, [t])[t]), mode,
+    check_vjp(model, sess, x, t, one_hot_units(model.run(x, [t])[t]), mode,
               f"{path.stem} {t}")
 
 
@@ -274,7 +274,7 @@ def test_cli_export(tmp_path, storage_order_model):
     proto = onnx.load(str(out))
     assert [o.name for o in proto.graph.output] == ["scores", "signal", "activation"]
     x = np.random.default_rng(6).standard_normal((2, *tiny.input_dims())).astype(np.float32)
-    act = tiny.runner.run(x, ["r2"])["r2"]
+    act = tiny.run(x, ["r2"])["r2"]
     check_vjp(tiny, session(proto), x, "r2", one_hot_units(act), "deconvnet", "cli")
     rc, stdout, stderr = _cli("export", storage_order_model, "--out", tmp_path / "x.onnx")
     assert rc == 2 and stderr.count("\n") == 1 and "MaxPool" in stderr, stderr
@@ -295,7 +295,7 @@ def test_ort_backend_signals_and_ascent(tmp_path):
         np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5, atol=1e-6)
         a, b = own.signal(x, "relu2:3", mode), viaort.signal(x, "relu2:3", mode)
         assert_close(b.grad, a.grad, f"unit {mode}")
-        cot = one_hot_units(own.runner.run(x, ["r1"])["r1"])
+        cot = one_hot_units(own.run(x, ["r1"])["r1"])
         assert_close(viaort.vjp(x, "r1", cot, mode), own.vjp(x, "r1", cot, mode), "vjp")
     runs = [api.visualize(m, [1, 2], method="gradient", steps=4) for m in (own, viaort)]
     for r, s in zip(*runs, strict=True):

@@ -127,7 +127,7 @@ def test_projection_lies_in_receptive_field(tiny, rng):
 def test_default_projection_takes_strongest_position(tiny, rng):
     pixels = rng.uniform(0, 255, (20, 18, 3))
     p = dn.project(tiny, pixels, "relu2:1")  # node name stands for its output
-    acts = tiny.runner.run(tiny.preprocess(pixels), ["r2"])["r2"][0, 1]
+    acts = tiny.run(tiny.preprocess(pixels), ["r2"])["r2"][0, 1]
     assert p.activation == pytest.approx(float(acts.max()))
     assert p.tensor == "r2"
 

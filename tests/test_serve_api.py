@@ -84,7 +84,7 @@ def test_predict_activations_project_match_the_library(tiny, tmp_path):
     assert pred["top"][0]["label"] == f"thing {pred['top'][0]['class']}"
 
     status, act = c.json("/api/activations", photo=pred["photo"], tensor="r2")
-    ref = m.runner.run(m.preprocess(pixels[None]), ["r2"])["r2"][0]
+    ref = m.run(m.preprocess(pixels[None]), ["r2"])["r2"][0]
     assert status == 200 and act["shape"] == list(ref.shape)
     np.testing.assert_allclose(act["maxima"], ref.reshape(12, -1).max(1), rtol=1e-5)
     assert act["strongest"] == int(ref.reshape(12, -1).max(1).argmax())

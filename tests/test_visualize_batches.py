@@ -51,7 +51,7 @@ def test_default_batch_size_follows_activation_memory(tiny):
     assert api.ascent_batch_size(tiny) == api.ASCENT_BATCH_MAX  # a few KB a row
     assert api.ascent_batch_size(tiny, budget=1) == 1
     names = tiny.plan(tiny.scores).values
-    row = sum(int(np.prod(s)) * 4 for s in tiny._shapes(names, 1).values())
+    row = sum(int(np.prod(s)) * 4 for s in tiny.shapes(names, 1).values())
     assert api.ascent_batch_size(tiny, budget=30 * row) == 10
 
 

@@ -39,9 +39,7 @@ def export_backward(model, mode: str = "gradient", tensor: str | None = None) ->
     if graph.opset < MIN_OPSET:
         raise ModelError(f"{model.path}: opset {graph.opset}; export needs opset >= {MIN_OPSET} "
                          "(convert the model with onnx.version_converter)")
-    from ..targets import Unit
-
-    target = model.scores if tensor is None else model._resolve_tensor(Unit(tensor, 0))
+    target = model.resolve_tensor(tensor)
     plan = model.plan(target)  # an op without a backward rule is an UnsupportedOpError here
     steps = []
     for node, _ in plan.steps:
@@ -83,8 +81,7 @@ def _templates(model, plan, target: str) -> dict[str, tuple[tuple[int, int], ...
     for node, _ in plan.steps:
         names.update(n for n in list(node.inputs) + list(node.outputs)
                      if n and n not in model.graph.constants)
-    model._shapes(tuple(sorted(names)), 1)
-    return {n: model._templates[n] for n in names}
+    return model.shape_templates(sorted(names))
 
 
 def _value_info(name: str, template) -> onnx.ValueInfoProto:

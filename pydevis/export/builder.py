@@ -5,8 +5,9 @@ A :class:`Builder` appends nodes and initializers to a copy of the forward model
 of values (the forward runs in the same graph), constant values, and shapes — and emit ONNX nodes.
 
 Shapes. Each tensor's shape is known as a *template* of ``(a, b)`` pairs, one per dimension,
-meaning ``a + b·N`` at batch ``N`` (measured by ``Model._shapes``); a dimension with ``b == 0`` is
-static and may be baked into the graph, a batch-dependent one is read at run time with ``Shape``.
+meaning ``a + b·N`` at batch ``N`` (measured by ``Model.shape_templates``); a dimension with
+``b == 0`` is static and may be baked into the graph, a batch-dependent one is read at run time
+with ``Shape``.
 Ops whose operands moved from attributes to inputs (ReduceSum, Split, Squeeze/Unsqueeze at opset
 13) are written in the form of the model's opset.
 """

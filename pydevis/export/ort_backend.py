@@ -52,7 +52,7 @@ class OrtBackward:
         """:meth:`pydevis.Model.signal` for ``units`` at ``tensor``."""
         from ..model import Signal
 
-        shape = self.model._shapes((tensor,), x.shape[0])[tensor]
+        shape = self.model.shapes((tensor,), x.shape[0])[tensor]
         seed, _ = targets.seed(np.zeros(shape, np.float32), units)
         grad, value = self.run(x, tensor, seed, mode)
         _, objective = targets.seed(value, units)
@@ -60,7 +60,7 @@ class OrtBackward:
 
     def vjp(self, x: np.ndarray, tensor: str, cotangent, mode: str) -> np.ndarray:
         """:meth:`pydevis.Model.vjp`."""
-        shape = self.model._shapes((tensor,), x.shape[0])[tensor]
+        shape = self.model.shapes((tensor,), x.shape[0])[tensor]
         cot = np.asarray(cotangent, dtype=np.float32)
         if cot.shape != tuple(shape):
             raise ValueError(f"cotangent shape {cot.shape} != shape of {tensor!r} {shape}")

@@ -40,8 +40,8 @@ def project(model: Model, pixels: np.ndarray, unit: str, mode: str = "deconvnet"
         raise TargetError(f"{unit!r}: a deconvnet projection needs 'TENSOR:CHANNEL'")
     space = PixelSpace(model)
     v = space.from_pixels(pixels)
-    tensor = model._resolve_tensor(u)
-    value = model.runner.run(space.to_input(v), [tensor])[tensor]
+    tensor = model.resolve_tensor(u)
+    value = model.run(space.to_input(v), [tensor])[tensor]
     if value.ndim != 4 or not 0 <= u.channel < value.shape[1]:
         raise TargetError(f"{unit!r}: tensor {tensor!r} has shape {value.shape}; need a channel "
                           "of an N×C×H×W map")
@@ -66,7 +66,7 @@ def receptive_field(model: Model, tensor: str, pos: tuple[int, int]) -> tuple[in
     mixes positions otherwise (Gemm, Reshape, global pooling) widens it to the whole map.
     """
     g = model.graph
-    shapes = model._shapes(tuple(n.inputs[0] for n, _ in model.plan(tensor).steps if n.inputs)
+    shapes = model.shapes(tuple(n.inputs[0] for n, _ in model.plan(tensor).steps if n.inputs)
                            + (g.input_name,), 1)
     boxes: dict[str, list[int]] = {tensor: [pos[0], pos[0], pos[1], pos[1]]}
     for node, _ in reversed(model.plan(tensor).steps):
@@ -139,9 +139,9 @@ def top9(model: Model, images: dict[str, np.ndarray], tensor: str, channels: lis
         raise ValueError("top9 needs at least one image")
     names = list(images)
     space = PixelSpace(model)
-    name = model._resolve_tensor(parse_one(f"{tensor}:0"))
+    name = model.resolve_tensor(parse_one(f"{tensor}:0"))
     v = space.from_pixels(np.stack([images[n] for n in names]))
-    acts = np.concatenate([model.runner.run(space.to_input(v[i:i + 8]), [name])[name]
+    acts = np.concatenate([model.run(space.to_input(v[i:i + 8]), [name])[name]
                            for i in range(0, len(names), 8)])
     if acts.ndim != 4:
         raise TargetError(f"layer {tensor!r} has shape {acts.shape}; need an N×C×H×W map")

@@ -46,7 +46,7 @@ def isolate(model: Model, pixels: np.ndarray, target: int, *, steps: int = 200,
     status, t = "max-steps", 0
     for t in range(steps + 1):
         x = space.to_input(v)
-        values, walk = model._forward_for(x, model.scores, "gradient")
+        values, walk = model.pullback(x, model.scores, "gradient")
         scores = values[model.scores]
         p = softmax(scores.reshape(1, -1))[0]
         if target >= p.size or target < 0:

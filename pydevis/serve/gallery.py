@@ -63,7 +63,7 @@ class Gallery:
             maxima, where = [], []
             for i in range(0, len(names), 8):
                 x = m.preprocess(np.stack([px[n] for n in names[i:i + 8]]).astype(np.float32))
-                a = m.runner.run(x, [tensor])[tensor]
+                a = m.run(x, [tensor])[tensor]
                 flat = a.reshape(a.shape[0], a.shape[1], -1)
                 maxima.append(flat.max(axis=2))
                 where.append(flat.argmax(axis=2))

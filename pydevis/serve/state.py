@@ -79,7 +79,7 @@ class Explorer:
         x = m.preprocess(pixels[None])
         names = tuple(t.name for t in self.tensors) + (m.scores,)
         with self.lock:
-            out = m.runner.run(x, names)
+            out = m.run(x, names)
         scores = out[m.scores].reshape(1, -1)
         if not np.isfinite(scores).all():
             raise TargetError("the model's scores are not finite (NaN or Inf) on this image")
