@@ -165,11 +165,14 @@ def write_doc(run: Path, doc: Path, command: str) -> Path:
             (assets / f"{name}.png").write_bytes(base64.b64decode(uri.split(",", 1)[1]))
             lines.append(f"![{name}]({assets.name}/{name}.png)")
             lines.append("")
-    lines += ["## Images (first of the two per class; 72 px thumbnails of the scored PNGs)", ""]
+    lines += ["## Images (first of the two per class; 72 px thumbnails of the scored PNGs, "
+              "reduced to 256 colours)", ""]
     for g in gens:
         im = image_grid(run, g, methods)
         if im is not None:
-            im.save(assets / f"grid_{g}.png", optimize=True)
+            # 256 colours keep a 10×9 grid near 200 KB; the scored PNGs are in the run folder
+            im.quantize(256, method=Image.Quantize.MEDIANCUT).save(assets / f"grid_{g}.png",
+                                                                   optimize=True)
             lines += [f"### {g}", "", f"![{g}]({assets.name}/grid_{g}.png)", ""]
     doc.write_text("\n".join(lines) + "\n")
     return doc
