@@ -91,6 +91,33 @@ def contrast(run: Path, gens: list[str], method: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def detail(run: Path, gen: str, methods: list[str], n: int = 5) -> Image.Image | None:
+    """The first ``n`` classes of ``methods`` (one row each) at the generator's own size:
+    what a person sees when opening the PNGs."""
+    rows = []
+    for m in methods:
+        files = [p for p in sorted((run / "images" / gen / m).glob("*.png"))
+                 if json.loads(p.with_suffix(".json").read_text()).get("copy", 0) == 0][:n]
+        if files:
+            rows.append((m, files))
+    if not rows:
+        return None
+    with Image.open(rows[0][1][0]) as im0:
+        w, h = im0.size
+    left, top = 130, 22
+    out = Image.new("RGB", (left + n * (w + 4), top + len(rows) * (h + 4)), "white")
+    draw = ImageDraw.Draw(out)
+    for j, p in enumerate(rows[0][1]):
+        draw.text((left + j * (w + 4), 4), p.stem.split("_", 1)[1][:24], fill="black",
+                  font=_font(13))
+    for i, (m, files) in enumerate(rows):
+        draw.text((4, top + i * (h + 4) + h // 2 - 7), m, fill="black", font=_font(13))
+        for j, p in enumerate(files):
+            with Image.open(p) as im:
+                out.paste(im.convert("RGB"), (left + j * (w + 4), top + i * (h + 4)))
+    return out
+
+
 def _run_time(run: Path) -> str:
     chunks = sorted((run / "scores").rglob("chunk*.json"), key=lambda p: p.stat().st_mtime)
     start = (run / "config.toml").stat().st_mtime
@@ -165,6 +192,17 @@ def write_doc(run: Path, doc: Path, command: str) -> Path:
             (assets / f"{name}.png").write_bytes(base64.b64decode(uri.split(",", 1)[1]))
             lines.append(f"![{name}]({assets.name}/{name}.png)")
             lines.append("")
+    best = max(gens, key=lambda g: max((gaps[(m, g)]["other_models"] for m in methods
+                                        if (m, g) in gaps), default=0.0))
+    order = sorted(methods, key=lambda m: -(pm[m]["other_models"] or {}).get(
+        "mean_probability", 0.0))
+    shown = list(dict.fromkeys([order[0], "gradient" if "gradient" in pm else order[-1]]))
+    im = detail(run, best, shown)
+    if im is not None:
+        im.quantize(256, method=Image.Quantize.MEDIANCUT).save(assets / "detail.png",
+                                                               optimize=True)
+        lines += [f"## At full size: {best}, {' and '.join(shown)}", "",
+                  f"![detail]({assets.name}/detail.png)", ""]
     lines += ["## Images (first of the two per class; 72 px thumbnails of the scored PNGs, "
               "reduced to 256 colours)", ""]
     for g in gens:
