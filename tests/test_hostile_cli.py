@@ -154,7 +154,7 @@ def test_force_never_deletes_a_folder_that_is_not_a_run(d):
 def test_out_is_a_file(d, where):
     """Decision: running as root, chmod cannot make a folder read-only; an --out that cannot be
     a folder (an existing file, or a path under one) is the robust stand-in, checked before any
-    work by ``api.check_out`` (which also refuses folders ``os.access`` reports unwritable: see
+    work by ``outputs.check_out`` (which also refuses folders ``os.access`` reports unwritable: see
     the next test)."""
     blocker = d / f"blocker_{where}"
     blocker.write_text("not a folder")
@@ -167,7 +167,7 @@ def test_out_is_a_file(d, where):
 
 
 def test_unwritable_out_folder(d, tmp_path, monkeypatch):
-    from pydevis import api
+    from pydevis import outputs
 
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -181,7 +181,7 @@ def test_unwritable_out_folder(d, tmp_path, monkeypatch):
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, m, **k: False if Path(p) == ro else real(p, m))
     with pytest.raises(PydevisError, match="output folder is not writable"):
-        api.check_out(ro / "o" / "deeper")
+        outputs.check_out(ro / "o" / "deeper")
     assert list(ro.iterdir()) == []
 
 

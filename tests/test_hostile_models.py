@@ -283,7 +283,7 @@ def test_nan_model_ascent_diverges_at_once_and_visualize_writes_nothing(d, tmp_p
 
 
 def test_write_json_is_strict(tmp_path):
-    from pydevis.api import write_json
+    from pydevis.outputs import write_json
 
     p = write_json(tmp_path / "x.json", {"a": float("nan"), "b": np.float32("inf"),
                                          "c": np.array([1.0, -np.inf]), "d": [2.5, (np.nan,)]})

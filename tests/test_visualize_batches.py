@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pydevis
-from pydevis import api
+from pydevis import api, ascent_images
 from tiny import tiny_classifier
 
 
@@ -20,8 +20,8 @@ def tiny(tmp_path_factory):
 def test_batches_give_the_same_images_and_one_progress_count(tiny, monkeypatch):
     """"gradient" starts from the mean image without jitter: the batching changes nothing."""
     sizes = []
-    real = api.ascend
-    monkeypatch.setattr(api, "ascend", lambda m, chunk, *a, **k: sizes.append(len(chunk))
+    real = ascent_images.ascend
+    monkeypatch.setattr(ascent_images, "ascend", lambda m, chunk, *a, **k: sizes.append(len(chunk))
                         or real(m, chunk, *a, **k))
     calls = []
     classes = [0, 3, 5, 1, 4]
@@ -36,7 +36,7 @@ def test_batches_give_the_same_images_and_one_progress_count(tiny, monkeypatch):
 
 
 def test_all_classes_pages_and_dropped_pixels(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(api, "GRID_PAGE", 4)
+    monkeypatch.setattr(ascent_images, "GRID_PAGE", 4)
     res = api.visualize(tiny, ["all"], "gradient", out=tmp_path, steps=2, batch_size=3,
                         keep_pixels=False)
     assert [int(r.target) for r in res] == list(range(tiny.num_classes))

@@ -38,7 +38,7 @@ def score(images: Annotated[list[str], typer.Argument(
     Example: pydevis score out/ --model a.onnx --model b.onnx
     """
     from .. import load
-    from ..api import resolve_class
+    from ..classes import resolve_class
     from ..scoring import expand_paths, generated_class, score_files
 
     paths = expand_paths(images)

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import _slug, check_out, resolve_class, write_json
 from ..atomic import write_text
+from ..classes import resolve_class
 from ..files import MAX_CONFIG_BYTES, read_text, safe_name
 from ..image import read_rgb, save_png
 from ..methods.ascent import ascend, method_config
 from ..model import Model, load
+from ..outputs import check_out, slug, write_json
 from .config import RANGES, Config, ConfigError, load_config
 from .cross_score import score_images
 from .runlock import LOCK_NAME, RunLock
@@ -194,7 +195,7 @@ def _run_chunk(cfg, gname, gen, spec, config, items, marker, scorers) -> None:
     names = []
     for r, (_, copy) in zip(res, items, strict=True):
         c = int(r.target)
-        stem = f"{c:04d}_{_slug(gen.labels[c])}" + (f"_{copy}" if copy else "")
+        stem = f"{c:04d}_{slug(gen.labels[c])}" + (f"_{copy}" if copy else "")
         save_png(r.pixels, folder / f"{stem}.png")
         write_json(folder / f"{stem}.json", {
             "generating_model": gname, "model": str(gen.path), "method": spec.label,

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import write_json
 from ..image import decode_rgb, read_rgb
+from ..outputs import write_json
 from .config import MAX_DATASET_BYTES, ConfigError, TransferSpec
 from .cross_score import _key
 from .smallnet import fit_predict

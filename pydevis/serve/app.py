@@ -15,9 +15,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import kernels
-from ..api import _finite
 from ..errors import PydevisError
 from ..methods.ascent import METHODS
+from ..outputs import finite
 from .gallery import Gallery
 from .jobs import MAX_STEPS, Busy, Jobs
 from .state import NotFound, png_bytes
@@ -33,13 +33,13 @@ class ApiError(Exception):
 
 
 def _json(data, status: int = 200) -> JSONResponse:
-    return JSONResponse(_finite(data), status_code=status)
+    return JSONResponse(finite(data), status_code=status)
 
 
 def _png(data: bytes, info: dict | None = None) -> Response:
     headers = {"Cache-Control": "no-store"}
     if info:
-        headers["X-Pydevis-Info"] = json.dumps(_finite(info), ensure_ascii=True)
+        headers["X-Pydevis-Info"] = json.dumps(finite(info), ensure_ascii=True)
     return Response(data, media_type="image/png", headers=headers)
 
 

@@ -74,7 +74,7 @@ class Jobs:
         if not 0 <= seed < 2**31:
             raise TargetError("seed must be in 0–2147483647")
         if cls is not None:
-            from ..api import resolve_class
+            from ..classes import resolve_class
 
             c = resolve_class(ex.model, cls)
             target = {"class": c, "label": ex.model.labels[c]}
