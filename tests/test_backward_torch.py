@@ -20,11 +20,11 @@ import functools
 import warnings
 
 import numpy as np
+import onnx  # dependencies of pydevis: missing means a broken install, a failure, not a skip
+import onnxruntime as ort
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")  # optional (the test extra): the oracle's own dependency
 
 try:
     from tests import nets
@@ -345,10 +345,8 @@ def test_zoo_modes_are_distinguishable(torch_zoo, name):
 @pytest.fixture(scope="module")
 def engine(torch_zoo):
     """``get(name, fixed_batch=False)`` -> a loaded ``pydevis`` model, cached per module."""
-    import pydevis
+    import pydevis  # a renamed or missing pydevis.load fails every engine test, never skips
 
-    if not hasattr(pydevis, "load"):
-        pytest.skip("pydevis.load is not implemented yet")
     cache = {}
 
     def get(name: str, fixed_batch: bool = False):

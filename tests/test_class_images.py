@@ -92,7 +92,8 @@ def test_rms_step_moves_pixels_by_the_step_size():
 def test_one_grid_per_method(method, tmp_path):
     model = pydevis.load(tiny_classifier(tmp_path / "tiny.onnx"))
     api.visualize(model, [0, 2, 3, 5], method, out=tmp_path / "out", steps=25)
-    grid = np.asarray(Image.open(tmp_path / "out" / f"{method}_grid.png").convert("RGB"))
+    tag = f"{method}{api.DEFAULT_PRESET}" if method == "yosinski" else method  # yosinski3_grid
+    grid = np.asarray(Image.open(tmp_path / "out" / f"{tag}_grid.png").convert("RGB"))
     assert grid.shape[0] >= 96 and grid.shape[1] >= 4 * 96
     cells = [grid[2:80, 2 + k * 98:80 + k * 98] for k in range(4)]  # 96-px cells, 2-px padding
     assert all(c.std() > 1 for c in cells), "an empty cell"
