@@ -4,9 +4,8 @@ from __future__ import annotations
 
 
 class PydevisError(Exception):
-    """Base class: a user-facing problem (bad file, bad argument, unsupported model)."""
-
-    exit_code = 2
+    """Base class: a user-facing problem (bad file, bad argument, unsupported model); the CLI
+    exits with status 2 (``cli.app.EXIT_USER``) on one."""
 
 
 class ModelError(PydevisError):

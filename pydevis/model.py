@@ -216,10 +216,6 @@ class Model:
             p = resize_pixels(p, self.spec.size)
         return self.spec.to_input(p)
 
-    def deprocess(self, x: np.ndarray) -> np.ndarray:
-        """Model input (N, C, H, W) → RGB pixels (N, H, W, 3), float, unclipped."""
-        return self.spec.to_pixels(np.asarray(x))
-
     # ---- forward ---------------------------------------------------------------------------
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -48,19 +48,6 @@ class Spec:
         x = (p - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-    def to_pixels(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) model input → (N, H, W, 3) RGB pixels (float, not clipped)."""
-        p = x.transpose(0, 2, 3, 1) * np.asarray(self.std, x.dtype) + np.asarray(self.mean, x.dtype)
-        if self.channels == "BGR":
-            p = p[..., ::-1]
-        elif self.channels == "L":
-            p = np.repeat(p, 3, axis=-1)
-        return np.ascontiguousarray(p)
-
-    def pixel_scale(self) -> np.ndarray:
-        """d(input)/d(pixel) per *input* channel: 1/std (for the ascent's change of variables)."""
-        return 1.0 / np.asarray(self.std, np.float64)
-
 
 def _check_values(name: str, values: Any, n: int, origin: str) -> tuple[float, ...]:
     vals = tuple(float(v) for v in np.atleast_1d(np.asarray(values, dtype=np.float64)))
