@@ -302,7 +302,7 @@ def usable_backends(wanted: Sequence[str] | None = None) -> list[str]:
 
 
 def meta(argv: Sequence[str] | None) -> dict:
-    return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    return {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "argv": list(argv or []), "machine": machine_info(), "versions": versions(),
             "backends": backends()}
 

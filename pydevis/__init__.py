@@ -4,13 +4,19 @@ regularized activation maximization on any ONNX classifier, and cross-scoring of
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .api import cross_score, deconvolve, isolate, top9, visualize
 from .errors import ImageError, ModelError, PydevisError, TargetError, UnsupportedOpError
 from .evaluation.experiment import report, run_experiment
 from .export import export_backward
 from .model import MODES, Model, Signal, load
 
-__version__ = "0.1.0"
+try:  # the one version is pyproject.toml's, read from the installed metadata
+    __version__ = _version("pydevis")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "MODES",

@@ -33,11 +33,10 @@ A method's ``label`` names its folders: it becomes a safe name (letters, digits,
 from __future__ import annotations
 
 import difflib
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from ..errors import PydevisError
 from ..files import MAX_CONFIG_BYTES, check_regular, read_text, safe_name
