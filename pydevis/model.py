@@ -19,9 +19,9 @@ from . import preprocess, targets
 from .backward import engine
 from .backward.registry import NONDIFF, lookup
 from .errors import ModelError, TargetError
+from .kernels import MODES
 from .session import Runner
 
-MODES = ("gradient", "deconvnet", "guided")
 _PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze")
 
 

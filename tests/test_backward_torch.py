@@ -24,6 +24,8 @@ import onnx  # dependencies of pydevis: missing means a broken install, a failur
 import onnxruntime as ort
 import pytest
 
+import pydevis
+
 torch = pytest.importorskip("torch")  # optional (the test extra): the oracle's own dependency
 
 try:
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.torch
 
 TOL = 1e-4  # float32 signal, norm-wise per row
 FWD_TOL = 1e-5  # onnxruntime vs torch logits, norm-wise per row
-MODES = ("gradient", "deconvnet", "guided")
+MODES = pydevis.MODES  # the modes pydevis offers, each checked against torch below
 NAMES = sorted(nets.ZOO)
 FIXED = sorted(n for n, z in nets.ZOO.items() if z.fixed_batch)
 BATCH = 4
@@ -345,9 +347,7 @@ def test_zoo_modes_are_distinguishable(torch_zoo, name):
 @pytest.fixture(scope="module")
 def engine(torch_zoo):
     """``get(name, fixed_batch=False)`` -> a loaded ``pydevis`` model, cached per module."""
-    import pydevis  # a renamed or missing pydevis.load fails every engine test, never skips
-
-    cache = {}
+    cache = {}  # a renamed or missing pydevis.load fails every engine test, never skips
 
     def get(name: str, fixed_batch: bool = False):
         if (name, fixed_batch) not in cache:

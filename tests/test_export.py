@@ -31,7 +31,7 @@ except ImportError:
     import test_rules
 
 TOL = 1e-4
-MODES = ("gradient", "deconvnet", "guided")
+MODES = pydevis.MODES
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODELS = sorted((SHARED / "models").glob("*.onnx")) if (SHARED / "models").is_dir() else []
 

@@ -19,6 +19,7 @@ import onnx
 from onnx import helper
 
 from ..errors import ModelError
+from ..kernels import MODES
 from ..session import free_batch
 from .builder import Builder, ExportError
 from .registry import lookup, translated_ops
@@ -26,7 +27,6 @@ from .registry import lookup, translated_ops
 __all__ = ["ExportError", "export_backward", "translated_ops"]
 
 MIN_OPSET = 11  # ScatterElements, Pad/Slice with inputs, Where with broadcasting
-MODES = ("gradient", "deconvnet", "guided")
 SEED, SCORES, SIGNAL, ACTIVATION = "cotangent", "scores", "signal", "activation"
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "max_unpool2d",
     "rectifier_backward",
     "MODES",
+    "mode_code",
     "ascent_step",
     "ascent_update",
     "clamp_channels",
@@ -40,7 +41,10 @@ __all__ = [
     "gaussian_blur",
 ]
 
-MODES = {"gradient": 0, "deconvnet": 1, "guided": 2}
+#: The signal modes, the one definition (``pydevis.MODES`` is this tuple): gradient (Simonyan et
+#: al. 2013), deconvnet (Zeiler & Fergus 2014), guided (Springenberg et al. 2015). A mode's index
+#: is the code the kernels take (:func:`mode_code`).
+MODES = ("gradient", "deconvnet", "guided")
 _FLOATS = (np.float32, np.float64)
 
 
@@ -164,8 +168,16 @@ def rectifier_backward(grad_out, out, mode="gradient", lo=0.0, hi=float("inf"), 
     y = _float(out, "out", dtype=_dtype(g), keep_device=dev)
     if _shape(y) != _shape(g):
         raise ValueError(f"out shape {_shape(y)} != grad_out shape {_shape(g)}")
-    m = MODES[mode] if isinstance(mode, str) else int(mode)
-    return mod.rectifier_backward(g, y, m, float(lo), float(hi))
+    return mod.rectifier_backward(g, y, mode_code(mode), float(lo), float(hi))
+
+
+def mode_code(mode: str | int) -> int:
+    """The kernels' integer code of a signal mode: its index in :data:`MODES` (an int passes)."""
+    if isinstance(mode, str):
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        return MODES.index(mode)
+    return int(mode)
 
 
 _MAX_SIZE = 2**31 - 1  # csrc/common/checks.h kMaxSize

@@ -11,9 +11,10 @@ import numpy as np
 from ..api import list_images
 from ..errors import ImageError, TargetError
 from ..image import load_for, to_uint8
+from ..kernels import MODES
 from ..methods import deconvnet as dn
 from ..render import top9_block, top9_figure
-from .state import MODES, Explorer, NotFound, png_bytes
+from .state import Explorer, NotFound, png_bytes
 
 #: images of the folder used (sorted by name; the rest are not offered)
 MAX_IMAGES = 256

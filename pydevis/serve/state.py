@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import TargetError
 from ..image import load_for, to_uint8
+from ..kernels import MODES
 from ..methods import deconvnet as dn
 from ..model import Model, softmax
 from ..render import projection_figure
@@ -29,7 +30,6 @@ from ..tensors import list_tensors
 MAX_PHOTOS = 8
 MAX_PHOTO_BYTES = 384 << 20
 MAX_PROJECTIONS = 64  # cached PNGs per photo
-MODES = ("deconvnet", "guided", "gradient")
 
 
 class NotFound(TargetError):
