@@ -258,7 +258,7 @@ class Model:
         if backend == "ort":
             from .export.ort_backend import OrtBackward
 
-            self._ort = OrtBackward(self, self.runner._threads)
+            self._ort = OrtBackward(self, self.runner.threads)
 
     @property
     def signal_backend(self) -> str:

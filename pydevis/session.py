@@ -200,7 +200,7 @@ class Runner:
 
     def __init__(self, model: onnx.ModelProto, graph: Graph, threads: int | None = None):
         self.graph = graph
-        self._threads = threads
+        self.threads = threads  # ONNX Runtime intra-op threads (None: its own choice)
         # The shared weights: the IR's own arrays (the rules read them), wrapped without a copy.
         self._arrays = {t.name: graph.constants[t.name] for t in model.graph.initializer
                         if _shareable(graph.constants.get(t.name))}
@@ -259,8 +259,8 @@ class Runner:
         # ORT worker threads spin after a run by default; they would steal the cores from the
         # backward kernels that run right after.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self._threads:
-            opts.intra_op_num_threads = self._threads
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
         if used:
             opts.add_external_initializers(used, [self._values[k] for k in used])
         try:
