@@ -57,15 +57,20 @@ def randomized_copy(path: Path, folder: Path, seed: int) -> Path:
 
 
 def class_sensitivity(out: Path) -> list[dict]:
-    """Per (generating model, method): mean correlation between images of different classes."""
+    """Per (generating model, method): mean correlation between images of different classes.
+
+    Each image is centred per colour channel first: a low-contrast image sits on the model's
+    mean pixel, whose colour cast (Caffe BGR means: brownish grey) is the same in every image
+    and would otherwise make any two images of one model correlate, whatever they show."""
     result = []
     for folder in sorted((out / "images").glob("*/*")):
         files = sorted(folder.glob("*.png"))
         cls = np.array([p.stem.split("_")[0] for p in files])  # CLASS_label[_copy].png
         if len(set(cls)) < 2:
             continue
-        a = np.stack([read_rgb(p).ravel() for p in files]).astype(np.float64)
-        a -= a.mean(axis=1, keepdims=True)
+        px = np.stack([read_rgb(p) for p in files]).astype(np.float64)  # (N, H, W, 3)
+        px -= px.mean(axis=(1, 2), keepdims=True)
+        a = px.reshape(len(files), -1)
         norm = np.linalg.norm(a, axis=1)
         norm[norm == 0] = 1
         c = (a @ a.T) / np.outer(norm, norm)
