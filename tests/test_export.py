@@ -302,3 +302,58 @@ def test_ort_backend_signals_and_ascent(tmp_path):
         np.testing.assert_allclose(s.pixels, r.pixels, atol=1e-2)
     with pytest.raises(ValueError, match="backend"):
         pydevis.load(path, backend="tensorflow")
+
+
+def test_ort_backend_runs_through_iobinding(tmp_path, monkeypatch):
+    """Every run of the exported graph goes through one IOBinding per session whose OrtValues
+    are reused while the shapes repeat; the signals are bit-identical to a plain
+    ``InferenceSession.run`` of the same session (and equal pydevis's own within TOL)."""
+    from pydevis.export import ort_backend
+
+    path = tiny_classifier(tmp_path / "tiny.onnx", lrn=True)
+    own, viaort = pydevis.load(path), pydevis.load(path, backend="ort")
+    ob = viaort._ort
+    rng = np.random.default_rng(11)
+    calls = {"io_binding": 0, "run_with_iobinding": 0}
+    for mode in MODES:
+        for tensor in (own.scores, "r1"):
+            sess = ob.session(tensor, mode)
+            assert ort_backend.device(sess) == "cpu"  # no CUDA provider here
+            value = "scores" if tensor == own.scores else "activation"
+
+            def spy(name, f):
+                def wrapped(*a, **k):
+                    calls[name] += 1
+                    return f(*a, **k)
+                return wrapped
+
+            plain = sess.run
+            monkeypatch.setattr(sess, "io_binding", spy("io_binding", sess.io_binding))
+            monkeypatch.setattr(sess, "run_with_iobinding",
+                                spy("run_with_iobinding", sess.run_with_iobinding))
+            monkeypatch.setattr(sess, "run", lambda *a, **k: pytest.fail("sess.run was called"))
+            before = dict(calls)
+            for batch in (3, 3, 1, 3):
+                x = rng.standard_normal((batch, *own.input_dims())).astype(np.float32)
+                cot = one_hot_units(own.run(x, [tensor])[tensor])
+                bound = ob._bound.get((tensor, mode))
+                ptrs = bound and [v.data_ptr() for v in (bound.image, bound.cot)]
+                got = viaort.vjp(x, tensor, cot, mode)
+                b = ob._bound[(tensor, mode)]
+                if bound is not None and bound.shapes[0] == x.shape:  # same shapes: reused
+                    assert b is bound and [v.data_ptr() for v in (b.image, b.cot)] == ptrs
+                else:
+                    assert b is not bound and b.shapes[0] == x.shape
+                outs = b.binding.get_outputs()
+                assert [o.data_ptr() for o in outs] == [b.signal.data_ptr(), b.value.data_ptr()]
+                ref_signal, ref_value = plain(["signal", value],
+                                              {own.graph.input_name: x, "cotangent": cot})
+                assert np.array_equal(got, ref_signal), f"{mode} {tensor} batch {batch}"
+                assert not np.shares_memory(got, b.signal.numpy())  # a copy, not the buffer
+                _, act = ob.run(x, tensor, cot, mode)
+                assert np.array_equal(act, ref_value)
+                assert_close(got, own.vjp(x, tensor, cot, mode), f"{mode} {tensor} {batch}")
+            # batch 3 → 3 (reused) → 1 (new) → 3 (new): three bindings for eight runs
+            assert calls["io_binding"] - before["io_binding"] == 3
+            assert calls["run_with_iobinding"] - before["run_with_iobinding"] == 8
+            monkeypatch.undo()
