@@ -62,7 +62,8 @@ METHOD[PRESET]_CLASS_LABEL or METHOD[PRESET]_TENSOR_CHANNEL[_Y_X] (e.g.
 yosinski3_0001_goldfish.png), and METHOD[PRESET]_grid.png with all of them.
 
 Defaults of each method (--steps, --step-size, --jitter override them; step-size is the
-RMS pixel change of one step on the 0..255 scale, a cap for the "progress" rule):
+RMS pixel change of one step on the 0..255 scale, a cap for the "progress" rule; for
+fourier, Olah et al. 2017's Fourier-parameterized image, Adam's learning rate):
 
 \b
 {defaults_table()}
@@ -85,8 +86,8 @@ def visualize(model: ModelArg,
                        "channel (TENSOR:all); repeat.  [default: none]")] = [],  # noqa: B006
               method: Annotated[Method, typer.Option(
                   "--method", "-m", metavar="METHOD",
-                  help="gradient, yosinski, guided, deconv, deconv-prior or deconv-prior-reg "
-                       "(table above).")] = Method.yosinski,
+                  help="gradient, yosinski, guided, deconv, deconv-prior, deconv-prior-reg "
+                       "or fourier (table above).")] = Method.yosinski,
               preset: Annotated[int | None, typer.Option(
                   "--preset", min=1, max=4, metavar="1-4",
                   help="Regularizer preset of yosinski (Yosinski et al. 2015, Table 1).  "

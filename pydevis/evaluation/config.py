@@ -62,7 +62,8 @@ MAX_IMAGES_PER_METHOD = 100_000
 MAX_DATASET_BYTES = 8 << 30
 _METHOD_KEYS = {"name", "preset", "label", "steps", "step_size", "step_rule", "step_norm", "decay",
                 "blur_sigma", "blur_every", "norm_pct", "contrib_pct", "tv_weight", "tv_beta",
-                "alpha_weight", "alpha", "jitter", "start", "start_std"}
+                "alpha_weight", "alpha", "jitter", "start", "start_std",
+                "pad", "scale_range", "angle_max", "decay_power", "init_std"}  # fourier
 _TRANSFER = {"dataset": str, "test_images": int, "baseline": bool, "hidden": int, "epochs": int,
              "size": int, "batch": int, "lr": float, "weight_decay": float, "noise": float}
 

@@ -4,7 +4,9 @@ Methods (``METHODS``): ``gradient`` (Simonyan et al. 2013), ``yosinski`` presets
 et al. 2015, Table 1 as given in their toolbox's doc/running-optimize-image.md), ``guided``
 (Springenberg et al. 2015 signal), and the seed's three deconvnet variants: ``deconv`` (plain),
 ``deconv-prior`` (total variation + α-norm prior, Mahendran & Vedaldi 2015, with jitter) and
-``deconv-prior-reg`` (prior + Yosinski's r(x), preset 3).
+``deconv-prior-reg`` (prior + Yosinski's r(x), preset 3); ``fourier`` (Olah et al. 2017, Lucid's
+Fourier and decorrelated-colour parameterization with transformation robustness and Adam:
+fourier.py, configured by ``FourierConfig``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,40 @@ _PRIOR = dict(tv_weight=0.05, tv_beta=2.0, alpha_weight=1e-9, alpha=6.0, jitter=
 # image contrast 0.5 grey levels RMS, min class probability 0.003 on the saved PNG; constant 2:
 # 1.000), and the deconvnet and guided signals are not gradients, so "objective gain" means nothing.
 _SIGNAL_STEP = dict(step_rule="constant", step_size=2.0, steps=200)
+
+
+@dataclass(frozen=True)
+class FourierConfig(AscentConfig):
+    """The ``fourier`` method (fourier.py): ``step_size`` is Adam's learning rate (Lucid's
+    0.05), ``steps`` 512 (Lucid's default number of steps in ``render_vis``); ``pad`` and
+    ``jitter`` are pixels at 224² (Lucid's pad 12, jitter 8), scaled with the input side;
+    scales 1 ± ``scale_range`` and rotations ± ``angle_max`` degrees (Lucid: 0.9..1.1, ±10).
+    The pixel-space fields (rule, decay, blur, clips, priors, start) do not apply."""
+
+    steps: int = 512
+    step_rule: str = "constant"
+    step_size: float = 0.05
+    jitter: int = 8
+    pad: int = 12
+    scale_range: float = 0.1
+    angle_max: float = 10.0
+    decay_power: float = 1.0
+    init_std: float = 0.01
+
+    def validate(self) -> FourierConfig:
+        super().validate()
+        checks = [(0 <= self.pad <= 1024, "pad must be in 0..1024"),
+                  (0 <= self.scale_range < 0.5, "scale_range must be in [0, 0.5)"),
+                  (0 <= self.angle_max <= 180, "angle_max must be in [0, 180]"),
+                  (0 <= self.decay_power <= 4, "decay_power must be in [0, 4]"),
+                  (self.init_std > 0, "init_std must be > 0"),
+                  (self.signal == "gradient", "fourier ascends the gradient only")]
+        for ok, what in checks:
+            if not ok:
+                raise ValueError(f"invalid fourier setting: {what} ({self})")
+        return self
+
+
 METHODS: dict[str, AscentConfig] = {
     "gradient": AscentConfig(signal="gradient", decay=1e-4, **_SIGNAL_STEP),
     "yosinski": YOSINSKI[3],
@@ -109,6 +145,7 @@ METHODS: dict[str, AscentConfig] = {
     "deconv": AscentConfig(signal="deconvnet", **_SIGNAL_STEP),
     "deconv-prior": AscentConfig(signal="deconvnet", **_SIGNAL_STEP, **_PRIOR),
     "deconv-prior-reg": replace(YOSINSKI[3], signal="deconvnet", steps=200, **_PRIOR),
+    "fourier": FourierConfig(),
 }
 
 
@@ -145,8 +182,15 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     """Run one batched ascent, one row per target (see module docstring).
 
     ``start``: optional (N, H, W, 3) pixels to start from instead of ``config.start``.
-    ``progress``: optional callable ``progress(t, steps)``.
+    ``progress``: optional callable ``progress(t, steps)``. A ``FourierConfig`` runs the
+    ``fourier`` method (fourier.py; ``start`` does not apply).
     """
+    if isinstance(config, FourierConfig):
+        from .fourier import fourier_ascend
+
+        if start is not None:
+            raise ValueError("the fourier method starts from its own spectrum, not from pixels")
+        return fourier_ascend(model, targets, config, seed=seed, progress=progress)
     config.validate()
     rng = np.random.default_rng(seed)
     space = PixelSpace(model)
