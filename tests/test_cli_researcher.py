@@ -314,5 +314,9 @@ def test_help_explains_every_option(command):
             block = opts.split(opt, 1)[1].split("\n  -")[0]
             assert "[default:" in block, opt
         # the method choices are listed whole, not wrapped inside a word
-        assert "deconv-prior or deconv-prior-reg" in " ".join(out.split())
+        block = " ".join(out.split("--method")[1].split("--preset")[0].split())
+        for name in ("deconv-prior-reg", "deconv-prior", "deconv", "guided", "gradient",
+                     "yosinski", "fourier"):
+            assert name in block, name
+        assert "- " not in block.split("(table")[0]  # no name broken at a hyphen
         assert "d\n" not in out.split("--method")[1].split("--preset")[0]

@@ -19,7 +19,7 @@ def test_a_shared_colour_cast_is_not_similarity(tmp_path):
     rng = np.random.default_rng(0)
     cast = np.array([123.7, 116.8, 103.9])  # a Caffe mean pixel, in RGB
     folder = tmp_path / "images" / "gen" / "m"
-    for k, name in enumerate(["0001_a.png", "0002_b.png", "0003_c.png"]):
+    for name in ["0001_a.png", "0002_b.png", "0003_c.png"]:
         _save(folder, name, cast + rng.normal(0, 3, (16, 18, 3)))
     (row,) = class_sensitivity(tmp_path)
     assert abs(row["mean_interclass_correlation"]) < 0.1  # was ~0.9 with one global mean

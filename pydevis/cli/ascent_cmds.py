@@ -86,7 +86,7 @@ def visualize(model: ModelArg,
                        "channel (TENSOR:all); repeat.  [default: none]")] = [],  # noqa: B006
               method: Annotated[Method, typer.Option(
                   "--method", "-m", metavar="METHOD",
-                  help="gradient, yosinski, guided, deconv, deconv-prior, deconv-prior-reg "
+                  help="deconv-prior-reg, deconv-prior, deconv, guided, gradient, yosinski "
                        "or fourier (table above).")] = Method.yosinski,
               preset: Annotated[int | None, typer.Option(
                   "--preset", min=1, max=4, metavar="1-4",
