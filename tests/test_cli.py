@@ -8,26 +8,19 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from pydevis.cli import eval_cmds, model_cmds, vis_cmds  # noqa: F401  (register commands)
 from pydevis.cli.app import app
-from tiny import tiny_classifier
+from tiny import tiny_with_images
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    path = tiny_classifier(d / "tiny.onnx")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (30, 26, 3), dtype=np.uint8)).save(d / f"img{i}.png")
-    return path
+    return tiny_with_images(tmp_path_factory.mktemp("cli"), 3)
 
 
 def run_cli(*args):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiny import tiny_classifier
+from tiny import tiny_classifier, tiny_with_images
 
 
 def _exe() -> list[str]:
@@ -39,12 +39,7 @@ def pydevis(*args, env: dict | None = None):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli14")
-    path = tiny_classifier(d / "tiny.onnx")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (30, 26, 3), dtype=np.uint8)).save(d / f"img{i}.png")
-    return path
+    return tiny_with_images(tmp_path_factory.mktemp("cli14"), 2)
 
 
 # ---- 1. tensors ------------------------------------------------------------------------------

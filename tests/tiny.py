@@ -44,3 +44,16 @@ def tiny_classifier(path: Path, seed: int = 0, classes: int = 6, lrn: bool = Fal
             "labels": [f"thing {i}" for i in range(classes)]}
     path.with_name(path.name + ".json").write_text(json.dumps(card))
     return path
+
+
+def tiny_with_images(folder: Path, images: int) -> Path:
+    """``tiny_classifier`` in ``folder`` with ``images`` random 30×26 PNGs beside it
+    (``img0.png``...), the fixture of the CLI tests."""
+    from PIL import Image
+
+    path = tiny_classifier(folder / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 255, (30, 26, 3), dtype=np.uint8)).save(
+            folder / f"img{i}.png")
+    return path
