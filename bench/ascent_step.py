@@ -388,13 +388,28 @@ def grad64(model, x, classes, decisions=None):
 
 def ort_decisions(pm, x):
     """ONNX Runtime's forward decisions for ``x``: the ``Relu`` output masks (> 0) and the
-    ``MaxPool`` switches, in graph order (= the torch execution order the export traced)."""
-    from pydevis.session import indices_name
+    ``MaxPool`` switches, in graph order (= the torch execution order the export traced).
 
-    relus = [n.outputs[0] for n in pm.graph.nodes if n.op_type == "Relu"]
-    pools = [indices_name(n.outputs[0]) for n in pm.graph.nodes if n.op_type == "MaxPool"]
-    vals = pm.run(np.ascontiguousarray(x), relus + pools)
-    return [vals[r] > 0 for r in relus], [vals[p] for p in pools]
+    A session of its own on a copy of the model whose MaxPools get their optional ``Indices``
+    output (pydevis never asks for it: it finds the switches again from the pool's input)."""
+    import copy
+
+    import onnxruntime as ort
+    from onnx import helper
+
+    m = copy.deepcopy(pm.proto)
+    relus = [n.output[0] for n in m.graph.node if n.op_type == "Relu"]
+    pools = []
+    for n in m.graph.node:
+        if n.op_type == "MaxPool":
+            if len(n.output) == 1:
+                n.output.append(n.output[0] + "::indices")
+            pools.append(n.output[1])
+    m.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in relus + pools)
+    del m.graph.value_info[:]
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    vals = sess.run(relus + pools, {pm.graph.input_name: np.ascontiguousarray(x)})
+    return [v > 0 for v in vals[:len(relus)]], vals[len(relus):]
 
 
 def check_grad(g, replay64, ref32, ref64, what: str) -> dict:

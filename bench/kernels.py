@@ -6,11 +6,9 @@ For every case, every backend's result is first checked against the reference (r
 - ``conv2d_backward_data`` vs ``torch.nn.grad.conv2d_input`` (dense, strided, grouped, 1×1 and
   depthwise layer shapes of AlexNet, ResNet, VGG, MobileNet at batch 8), with GFLOP/s
   (2·N·M·Ho·Wo·C/g·kH·kW) and the percentage of the float32 GEMM rate measured in the same run;
-- ``max_unpool2d`` vs torch's max-pool backward (``max_pool2d_with_indices_backward``, what autograd
-  runs) and ``F.max_unpool2d`` (which overwrites instead of adding on overlapping windows: its
-  agreement is only checked for non-overlapping pools); ``max_pool2d_backward`` (what the MaxPool
-  rule runs: switches found again from the input) vs the same torch backward and torch's
-  forward with indices (the cost torch pays in its forward to have switches);
+- ``max_pool2d_backward`` (what the MaxPool rule runs: switches found again from the input) vs
+  torch's max-pool backward (``max_pool2d_with_indices_backward``, what autograd runs) and
+  torch's forward with indices (the cost torch pays in its forward to have switches);
 - ``lrn_backward`` vs autograd of ``F.local_response_norm`` (backward only, graph retained);
 - ``rectifier_backward`` vs ``np.where`` and ``torch.ops.aten.threshold_backward``;
 - the ascent update and regularizers (``ascent_update``, ``gaussian_blur``, ``clip_small_norm``,
@@ -41,7 +39,7 @@ except ImportError:  # run as a script
 
 NAME = "kernels"
 TOL = 1e-4
-GROUPS = ("conv", "unpool", "lrn", "rectifier", "ascent")
+GROUPS = ("conv", "maxpool", "lrn", "rectifier", "ascent")
 
 # label, N, C, H, W, M, k, stride, pad, group
 CONV = [
@@ -169,7 +167,7 @@ class Runner:
 
             self.compare("conv2d_backward_data", label, run, {"torch": ref}, expected, flops)
 
-    def unpool(self, rng):
+    def maxpool(self, rng):
         import torch
         import torch.nn.functional as F
 
@@ -177,31 +175,11 @@ class Runner:
             x = torch.from_numpy(rng.standard_normal((n, c, h, w), dtype=np.float32))
             y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
             gy = torch.from_numpy(rng.standard_normal(tuple(y.shape), dtype=np.float32))
-            # ONNX Runtime's Indices: flat offsets into the whole tensor
-            flat = (idx + (torch.arange(n * c).reshape(n, c, 1, 1) * (h * w))).numpy()
-            g_np = gy.numpy()
+            g_np, x_np = gy.numpy(), x.numpy()
 
             def aten(gy=gy, x=x, idx=idx, k=k, s=s, p=p):
                 return torch.ops.aten.max_pool2d_with_indices_backward(
                     gy, x, [k, k], [s, s], [p, p], [1, 1], False, idx)
-
-            def unpool(gy=gy, idx=idx, k=k, s=s, p=p, h=h, w=w):
-                return F.max_unpool2d(gy, idx, k, s, p, output_size=(h, w))
-
-            expected = aten().numpy()
-            overlap = k > s
-
-            def run(mod, g_np=g_np, flat=flat, shape=(n, c, h, w)):
-                return self.K.max_unpool2d(g_np, flat, shape, module=mod)
-
-            self.compare("max_unpool2d", label, run,
-                         {"torch pool-backward": aten, "torch max_unpool2d": unpool}, expected,
-                         check_refs=() if overlap else ("torch max_unpool2d",))
-            if overlap:
-                row = next(r for r in reversed(self.rows) if r["impl"] == "torch max_unpool2d")
-                row["note"] = "wrong here: overwrites repeated switches"
-            # what the MaxPool rule runs: the switches found again from x (no Indices output)
-            x_np = x.numpy()
 
             def fwd_idx(x=x, k=k, s=s, p=p):
                 return F.max_pool2d(x, k, s, p, return_indices=True)
@@ -212,7 +190,7 @@ class Runner:
 
             self.compare("max_pool2d_backward", label, run_x,
                          {"torch pool-backward": aten, "torch pool-forward with indices": fwd_idx},
-                         expected)
+                         aten().numpy())
 
     def lrn(self, rng):
         import torch

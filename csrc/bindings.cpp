@@ -88,50 +88,6 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   return f64 ? conv_impl<double>(grad_out, weight, g) : conv_impl<float>(grad_out, weight, g);
 }
 
-// ---- max_unpool2d -------------------------------------------------------------------------
-template <typename T>
-py::array unpool_impl(const py::array& go, const py::array& idx, const Ints& in_shape) {
-  const int64_t planes = in_shape[0] * in_shape[1];
-  const int64_t plane_out = go.ndim() == 4 ? go.shape(2) * go.shape(3) : 0;
-  const int64_t plane_in = in_shape[2] * in_shape[3];
-  const int64_t* ip = cptr<int64_t>(idx);
-  int64_t bad;
-  {
-    py::gil_scoped_release nogil;
-    bad = pydevis::cpu::first_bad_unpool_index(ip, planes, plane_out, plane_in);
-  }
-  if (bad >= 0) {
-    const int64_t p = bad / plane_out, i = bad % plane_out, wo = go.shape(3);
-    CHECK(false, "indices: value ", ip[bad], " at (", p / in_shape[1], ", ", p % in_shape[1],
-          ", ", i / wo, ", ", i % wo, ") is outside its (n, c) plane [", p * plane_in, ", ",
-          (p + 1) * plane_in, ") of in_shape ", shape_str(in_shape));
-  }
-  auto out = new_array<T>(in_shape);
-  T* dst = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    pydevis::cpu::max_unpool2d<T>(cptr<T>(go), ip, dst, planes, plane_out, plane_in);
-  }
-  return std::move(out);
-}
-
-py::array max_unpool2d(const py::array& grad_out, const py::array& indices, const Ints& in_shape) {
-  pydevis::check_layout(grad_out, "grad_out", 4);
-  pydevis::check_layout(indices, "indices", 4);
-  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
-  CHECK(pydevis::has_dtype<int64_t>(indices), "indices: dtype ", pydevis::dtype_str(indices),
-        " is not int64");
-  const Ints gs = shape_of(grad_out), is = shape_of(indices);
-  CHECK(is == gs, "indices: shape ", shape_str(is), " != grad_out shape ", shape_str(gs));
-  CHECK_LEN(in_shape, 4, "in_shape");
-  pydevis::check_all_in_range(in_shape, 0, "in_shape");
-  CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
-        " does not match N, C of grad_out ", shape_str(gs));
-  pydevis::checked_numel(in_shape, "in_shape", "output shape");
-  return f64 ? unpool_impl<double>(grad_out, indices, in_shape)
-             : unpool_impl<float>(grad_out, indices, in_shape);
-}
-
 // ---- max_pool2d_backward ------------------------------------------------------------------
 template <typename T>
 py::array maxpool_impl(const py::array& go, const py::array& x,
@@ -428,8 +384,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"), "dL/dX of ONNX Conv (the transposed convolution).");
-  m.def("max_unpool2d", &max_unpool2d, py::arg("grad_out"), py::arg("indices"),
-        py::arg("in_shape"), "Route grad_out to the MaxPool switches (flat int64 indices).");
   m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"),
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum).");

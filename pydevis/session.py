@@ -16,9 +16,6 @@ session exposing the union); smaller models keep one session per tensor set. Fix
 sessions are dropped once the free-batch rewrite is known to work (every batch size then uses
 it). VGG-16 (528 MB of weights), after load, a batch-1 and a batch-8 ``signal`` and ``forward``:
 3.1 GB RSS, was 8.2 GB with one session per tensor set and batch mode.
-
-MaxPool switches can be exposed by giving the node its optional ``Indices`` output
-(:func:`indices_name`); the backward rule does not use them (see ``backward/rules/pool.py``).
 """
 
 from __future__ import annotations
@@ -36,13 +33,6 @@ from onnx import helper, numpy_helper
 
 from .errors import ModelError
 from .graph import Graph
-
-INDICES_SUFFIX = "::indices"
-
-
-def indices_name(maxpool_output: str) -> str:
-    """Name under which the switches of the MaxPool producing ``maxpool_output`` are exposed."""
-    return maxpool_output + INDICES_SUFFIX
 
 
 @functools.cache
@@ -230,13 +220,6 @@ class Runner:
     def _make_session(self, outputs: tuple[str, ...], base: onnx.ModelProto):
         m = copy.deepcopy(base)  # weightless: cheap
         g = m.graph
-        want = set(outputs)
-        for node in g.node:
-            if node.op_type == "MaxPool" and indices_name(node.output[0]) in want:
-                if len(node.output) == 1:
-                    node.output.append(indices_name(node.output[0]))
-                else:  # the model already exposes its switches under its own name
-                    raise ModelError(f"MaxPool {node.name!r} already has an Indices output")
         keep = {o for o in outputs}
         pruned = []
         for node in reversed(list(g.node)):

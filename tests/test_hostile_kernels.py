@@ -63,11 +63,6 @@ def to_host(a):
     return a.to_host() if hasattr(a, "to_host") else a
 
 
-def _switches(n=1, c=2, h=4, w=4):
-    nn, cc, oh, ow = np.meshgrid(range(n), range(c), range(h // 2), range(w // 2), indexing="ij")
-    return (((nn * c + cc) * h + 2 * oh) * w + 2 * ow).astype(np.int64)
-
-
 def f32(*shape):
     return R.standard_normal(shape).astype(np.float32)
 
@@ -75,7 +70,6 @@ def f32(*shape):
 VALID = {
     "conv2d_backward_data": dict(grad_out=f32(1, 4, 3, 3), weight=f32(4, 1, 3, 3), in_hw=(5, 5),
                                  strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=2),
-    "max_unpool2d": dict(grad_out=f32(1, 2, 2, 2), indices=_switches(), in_shape=(1, 2, 4, 4)),
     "max_pool2d_backward": dict(grad_out=f32(1, 2, 2, 2), x=f32(1, 2, 4, 5), kernel_shape=(2, 2),
                                 strides=(2, 2), pads=(0, 0, 0, 0), dilations=(1, 1)),
     "rectifier_backward": dict(grad_out=f32(2, 3), out=f32(2, 3), mode=2, lo=0.0, hi=6.0),
@@ -232,7 +226,7 @@ def test_bindings_never_crash(name, impl, examples):
 
 
 # ---- output sizes: a huge but well-formed shape argument is a ValueError naming it ------------
-SHAPE_ARG = {"conv2d_backward_data": "in_hw", "max_unpool2d": "in_shape",
+SHAPE_ARG = {"conv2d_backward_data": "in_hw",
              "avg_pool2d_backward": "in_shape", "global_avg_pool_backward": "in_shape"}
 
 

@@ -32,15 +32,6 @@ struct PoolGeom {
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g);
 
-// First position i whose index is outside its own plane, i.e. not in
-// [p * plane_in, (p + 1) * plane_in) with p = i / plane_out; -1 when all are valid.
-int64_t first_bad_unpool_index(const int64_t* indices, int64_t planes, int64_t plane_out,
-                               int64_t plane_in);
-
-template <typename T>
-void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
-                  int64_t plane_out, int64_t plane_in);
-
 // grad_in (N, C, H, W) of MaxPool from its forward input x: each grad_out element goes to the first
 // strict maximum of its window (ONNX Runtime's switch); windows holding no finite value route none.
 template <typename T>

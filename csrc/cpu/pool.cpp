@@ -1,10 +1,6 @@
-// Pooling backward: max-unpooling through the switches, max-pool backward from the input (the
-// switches found here), average and global-average pooling.
-//
-// MaxPool switches (ONNX Runtime's Indices, storage_order 0) are flat offsets into the whole input,
-// ((n*C + c)*H + h)*W + w, so output element i of plane p = i / (Ho*Wo) must point into
-// [p*H*W, (p+1)*H*W). Planes are independent: one OpenMP task per (n, c) plane, no atomics, and
-// overlapping windows that picked the same switch accumulate in order.
+// Pooling backward: max-pool backward from the input (the switches found here), average and
+// global-average pooling. Planes are independent: one OpenMP task per (n, c) plane, no atomics,
+// and overlapping windows that picked the same switch accumulate in order.
 //
 // max_pool2d_backward finds the switches itself from the forward input x, so the forward need not
 // ask ONNX Runtime for MaxPool's Indices output: that output makes ORT run its generic MaxPool
@@ -40,34 +36,6 @@ std::vector<T>& thread_row(size_t n) {
   return buf;
 }
 }  // namespace
-
-int64_t first_bad_unpool_index(const int64_t* indices, int64_t planes, int64_t plane_out,
-                               int64_t plane_in) {
-  int64_t bad = -1;
-  for (int64_t p = 0; p < planes && bad < 0; ++p) {
-    const int64_t lo = p * plane_in, hi = lo + plane_in;
-    const int64_t* idx = indices + p * plane_out;
-    for (int64_t i = 0; i < plane_out; ++i)
-      if (idx[i] < lo || idx[i] >= hi) {
-        bad = p * plane_out + i;
-        break;
-      }
-  }
-  return bad;
-}
-
-template <typename T>
-void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
-                  int64_t plane_out, int64_t plane_in) {
-  parallel_for(planes, plane_out + plane_in, [&](int64_t p) {
-    T* dst = grad_in + p * plane_in;
-    std::fill(dst, dst + plane_in, T(0));
-    const T* g = grad_out + p * plane_out;
-    const int64_t* idx = indices + p * plane_out;
-    const int64_t base = p * plane_in;
-    for (int64_t i = 0; i < plane_out; ++i) dst[idx[i] - base] += g[i];
-  });
-}
 
 template <typename T>
 void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g) {
@@ -174,7 +142,6 @@ void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int
 }
 
 #define PYDEVIS_INSTANTIATE(T)                                                               \
-  template void max_unpool2d<T>(const T*, const int64_t*, T*, int64_t, int64_t, int64_t); \
   template void max_pool2d_backward<T>(const T*, const T*, T*, const MaxPoolGeom&);       \
   template void avg_pool2d_backward<T>(const T*, T*, const PoolGeom&);                     \
   template void global_avg_pool_backward<T>(const T*, T*, int64_t, int64_t);

@@ -517,59 +517,6 @@ py::object conv2d_backward_data_py(const py::object& grad_out, const py::object&
                });
 }
 
-py::object max_unpool2d_py(const py::object& grad_out, const py::object& indices,
-                           const Ints& in_shape) {
-    const Arg g = parse(grad_out, "grad_out", Want::floating);
-    require_rank(g, 4);
-    const Arg idx = parse(indices, "indices", Want::index);
-    require_rank(idx, 4);
-    const Ints& gs = g.shape;
-    CHECK(idx.shape == gs, "indices: shape ", shape_str(idx.shape), " != grad_out shape ",
-          shape_str(gs));
-    CHECK_LEN(in_shape, 4, "in_shape");
-    check_all_in_range(in_shape, 0, "in_shape");
-    CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
-          " does not match N, C of grad_out ", shape_str(gs));
-    checked_numel(in_shape, "in_shape", "output shape");
-    const int64_t planes = gs[0] * gs[1];
-    const int64_t out_plane = gs[2] * gs[3];
-    const int64_t in_plane = in_shape[2] * in_shape[3];
-    const int64_t C = gs[1], Wo = gs[3];
-    const DType dt = g.dtype;
-    const bool idx_on_host = !idx.on_device;
-    const auto* idx_host = static_cast<const int64_t*>(idx.ptr);
-    return run({&g, &idx}, in_shape, dt,
-               [=](const std::vector<const void*>& in, void* out, cudaStream_t stream) {
-                   DeviceBuffer bad(sizeof(unsigned long long));
-                   auto* bad_pos = static_cast<unsigned long long*>(bad.get());
-                   const auto* idx_dev = static_cast<const int64_t*>(in[1]);
-                   by_dtype(dt, [&](auto zero) {
-                       using T = decltype(zero);
-                       max_unpool2d<T>(static_cast<const T*>(in[0]), idx_dev,
-                                       static_cast<T*>(out), planes, out_plane, in_plane, bad_pos,
-                                       stream);
-                   });
-                   unsigned long long pos = ULLONG_MAX;
-                   PYDEVIS_CUDA_CHECK(cudaMemcpyAsync(&pos, bad_pos, sizeof(pos),
-                                                      cudaMemcpyDeviceToHost, stream));
-                   PYDEVIS_CUDA_CHECK(cudaStreamSynchronize(stream));
-                   if (pos == ULLONG_MAX) return std::string();
-                   const auto bad_i = static_cast<int64_t>(pos);
-                   int64_t value = 0;
-                   if (idx_on_host) {
-                       value = idx_host[bad_i];
-                   } else {
-                       PYDEVIS_CUDA_CHECK(cudaMemcpy(&value, idx_dev + bad_i, sizeof(value),
-                                                     cudaMemcpyDeviceToHost));
-                   }
-                   const int64_t p = bad_i / out_plane, i = bad_i % out_plane;
-                   return ::pydevis::concat(
-                       "indices: value ", value, " at (", p / C, ", ", p % C, ", ", i / Wo, ", ",
-                       i % Wo, ") is outside its (n, c) plane [", p * in_plane, ", ",
-                       (p + 1) * in_plane, ") of in_shape ", shape_str(in_shape));
-               });
-}
-
 py::object max_pool2d_backward_py(const py::object& grad_out, const py::object& x,
                                   const Ints& kernel_shape, const Ints& strides, const Ints& pads,
                                   const Ints& dilations) {
@@ -969,8 +916,6 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("conv2d_backward_data", &conv2d_backward_data_py, arg("grad_out"), arg("weight"),
           arg("in_hw"), arg("strides"), arg("pads"), arg("dilations"), arg("group"),
           "dL/dX of ONNX Conv: (N, M, Ho, Wo) x (M, C/group, kH, kW) -> (N, C, H, W).");
-    m.def("max_unpool2d", &max_unpool2d_py, arg("grad_out"), arg("indices"), arg("in_shape"),
-          "Scatter-add grad_out to the MaxPool switches (flat int64 offsets into the input).");
     m.def("max_pool2d_backward", &max_pool2d_backward_py, arg("grad_out"), arg("x"),
           arg("kernel_shape"), arg("strides"), arg("pads"), arg("dilations"),
           "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum).");

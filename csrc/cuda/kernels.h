@@ -48,15 +48,6 @@ template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvShape& s,
                           cudaStream_t stream);
 
-// Zeroes grad_in (planes * in_plane elements) and scatters grad_out through `indices`
-// (planes * out_plane elements, flat offsets into grad_in) with atomicAdd. An index outside its
-// own (n, c) plane is skipped and the smallest position holding one is left in *bad_pos
-// (ULLONG_MAX when there is none; the launcher initialises it).
-template <typename T>
-void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
-                  int64_t out_plane, int64_t in_plane, unsigned long long* bad_pos,
-                  cudaStream_t stream);
-
 // ONNX MaxPool backward from its forward input x (N, C, H, W): each grad_out element goes to its
 // window's switch, the first tap in (kh, kw) order strictly greater than every earlier one and
 // than the lowest finite value (ONNX Runtime's rule); bit for bit the C++ kernel. `switches`

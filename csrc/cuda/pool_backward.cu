@@ -1,4 +1,4 @@
-// Backward of ONNX MaxPool (unpooling through the switches, or from the forward input),
+// Backward of ONNX MaxPool (from the forward input: the switches are found again),
 // AveragePool and GlobalAveragePool, CUDA.
 #include <limits>
 
@@ -7,37 +7,6 @@
 
 namespace pydevis::cuda {
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// max_unpool2d: one thread per grad_out element, atomicAdd into its switch (overlapping windows
-// may pick the same input pixel). An index outside the element's own (n, c) plane is not written;
-// the smallest such position is recorded in *bad_pos for the host to report.
-template <typename T, typename I>
-__global__ void max_unpool2d_kernel(const T* __restrict__ grad_out,
-                                    const int64_t* __restrict__ indices, T* __restrict__ grad_in,
-                                    I out_plane, int64_t in_plane, I total,
-                                    unsigned long long* __restrict__ bad_pos) {
-    for (I i = detail::global_thread<I>(); i < total; i += detail::grid_stride<I>()) {
-        const int64_t plane = static_cast<int64_t>(i / out_plane);
-        const int64_t begin = plane * in_plane;
-        const int64_t k = indices[i];
-        if (k < begin || k >= begin + in_plane) {
-            atomicMin(bad_pos, static_cast<unsigned long long>(i));
-            continue;
-        }
-        atomicAdd(grad_in + k, grad_out[i]);
-    }
-}
-
-template <typename T, typename I>
-void launch_unpool(const T* grad_out, const int64_t* indices, T* grad_in, int64_t out_plane,
-                   int64_t in_plane, int64_t total, unsigned long long* bad_pos,
-                   cudaStream_t stream) {
-    max_unpool2d_kernel<T, I><<<detail::blocks_for(total), detail::kThreads, 0, stream>>>(
-        grad_out, indices, grad_in, static_cast<I>(out_plane), in_plane, static_cast<I>(total),
-        bad_pos);
-    PYDEVIS_CUDA_CHECK_LAUNCH();
-}
 
 // ---------------------------------------------------------------------------------------------
 // max_pool2d_backward from the forward input x, in two passes, no atomics (deterministic) and bit
@@ -240,27 +209,6 @@ __global__ void global_avg_pool_backward_kernel(const T* __restrict__ grad_out,
 }  // namespace
 
 template <typename T>
-void max_unpool2d(const T* grad_out, const int64_t* indices, T* grad_in, int64_t planes,
-                  int64_t out_plane, int64_t in_plane, unsigned long long* bad_pos,
-                  cudaStream_t stream) {
-    PYDEVIS_CUDA_CHECK(cudaMemsetAsync(bad_pos, 0xFF, sizeof(unsigned long long), stream));
-    const int64_t in_total = planes * in_plane;
-    if (in_total > 0) {
-        PYDEVIS_CUDA_CHECK(
-            cudaMemsetAsync(grad_in, 0, static_cast<size_t>(in_total) * sizeof(T), stream));
-    }
-    const int64_t total = planes * out_plane;
-    if (total == 0) return;
-    if (detail::fits_int32({total})) {
-        launch_unpool<T, int32_t>(grad_out, indices, grad_in, out_plane, in_plane, total, bad_pos,
-                                  stream);
-    } else {
-        launch_unpool<T, int64_t>(grad_out, indices, grad_in, out_plane, in_plane, total, bad_pos,
-                                  stream);
-    }
-}
-
-template <typename T>
 void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, int32_t* switches,
                          const MaxPoolShape& s, cudaStream_t stream) {
     const int64_t in_total = s.N * s.C * s.H * s.W;
@@ -315,10 +263,6 @@ void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int
     PYDEVIS_CUDA_CHECK_LAUNCH();
 }
 
-template void max_unpool2d<float>(const float*, const int64_t*, float*, int64_t, int64_t, int64_t,
-                                  unsigned long long*, cudaStream_t);
-template void max_unpool2d<double>(const double*, const int64_t*, double*, int64_t, int64_t,
-                                   int64_t, unsigned long long*, cudaStream_t);
 template void max_pool2d_backward<float>(const float*, const float*, float*, int32_t*,
                                          const MaxPoolShape&, cudaStream_t);
 template void max_pool2d_backward<double>(const double*, const double*, double*, int32_t*,

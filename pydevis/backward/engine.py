@@ -13,7 +13,6 @@ import numpy as np
 
 from ..errors import ModelError, UnsupportedOpError
 from ..graph import Graph, Node
-from ..session import indices_name
 from .registry import NONDIFF, Rule, lookup
 
 
@@ -54,9 +53,6 @@ class Context:
             return self._shapes[name]
         return tuple(self.value(name).shape)
 
-    def indices(self, output: str) -> np.ndarray:
-        return self._values[indices_name(output)]
-
 
 def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
     """Collect the nodes between the input and ``target`` and what their rules need.
@@ -93,9 +89,6 @@ def _resolve(token: str, node: Node, graph: Graph, data: set[str], values: list[
         k = int(parts[2])
         if k < len(names) and names[k] and names[k] not in graph.constants:
             shapes.append(names[k])
-        return
-    if parts[0] == "indices":
-        values.append(indices_name(node.outputs[int(parts[1])]))
         return
     names = node.inputs if parts[0] == "in" else node.outputs
     index, _, cond = parts[1].partition("?")

@@ -1,13 +1,12 @@
 """Backward rules, one per ONNX op type, registered by an explicit decorator.
 
 A rule is ``fn(node, ctx, grads_out, mode) -> list`` with one entry per node input: the gradient
-for that input, or ``None`` (weights, shapes, indices). ``needs`` names what it reads from the
-forward pass, so that only those tensors are exposed by the instrumented forward:
+for that input, or ``None`` (weights, shapes, integer inputs). ``needs`` names what it reads from
+the forward pass, so that only those tensors are exposed by the instrumented forward:
 
 - ``"in:i"`` / ``"out:i"``: the value of input / output ``i``;
 - ``"in:i?j"``: the value of input ``i`` only when input ``j`` depends on the image;
-- ``"shape:in:i"`` / ``"shape:out:i"``: the shape of input / output ``i``;
-- ``"indices:i"``: the switches of a MaxPool's output ``i``.
+- ``"shape:in:i"`` / ``"shape:out:i"``: the shape of input / output ``i``.
 
 ``broadcast=True`` makes the engine sum each returned gradient down to its input's shape
 (numpy broadcasting), so elementwise rules never do it themselves.

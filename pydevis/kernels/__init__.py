@@ -29,7 +29,6 @@ __all__ = [
     "linear_backward_data",
     "lrn_backward",
     "max_pool2d_backward",
-    "max_unpool2d",
     "rectifier_backward",
     "MODES",
     "mode_code",
@@ -138,15 +137,6 @@ def linear_backward_data(grad_out, weight, *, module=None) -> np.ndarray:
     gi = mod.conv2d_backward_data(np.ascontiguousarray(g.T).reshape(1, m, 1, n),
                                   w.reshape(m, k, 1, 1), (1, n), (1, 1), (0, 0, 0, 0), (1, 1), 1)
     return np.ascontiguousarray(gi.reshape(k, n).T)
-
-
-def max_unpool2d(grad_out, indices, in_shape, *, module=None) -> np.ndarray:
-    """Route grad_out to the MaxPool switches (flat int64 indices into the input)."""
-    mod, dev = _route(grad_out, module)
-    g = _float(grad_out, "grad_out", 4, keep_device=dev)
-    idx = (indices if dev and _on_device(indices)
-           else np.ascontiguousarray(np.asarray(indices, dtype=np.int64)))
-    return mod.max_unpool2d(g, idx, _ints(in_shape, 4, "in_shape"))
 
 
 def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),

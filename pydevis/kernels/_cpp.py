@@ -23,7 +23,6 @@ __all__ = [
     "global_avg_pool_backward",
     "lrn_backward",
     "max_pool2d_backward",
-    "max_unpool2d",
     "rectifier_backward",
     "unavailable_reason",
 ]
@@ -63,7 +62,6 @@ if _C is not None:  # the extension's functions are the backend's, unwrapped
         global_avg_pool_backward,
         lrn_backward,
         max_pool2d_backward,
-        max_unpool2d,
         rectifier_backward,
     )
 

@@ -32,7 +32,6 @@ __all__ = [
     "global_avg_pool_backward",
     "lrn_backward",
     "max_pool2d_backward",
-    "max_unpool2d",
     "rectifier_backward",
     "unavailable_reason",
 ]
@@ -78,11 +77,6 @@ def unavailable_reason() -> str | None:
 def conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group):
     """dL/dX of ONNX Conv (the transposed convolution), (N, C, H, W)."""
     return _cuda.conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group)
-
-
-def max_unpool2d(grad_out, indices, in_shape):
-    """Scatter-add grad_out to the MaxPool switches (flat int64 indices), shape in_shape."""
-    return _cuda.max_unpool2d(grad_out, indices, in_shape)
 
 
 def max_pool2d_backward(grad_out, x, kernel_shape, strides, pads, dilations):

@@ -358,66 +358,6 @@ def _threads() -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# MaxPool switches: unpooling
-# --------------------------------------------------------------------------------------------
-@njit(**_SER)
-def _max_unpool_rows(g, rel, out, p0, p1):
-    # g, rel: (P, K); out: (P, HW); rel holds in-plane offsets, already checked
-    k_ = g.shape[1]
-    hw = out.shape[1]
-    zero = g.dtype.type(0)
-    for p in range(p0, p1):
-        o = out[p]
-        for i in range(hw):
-            o[i] = zero
-        gp = g[p]
-        rp = rel[p]
-        for i in range(k_):
-            o[rp[i]] += gp[i]
-
-
-@njit(**_JIT)
-def _max_unpool_par(g, rel, out):
-    for p in prange(g.shape[0]):
-        _max_unpool_rows(g, rel, out, p, p + 1)
-
-
-def max_unpool2d(g, idx, in_shape):
-    """Route grad_out to the MaxPool switches: ``grad_in.flat[idx[i]] += g.flat[i]``."""
-    g = _arr(g, "grad_out", 4)
-    idx = np.asarray(idx)
-    if idx.dtype != np.int64:
-        raise ValueError(f"indices: dtype {idx.dtype}, expected int64")
-    idx = np.ascontiguousarray(idx)
-    n_, c_, h_, w_ = _tuple(in_shape, 4, "in_shape", 0)
-    if idx.shape != g.shape:
-        raise ValueError(f"indices shape {idx.shape} != grad_out shape {g.shape}")
-    if g.shape[:2] != (n_, c_):
-        raise ValueError(f"grad_out shape {g.shape} does not match in_shape {(n_, c_, h_, w_)}")
-    hw = h_ * w_
-    planes = n_ * c_
-    if planes == 0 or g.size == 0:
-        return np.zeros((n_, c_, h_, w_), g.dtype)
-    rel = idx.reshape(planes, -1) - (np.arange(planes, dtype=np.int64) * hw)[:, None]
-    if rel.size:
-        bad = (rel < 0) | (rel >= hw)
-        if bad.any():
-            p, i = np.argwhere(bad)[0]
-            raise ValueError(
-                f"max_unpool2d: index {int(idx.reshape(planes, -1)[p, i])} at grad_out position "
-                f"{np.unravel_index(p * rel.shape[1] + i, g.shape)} is outside its plane "
-                f"(n, c) = {divmod(int(p), c_)} of input shape {(n_, c_, h_, w_)}")
-    out = np.empty((planes, hw), g.dtype)
-    if out.size:
-        g2 = g.reshape(planes, -1)
-        if _serial(out.size + g.size):
-            _max_unpool_rows(g2, rel, out, 0, planes)
-        else:
-            _max_unpool_par(g2, rel, out)
-    return out.reshape(n_, c_, h_, w_)
-
-
-# --------------------------------------------------------------------------------------------
 # MaxPool backward from the forward input (switches found here, as ONNX Runtime picks them)
 # --------------------------------------------------------------------------------------------
 @njit(**_SER)

@@ -28,7 +28,6 @@ __all__ = [
     "lrn_backward",
     "lrn_forward",
     "max_pool2d_forward",
-    "max_unpool2d",
     "max_pool2d_backward",
     "pool_out_size",
     "rectifier_backward",
@@ -141,7 +140,7 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0,
 
 
 # --------------------------------------------------------------------------------------------
-# MaxPool / unpooling
+# MaxPool
 # --------------------------------------------------------------------------------------------
 def max_pool2d_forward(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
                        ceil_mode=False) -> tuple[np.ndarray, np.ndarray]:
@@ -179,27 +178,6 @@ def max_pool2d_forward(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilat
                     y[n, c, oh, ow] = best
                     idx[n, c, oh, ow] = arg
     return y, idx
-
-
-def max_unpool2d(grad_out, indices, in_shape) -> np.ndarray:
-    """``grad_in.flat[indices[i]] += grad_out.flat[i]`` (repeated switches accumulate)."""
-    g = np.asarray(grad_out)
-    idx = np.asarray(indices, dtype=np.int64)
-    n_, c_, h_, w_ = in_shape
-    assert idx.shape == g.shape and g.shape[:2] == (n_, c_)
-    hw = h_ * w_
-    out = np.zeros(n_ * c_ * hw, np.float64)
-    gf = g.reshape(n_, c_, -1).astype(np.float64)
-    idf = idx.reshape(n_, c_, -1)
-    for n in range(n_):
-        for c in range(c_):
-            base = (n * c_ + c) * hw
-            for i in range(gf.shape[2]):
-                j = int(idf[n, c, i])
-                if not base <= j < base + hw:
-                    raise ValueError(f"index {j} outside plane ({n}, {c})")
-                out[j] += gf[n, c, i]
-    return out.reshape(in_shape).astype(g.dtype)
 
 
 def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),

@@ -95,55 +95,6 @@ def test_conv_rejects_non_arrays():
         conv(grad_out=CONV["grad_out"].tolist())
 
 
-# ---- max_unpool2d: X (2, 3, 4, 5) pooled 2x2 stride 2 -> (2, 3, 2, 2)
-def switches(n=2, c=3, h=4, w=5, ho=2, wo=2):
-    nn, cc, oh, ow = np.meshgrid(range(n), range(c), range(ho), range(wo), indexing="ij")
-    return (((nn * c + cc) * h + 2 * oh + 1) * w + 2 * ow).astype(np.int64)
-
-
-UNPOOL = dict(grad_out=rand(2, 3, 2, 2), indices=switches(), in_shape=(2, 3, 4, 5))
-
-
-def unpool(**kw):
-    return _C.max_unpool2d(**{**UNPOOL, **kw})
-
-
-def test_unpool_valid_call():
-    out = unpool()
-    assert out.shape == (2, 3, 4, 5)
-    assert np.isclose(out.sum(), UNPOOL["grad_out"].sum())
-
-
-def bad_index(pos, value):
-    idx = switches()
-    idx[pos] = value
-    return idx
-
-
-@pytest.mark.parametrize("kw, match", [
-    ({"grad_out": UNPOOL["grad_out"].astype(np.int64)}, "^grad_out: dtype int64"),
-    ({"indices": switches().astype(np.int32)}, "^indices: dtype int32 is not int64"),
-    ({"indices": switches().astype(np.float64)}, "^indices: dtype float64 is not int64"),
-    ({"indices": switches(c=2)}, r"^indices: shape \(2, 2, 2, 2\) != grad_out shape"),
-    ({"indices": switches()[0]}, "^indices: expected a 4-D array"),
-    ({"indices": np.asfortranarray(switches())}, "^indices: array must be C-contiguous"),
-    ({"grad_out": rand(2, 3, 2, 4)[..., ::2]}, "^grad_out: array must be C-contiguous"),
-    ({"in_shape": (2, 4, 4, 5)}, "^in_shape: .* does not match N, C"),
-    ({"in_shape": (2, 3, 4)}, "^in_shape: expected 4 integers"),
-    ({"indices": bad_index((0, 0, 0, 0), -1)}, r"^indices: value -1 at \(0, 0, 0, 0\) is outside"),
-    ({"indices": bad_index((1, 2, 1, 1), 120)},
-     r"^indices: value 120 at \(1, 2, 1, 1\) is outside"),
-    # a valid offset of the whole tensor, but in the neighbouring plane
-    ({"indices": bad_index((0, 1, 0, 0), 3)}, r"^indices: value 3 at \(0, 1, 0, 0\) is outside"),
-    ({"in_shape": (2, 3, 10**5, 10**5)},
-     rf"^in_shape: output shape \(2, 3, 100000, 100000\) has more than {BIG}"),
-    ({"in_shape": (2, 3, 2**40, 0)}, f"^in_shape: every entry must be <= {BIG}"),
-])
-def test_unpool_rejects(kw, match):
-    with pytest.raises(ValueError, match=match):
-        unpool(**kw)
-
-
 # ---- rectifier_backward
 RECT = dict(grad_out=rand(3, 4, 5), out=rand(3, 4, 5), mode=2, lo=0.0, hi=float("inf"))
 
@@ -345,8 +296,6 @@ TOO_MANY = rf"shape \(1, 2, 65536, 32768\) has more than {BIG} \(2\^31 - 1\) ele
     (lambda: _C.rectifier_backward(HUGE, HUGE, 0, 0.0, 1.0), "^grad_out: " + TOO_MANY),
     (lambda: _C.rectifier_backward(rand(2), HUGE, 0, 0.0, 1.0), "^out: " + TOO_MANY),
     (lambda: _C.lrn_backward(HUGE, HUGE, 3, 1e-4, 0.75, 1.0), "^grad_out: " + TOO_MANY),
-    (lambda: _C.max_unpool2d(HUGE, huge_view(HUGE.shape, np.int64), (1, 2, 4, 4)),
-     "^grad_out: " + TOO_MANY),
     (lambda: _C.conv2d_backward_data(CONV["grad_out"], huge_view((6, 2, 2**15, 2**15)), (7, 5),
                                      (1, 1), (0, 0, 0, 0), (1, 1), 2), "^weight: shape"),
     (lambda: _C.avg_pool2d_backward(HUGE, (1, 2, 4, 4), (2, 2), (2, 2), (0, 0, 0, 0), False),
@@ -412,7 +361,6 @@ def test_clip_small_ties_nan_and_inf(dtype):
 # ---- every entry point returns a new array of grad_out's dtype and leaves its inputs alone
 CALLS = {
     "conv2d_backward_data": (_C.conv2d_backward_data, CONV),
-    "max_unpool2d": (_C.max_unpool2d, UNPOOL),
     "rectifier_backward": (_C.rectifier_backward, RECT),
     "lrn_backward": (_C.lrn_backward, LRN),
     "avg_pool2d_backward": (_C.avg_pool2d_backward, AVG),

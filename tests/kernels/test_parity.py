@@ -181,7 +181,7 @@ def test_linear_backward_data(backend, n, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# max_unpool2d
+# max_pool2d_backward: the switches found from the forward input
 # ---------------------------------------------------------------------------------------------
 @st.composite
 def pool_cases(draw, dilation=True):
@@ -214,7 +214,16 @@ POOL_EXAMPLES = [
 ]
 
 
-def _unpool_args(case, smooth=False):
+def scatter_switches(g, idx, in_shape) -> np.ndarray:
+    """``grad_in.flat[idx[i]] += g.flat[i]`` in float64 (flat switches, ONNX's ``Indices``):
+    MaxPool's backward stated through a forward's switches, the oracle of the kernels that find
+    the switches again from x."""
+    out = np.zeros(int(np.prod(in_shape)), np.float64)
+    np.add.at(out, np.asarray(idx, np.int64).ravel(), np.asarray(g, np.float64).ravel())
+    return out.reshape(in_shape).astype(g.dtype)
+
+
+def _pool_args(case, smooth=False):
     rng = np.random.default_rng(case["seed"])
     dt = case["dtype"]
     x = rng.standard_normal((case["n"], case["c"], *case["hw"]))
@@ -230,58 +239,15 @@ def _unpool_args(case, smooth=False):
 @SETTINGS
 @given(case=pool_cases())
 @_with_examples(POOL_EXAMPLES)
-def test_max_unpool2d(backend, case):
-    x, g, idx = _unpool_args(case)
-    before = frozen(g, idx)
-    got = K.max_unpool2d(g, idx, x.shape, module=backend)
-    check(got, R.max_unpool2d(g, idx, x.shape), case["dtype"])
-    for a, b in zip((g, idx), before, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_max_unpool2d_repeated_switches_accumulate(backend, dtype):
-    """3x3 stride 2 windows overlap: a maximum on a shared row/column is picked by up to four
-    windows, and its gradient is the sum of theirs."""
-    x = np.zeros((2, 3, 9, 7), dtype)
-    x[:, :, 2, 2] = 5.0  # shared by the windows at (0,0), (0,1), (1,0), (1,1)
-    x[1, 2, 4, 6] = 7.0  # shared by (1,2), (2,2)
-    x[0, 1] += np.arange(63, dtype=dtype).reshape(9, 7) * 1e-3  # ties elsewhere broken
-    _, idx = R.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True)
-    counts = np.unique(idx, return_counts=True)[1]
-    assert counts.max() >= 4
-    g = np.random.default_rng(7).standard_normal(idx.shape).astype(dtype)
-    got = host(K.max_unpool2d(g, idx, x.shape, module=backend))
-    check(got, R.max_unpool2d(g, idx, x.shape), dtype)
-    np.testing.assert_allclose(got[0, 0, 2, 2], g[0, 0, :2, :2].sum(), rtol=RTOL[dtype])
-
-
-@pytest.mark.parametrize("bad", [-1, 3 * 5 * 4, 5 * 4])
-def test_max_unpool2d_rejects_indices_outside_their_plane(backend, bad):
-    """An index must fall in its own (n, c) plane; 20 = first pixel of the next plane."""
-    in_shape = (1, 3, 5, 4)
-    g = np.ones((1, 3, 2, 2), np.float32)
-    idx = (np.arange(3, dtype=np.int64) * 20)[None, :, None, None] + np.zeros(g.shape, np.int64)
-    idx[0, 0, 1, 1] = bad
-    with pytest.raises(ValueError):
-        K.max_unpool2d(g, idx, in_shape, module=backend)
-
-
-# ---------------------------------------------------------------------------------------------
-# max_pool2d_backward: the switches found from the forward input
-# ---------------------------------------------------------------------------------------------
-@SETTINGS
-@given(case=pool_cases())
-@_with_examples(POOL_EXAMPLES)
 def test_max_pool2d_backward(backend, case):
-    """Same result as unpooling through the forward's switches; on half the cases the input is
-    on a coarse grid, so that windows hold ties (the first tap in (kh, kw) order wins)."""
-    x, g, idx = _unpool_args(case, smooth=case["seed"] % 2 == 0)
+    """Same result as scattering through the reference forward's switches; on half the cases the
+    input is on a coarse grid, so that windows hold ties (the first tap in (kh, kw) order wins)."""
+    x, g, idx = _pool_args(case, smooth=case["seed"] % 2 == 0)
     args = (case["k"], case["strides"], case["pads"], case["dilations"])
     before = frozen(g, x)
     got = K.max_pool2d_backward(g, x, *args, module=backend)
     check(got, R.max_pool2d_backward(g, x, *args), case["dtype"])
-    check(got, R.max_unpool2d(g, idx, x.shape), case["dtype"])
+    check(got, scatter_switches(g, idx, x.shape), case["dtype"])
     for a, b in zip((g, x), before, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -333,7 +299,7 @@ def test_max_pool2d_backward_matches_onnxruntime_switches(backend):
         g = rng.standard_normal(y.shape).astype(np.float32)
         got = host(K.max_pool2d_backward(g, x, (3, 3), (2, 2), (1, 0, 0, 1), (1, 1),
                                          module=backend))
-        check(got, R.max_unpool2d(g, idx, x.shape), np.float32)
+        check(got, scatter_switches(g, idx, x.shape), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

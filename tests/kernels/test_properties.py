@@ -3,7 +3,7 @@
 Each is checked for every available backend *and* for ``_reference.py`` (the oracle of the
 parity tests must itself be right), in float64, with the reference forwards:
 - Conv and AveragePool: the backward is the adjoint of the forward, <F(x), y> == <x, F*(y)>;
-- unpooling puts mass only on the switches and preserves its sum;
+- max-pool backward puts mass only on the switches and preserves its sum;
 - guided == deconvnet · mask, gradient == g · mask (mask = [lo < out < hi]);
 - LRN backward == a central finite difference of the LRN forward along a random direction.
 """
@@ -133,7 +133,7 @@ def test_global_avg_pool_backward_is_the_adjoint_of_the_mean(impl, n, c, h, w, s
 
 
 # ---------------------------------------------------------------------------------------------
-# MaxPool switches: unpooling routes mass to the switches only, and keeps its sum
+# MaxPool switches: the backward routes mass to the switches only, and keeps its sum
 # ---------------------------------------------------------------------------------------------
 @st.composite
 def maxpool_cases(draw):
@@ -150,13 +150,14 @@ def maxpool_cases(draw):
 
 @SETTINGS
 @given(case=maxpool_cases())
-def test_max_unpool2d_puts_mass_on_the_switches_only(impl, case):
+def test_max_pool2d_backward_puts_mass_on_the_switches_only(impl, case):
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["n"], case["c"], *case["hw"]))
     _, idx = R.max_pool2d_forward(x, case["k"], case["strides"], case["pads"],
                                   case["dilations"], case["ceil_mode"])
     g = np.abs(rng.standard_normal(idx.shape)) + 0.1  # positive: no cancellation at a switch
-    gx = host(K.max_unpool2d(g, idx, x.shape, module=impl))
+    gx = host(K.max_pool2d_backward(g, x, case["k"], case["strides"], case["pads"],
+                                    case["dilations"], module=impl))
     switches = np.zeros(x.size, bool)
     switches[idx.ravel()] = True
     assert np.all(gx.ravel()[~switches] == 0)
