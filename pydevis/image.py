@@ -13,7 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .atomic import atomic_open
 from .errors import ImageError
 
-Image.MAX_IMAGE_PIXELS = 64_000_000  # beyond this PIL raises DecompressionBombError
+MAX_IMAGE_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # beyond this PIL raises DecompressionBombError
 #: the geometry every decoded image must have, checked from the header before decoding: at most
 #: MAX_IMAGE_PIXELS pixels, MAX_IMAGE_SIDE pixels a side, and a long/short side ratio of at most
 #: MAX_IMAGE_ASPECT (a 1 x 1,000,000 strip is 3 KB as a PNG, and resizing its short side to a
@@ -27,9 +28,9 @@ def check_geometry(width: int, height: int, name: str) -> None:
     """Refuse (ImageError, one line) an image whose header gives a size out of bounds."""
     if width < 1 or height < 1:
         raise ImageError(f"{name}: image has no pixels ({width}x{height})")
-    if width * height > Image.MAX_IMAGE_PIXELS:
+    if width * height > MAX_IMAGE_PIXELS:
         raise ImageError(f"{name}: image too large ({width}x{height}, over "
-                         f"{Image.MAX_IMAGE_PIXELS} pixels)")
+                         f"{MAX_IMAGE_PIXELS} pixels)")
     if max(width, height) > MAX_IMAGE_SIDE:
         raise ImageError(f"{name}: image too large ({width}x{height}, a side over "
                          f"{MAX_IMAGE_SIDE} pixels)")
@@ -53,9 +54,9 @@ def open_rgb(path: str | os.PathLike | io.BytesIO, name: str | None = None) -> I
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(src)
-        with opened as im:
-            check_geometry(im.width, im.height, str(p))
-            im = ImageOps.exif_transpose(im)
+        with opened as raw:
+            check_geometry(raw.width, raw.height, str(p))
+            im = ImageOps.exif_transpose(raw)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
                 top = 65535.0 if arr.max() > 255 else 255.0
@@ -67,7 +68,7 @@ def open_rgb(path: str | os.PathLike | io.BytesIO, name: str | None = None) -> I
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{p}: image too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+        raise ImageError(f"{p}: image too large (over {MAX_IMAGE_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from None
 

@@ -136,8 +136,10 @@ def _apply(spec: Spec, key: str, value: Any, origin: str, base: Path | None,
         if ch not in ("RGB", "BGR", "L"):
             raise ModelError(f"{origin}: channels must be RGB, BGR or L, got {value!r}")
         return replace(spec, channels=ch)
-    if key in ("mean", "std"):
-        return replace(spec, **{key: _check_values(key, value, n_channels, origin)})
+    if key == "mean":
+        return replace(spec, mean=_check_values(key, value, n_channels, origin))
+    if key == "std":
+        return replace(spec, std=_check_values(key, value, n_channels, origin))
     if key == "crop_fraction":
         frac = float(value)
         if not 0 < frac <= 1:

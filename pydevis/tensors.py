@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .errors import PydevisError
+from .graph import Node
 
 
 @dataclass
@@ -41,7 +42,7 @@ def _dim(a: int, b: int) -> int | str:
     return n if a == 0 else f"{n}{a:+d}"
 
 
-def candidates(model) -> list[tuple[str, object]]:
+def candidates(model) -> list[tuple[str, Node]]:
     """(tensor name, producing node) of every tensor that depends on the input, in graph order."""
     g = model.graph
     out = []

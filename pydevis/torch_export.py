@@ -29,7 +29,7 @@ class LRNFunction(torch.autograd.Function):
     ONNX ``LRN`` node."""
 
     @staticmethod
-    def forward(ctx, x, size, alpha, beta, k):  # type: ignore[override]
+    def forward(ctx, x, size, alpha, beta, k):
         return F.local_response_norm(x, size, alpha, beta, k)
 
     @staticmethod

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bar
+    from rich.progress import TaskID
 
 
 def _clock(seconds: float) -> str:
@@ -26,10 +31,11 @@ class Progress:
         self.quiet = quiet
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
-        self._bar = self._task = None
-        self._start = None
+        self._bar: Bar | None = None
+        self._task: TaskID | None = None
+        self._start: tuple[float, int] | None = None
         self._last_tenth = -1
-        self._last_what = None
+        self._last_what: str | None = None
 
     def __enter__(self):
         if self.quiet:
@@ -70,7 +76,7 @@ class Progress:
         rate = (done - d0) / (now - t0) if now > t0 and done > d0 else 0.0
         desc = f"{self.label} {what}".strip()
         if self._bar is not None:
-            fields = {"rate": f"{rate:.1f}/s" if rate else ""}
+            fields: dict[str, Any] = {"rate": f"{rate:.1f}/s" if rate else ""}
             if self._task is None:
                 self._task = self._bar.add_task(desc, total=total, rate=fields["rate"])
             self._bar.update(self._task, completed=done, total=total, description=desc,

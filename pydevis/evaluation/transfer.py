@@ -227,7 +227,8 @@ def run_transfer(out: Path, spec: TransferSpec, seed: int,
     """Every (generating model, method) of the run folder ``out``, plus one real-data baseline
     per generating model (not for the weight-randomized copies, whose classes are the same)."""
     folders = [f for f in sorted((out / "images").glob("*/*")) if f.is_dir()]
-    ds, tests = Dataset(spec.dataset), {}
+    ds = Dataset(spec.dataset)
+    tests: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
     counts: dict[str, dict[int, int]] = {}
     for k, folder in enumerate(folders):
         got = _write_generated(out, folder, ds, spec, seed, tests)

@@ -25,7 +25,7 @@ def _str(v: Any) -> bool:
 
 
 def _int(v: Any, low: int = 0) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low
 
 
 def _num(v: Any, low: float = float("-inf"), high: float = float("inf")) -> bool:

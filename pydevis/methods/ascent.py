@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from ..model import Model
 from . import regularizers as R
 from .pixels import PixelSpace
 
-_KINDS = {"int": numbers.Integral, "float": numbers.Real, "str": str}
+_KINDS: dict[str, Any] = {"int": numbers.Integral, "float": numbers.Real, "str": str}
 #: the most ascent steps one call may ask for (a config, --steps): beyond it a run would take days
 MAX_STEPS = 100_000
 
@@ -55,7 +56,8 @@ class AscentConfig:
 
     def validate(self) -> AscentConfig:
         for f in fields(self):  # wrong types (steps = 2.5) fail here, not in the middle of a run
-            v, kind = getattr(self, f.name), _KINDS[f.type]
+            v: Any = getattr(self, f.name)
+            kind = _KINDS[str(f.type)]
             if isinstance(v, bool) or not isinstance(v, kind):
                 raise TypeError(f"invalid ascent setting: {f.name} must be {f.type}, got {v!r}")
             if not isinstance(v, (numbers.Integral, str)) and not np.isfinite(v):
@@ -98,12 +100,12 @@ YOSINSKI = {
     4: AscentConfig(decay=0.0, blur_sigma=0.5, blur_every=4, norm_pct=0, contrib_pct=90,
                     step_rule="progress", step_size=1e8, steps=1000),
 }
-_PRIOR = dict(tv_weight=0.05, tv_beta=2.0, alpha_weight=1e-9, alpha=6.0, jitter=4)
+_PRIOR: dict[str, Any] = dict(tv_weight=0.05, tv_beta=2.0, alpha_weight=1e-9, alpha=6.0, jitter=4)
 # Simonyan et al. (2013) and the seed's signals: a constant step, 2 grey levels RMS. The progress
 # rule (2/||g||^2) takes sub-grey-level steps on ImageNet nets (measured on squeezenet1_1_caffe:
 # image contrast 0.5 grey levels RMS, min class probability 0.003 on the saved PNG; constant 2:
 # 1.000), and the deconvnet and guided signals are not gradients, so "objective gain" means nothing.
-_SIGNAL_STEP = dict(step_rule="constant", step_size=2.0, steps=200)
+_SIGNAL_STEP: dict[str, Any] = dict(step_rule="constant", step_size=2.0, steps=200)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def method_config(name: str, preset: int | None = None, **overrides) -> AscentCo
 class AscentResult:
     """One target's outcome; ``pixels`` (H, W, 3) float in 0..255 is the best iterate."""
 
-    target: object
+    target: Any  # as the caller gave it: an int class, a unit string or a targets.Unit
     pixels: np.ndarray
     best_objective: float
     final_objective: float

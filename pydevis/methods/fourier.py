@@ -61,7 +61,7 @@ class FourierImage:
     def __init__(self, h: int, w: int, decay_power: float = 1.0):
         self.h, self.w = h, w
         self.scale = frequency_scale(h, w, decay_power)
-        self._sig = None
+        self._sig: np.ndarray | None = None  # the sigmoid of the last forward
 
     def shape(self, n: int) -> tuple[int, ...]:
         return (n, 3, self.h, self.w // 2 + 1, 2)
@@ -74,7 +74,10 @@ class FourierImage:
         return 255.0 * self._sig
 
     def backward(self, g: np.ndarray) -> np.ndarray:
-        g_rgb = 255.0 * self._sig * (1.0 - self._sig) * g
+        sig = self._sig
+        if sig is None:
+            raise RuntimeError("backward needs a forward first")
+        g_rgb = 255.0 * sig * (1.0 - sig) * g
         g_img = np.einsum("cd,nchw->ndhw", COLOR, g_rgb) / 4.0
         # adjoint of irfft2 (norm 1/(H·W)) on (real, imaginary) parts
         G = np.fft.rfft2(g_img) / (self.h * self.w) * _column_weight(self.w) * self.scale

@@ -42,7 +42,7 @@ def isolate(model: Model, pixels: np.ndarray, target: int, *, steps: int = 200,
     space = PixelSpace(model)
     v0 = space.from_pixels(pixels)
     v = v0.copy()
-    start_p = None
+    start_p = float("nan")  # p(target) at the unedited image, set at t = 0
     status, t = "max-steps", 0
     for t in range(steps + 1):
         x = space.to_input(v)
@@ -51,7 +51,8 @@ def isolate(model: Model, pixels: np.ndarray, target: int, *, steps: int = 200,
         p = softmax(scores.reshape(1, -1))[0]
         if target >= p.size or target < 0:
             raise ValueError(f"class {target} out of range: the model has {p.size}")
-        start_p = float(p[target]) if start_p is None else start_p
+        if t == 0:
+            start_p = float(p[target])
         others = np.delete(p, target)
         if p[target] >= high and others.max() <= low:
             status = "isolated"
@@ -69,4 +70,4 @@ def isolate(model: Model, pixels: np.ndarray, target: int, *, steps: int = 200,
                     space.hi[None, :, None, None]).astype(np.float32)
     out = space.to_pixels(v)[0]
     return Isolation(out, out - space.to_pixels(v0)[0], float(p[target]),
-                     float(np.delete(p, target).max()), float(start_p), t, status)
+                     float(np.delete(p, target).max()), start_p, t, status)

@@ -114,7 +114,8 @@ class RandomTransform:
         scale = 1.0 + float(rng.uniform(-scale_range, scale_range))
         angle = float(rng.uniform(-angle_max, angle_max))
         mid = (hw[0] + 2 * pad - jitter, hw[1] + 2 * pad - jitter)
-        return cls(tuple(hw), pad, jitter, oy, ox, affine_taps(mid, tuple(hw), scale, angle))
+        hw = (hw[0], hw[1])
+        return cls(hw, pad, jitter, oy, ox, affine_taps(mid, hw, scale, angle))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         h, w = self.taps.in_hw

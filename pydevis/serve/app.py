@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from importlib import resources
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -43,9 +44,9 @@ def _png(data: bytes, info: dict | None = None) -> Response:
     return Response(data, media_type="image/png", headers=headers)
 
 
-def _arg(request: Request, name: str, required: bool = True) -> str | None:
+def _arg(request: Request, name: str) -> str:
     v = request.query_params.get(name)
-    if v is None and required:
+    if v is None:
         raise ApiError(400, f"missing query parameter {name!r}")
     return v
 
@@ -116,6 +117,7 @@ def build(explorer, gallery: Gallery | None, jobs: Jobs) -> Starlette:
     async def predict(request):
         form = await _form(request)
         up, name, index = form.get("image"), form.get("name"), form.get("index")
+        source: io.BytesIO | Path
         if up is not None and not isinstance(up, str):
             data = await up.read()
             source, label = io.BytesIO(data), "upload"

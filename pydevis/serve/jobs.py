@@ -73,7 +73,7 @@ class Jobs:
             raise TargetError(f"steps must be in 1–{MAX_STEPS}")
         if not 0 <= seed < 2**31:
             raise TargetError("seed must be in 0–2147483647")
-        if cls is not None:
+        if unit is None:  # a class (exactly one of the two was given)
             from ..classes import resolve_class
 
             c = resolve_class(ex.model, cls)
@@ -84,7 +84,7 @@ class Jobs:
         key = (tuple(target.items()), method, preset, steps, seed)
         with self.lock:
             old = self.by_key.get(key)
-            if old in self.jobs and self.jobs[old].state != "error":
+            if old is not None and old in self.jobs and self.jobs[old].state != "error":
                 return self.jobs[old]
             if sum(j.state in ("queued", "running") for j in self.jobs.values()) >= MAX_QUEUED:
                 raise Busy(f"{MAX_QUEUED} runs are already waiting; try again when one ends")
