@@ -61,6 +61,13 @@ def device_name(device: int = 0) -> str:
     return _cuda.device_name(device)
 
 
+def _ext() -> ModuleType:
+    """The extension; a kernel called without it says why it is missing."""
+    if _cuda is None:
+        raise RuntimeError(_import_error)
+    return _cuda
+
+
 def unavailable_reason() -> str | None:
     """None when the CUDA extension is built and a CUDA device answers, else why not."""
     if _cuda is None:
@@ -76,56 +83,56 @@ def unavailable_reason() -> str | None:
 
 def conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group):
     """dL/dX of ONNX Conv (the transposed convolution), (N, C, H, W)."""
-    return _cuda.conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group)
+    return _ext().conv2d_backward_data(grad_out, weight, in_hw, strides, pads, dilations, group)
 
 
 def max_pool2d_backward(grad_out, x, kernel_shape, strides, pads, dilations):
     """dL/dX of ONNX MaxPool from its forward input x (switches: first strict maximum)."""
-    return _cuda.max_pool2d_backward(grad_out, x, kernel_shape, strides, pads, dilations)
+    return _ext().max_pool2d_backward(grad_out, x, kernel_shape, strides, pads, dilations)
 
 
 def rectifier_backward(grad_out, out, mode, lo, hi):
     """Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided."""
-    return _cuda.rectifier_backward(grad_out, out, mode, lo, hi)
+    return _ext().rectifier_backward(grad_out, out, mode, lo, hi)
 
 
 def lrn_backward(grad_out, x, size, alpha, beta, bias):
     """dL/dX of ONNX LRN given its forward input x."""
-    return _cuda.lrn_backward(grad_out, x, size, alpha, beta, bias)
+    return _ext().lrn_backward(grad_out, x, size, alpha, beta, bias)
 
 
 def avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads, count_include_pad):
     """dL/dX of ONNX AveragePool (2-D)."""
-    return _cuda.avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads,
-                                     count_include_pad)
+    return _ext().avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides, pads,
+                                      count_include_pad)
 
 
 def global_avg_pool_backward(grad_out, in_shape):
     """dL/dX of ONNX GlobalAveragePool."""
-    return _cuda.global_avg_pool_backward(grad_out, in_shape)
+    return _ext().global_avg_pool_backward(grad_out, in_shape)
 
 
 # ---- ascent kernels (docs/kernels.md, "Ascent kernels") ----------------------------------------
 def ascent_update(v, g, eta, decay):
     """(v + eta[n]·g)·(1 − decay); eta float64 (N,)."""
-    return _cuda.ascent_update(v, g, eta, decay)
+    return _ext().ascent_update(v, g, eta, decay)
 
 
 def gaussian_blur(v, sigma):
     """Separable Gaussian of each (n, c) plane, reflect boundary (a copy for sigma <= 0)."""
-    return _cuda.gaussian_blur(v, sigma)
+    return _ext().gaussian_blur(v, sigma)
 
 
 def clip_small_norm(v, pct):
     """Zero the pixels whose channel norm is below the pct-th percentile of their image."""
-    return _cuda.clip_small_norm(v, pct)
+    return _ext().clip_small_norm(v, pct)
 
 
 def clip_small_contribution(v, g, pct):
     """Zero the pixels whose |Σ_c g·(−v)| is below the pct-th percentile of their image."""
-    return _cuda.clip_small_contribution(v, g, pct)
+    return _ext().clip_small_contribution(v, g, pct)
 
 
 def clamp_channels(v, lo, hi):
     """Clip channel c of v to [lo[c], hi[c]]; lo, hi float64 (C,)."""
-    return _cuda.clamp_channels(v, lo, hi)
+    return _ext().clamp_channels(v, lo, hi)

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ._numba import _IMPORT_ERROR, _JIT, _SER, njit, prange
+from ._numba_base import _IMPORT_ERROR, _JIT, _SER, njit, prange
 
 # The col tile (per task, reused over its Ho-row tiles) and the channel blocks: as in conv.cpp.
 _MIN_BLOCK_ROWS = 64  # GEMM rows per channel block, at least
@@ -99,11 +99,15 @@ _saved = 1
 def single_threaded():
     """OpenBLAS runs single-threaded inside; the last caller out restores its thread count."""
     global _users, _saved
+    lib = _LIB
+    if lib is None:  # no OpenBLAS loaded (then no kernel here calls it): nothing to pin
+        yield
+        return
     with _lock:
         if _users == 0:
-            _saved = _LIB.scipy_openblas_get_num_threads()
+            _saved = lib.scipy_openblas_get_num_threads()
             if _saved != 1:
-                _LIB.scipy_openblas_set_num_threads(1)
+                lib.scipy_openblas_set_num_threads(1)
         _users += 1
     try:
         yield
@@ -111,7 +115,7 @@ def single_threaded():
         with _lock:
             _users -= 1
             if _users == 0 and _saved != 1:
-                _LIB.scipy_openblas_set_num_threads(_saved)
+                lib.scipy_openblas_set_num_threads(_saved)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,12 +306,12 @@ def conv2d_backward_data(g, w, out, strides, pads, dilations, group, threads):
     pt, pl = pads[0], pads[1]
     dh, dw = dilations
     if cg == 1 and m_ == group:  # depthwise: no BLAS
-        args = (g.reshape(-1), w.reshape(-1), out.reshape(-1), c_, h_, w_, ho, wo, kh_, kw_, sh,
-                sw, pt, pl, dh, dw)
+        dw_args = (g.reshape(-1), w.reshape(-1), out.reshape(-1), c_, h_, w_, ho, wo, kh_, kw_,
+                   sh, sw, pt, pl, dh, dw)
         if threads == 1:
-            _depthwise_rows(*args, 0, n_ * c_)
+            _depthwise_rows(*dw_args, 0, n_ * c_)
         else:
-            _depthwise_par(*args, n_ * c_)
+            _depthwise_par(*dw_args, n_ * c_)
         return out
     kk = kh_ * kw_
     direct = (kh_ == 1 and kw_ == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0

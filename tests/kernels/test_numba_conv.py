@@ -1,4 +1,4 @@
-"""The numba backend's conv2d_backward_data: which kernel runs (``_numba._conv_path``), the
+"""The numba backend's conv2d_backward_data: which kernel runs (``_numba_conv._conv_path``), the
 OpenBLAS GEMM path on shapes large enough for the thread team and its channel blocks, and the
 fallback to the direct kernel when scipy-openblas32 cannot be loaded.
 
@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 
 import pydevis.kernels as K
-from pydevis.kernels import _numba, _numba_gemm  # a project module: an import error fails
+from pydevis.kernels import (  # a project module: an import error fails
+    _numba,
+    _numba_conv,
+    _numba_gemm,
+)
 from pydevis.kernels import _reference as R
 
 if _numba.unavailable_reason() is not None:  # numba itself missing: the only reason to skip
@@ -52,14 +56,14 @@ def check(got, want, dtype):
 ])
 def test_conv_path(case, path):
     n, c, m, group, hw, k, _s, _p = case
-    assert _numba._conv_path((n, m, 1, 1), (m, c // group, k, k), hw, group) == path
+    assert _numba_conv._conv_path((n, m, 1, 1), (m, c // group, k, k), hw, group) == path
 
 
 @needs_blas
 def test_conv_path_int32_overflow_is_direct():
     # a BLAS dimension beyond int32 (C/group*kH*kW here) keeps the direct kernel
-    assert _numba._conv_path((1, 64, 1, 1), (64, 2**31, 1, 1), (1, 1), 1) == "direct"
-    assert _numba._conv_path((1, 64, 1, 1), (64, 2**31 - 1, 1, 1), (1, 1), 1) == "gemm"
+    assert _numba_conv._conv_path((1, 64, 1, 1), (64, 2**31, 1, 1), (1, 1), 1) == "direct"
+    assert _numba_conv._conv_path((1, 64, 1, 1), (64, 2**31 - 1, 1, 1), (1, 1), 1) == "gemm"
 
 
 @needs_blas
@@ -93,7 +97,7 @@ def test_linear_backward_data_runs_the_gemm_kernel(monkeypatch, n, m, blas):
     assert len(calls) == blas
 
 
-# Large enough for the thread team (above _numba._MIN_PARALLEL_WORK), one picture (channel
+# Large enough for the thread team (above _numba_base._MIN_PARALLEL_WORK), one picture (channel
 # blocks), a 1x1 whose GEMM writes grad_in directly, its 1x1-map GEMV, a grouped conv, a col
 # buffer cut into several Ho-row tiles, a depthwise conv.
 PARALLEL_CASES = {
@@ -116,7 +120,7 @@ def test_blas_kernels_against_the_reference(name, dtype, threads):
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} thread(s)")
     g, w, args = conv_case(*PARALLEL_CASES[name], dtype, seed=len(name))
-    assert _numba._conv_path(g.shape, w.shape, args[0], args[-1]) != "direct"
+    assert _numba_conv._conv_path(g.shape, w.shape, args[0], args[-1]) != "direct"
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
@@ -159,6 +163,6 @@ def test_without_blas_every_conv_runs_the_direct_kernel(monkeypatch):
     monkeypatch.setattr(_numba_gemm, "conv2d_backward_data", forbidden)
     for case in ((2, 16, 32, 1, (12, 10), 3, 1, 1), (2, 8, 8, 8, (12, 10), 3, 2, 1)):
         g, w, args = conv_case(*case, np.float64)
-        assert _numba._conv_path(g.shape, w.shape, args[0], args[-1]) == "direct"
+        assert _numba_conv._conv_path(g.shape, w.shape, args[0], args[-1]) == "direct"
         check(K.conv2d_backward_data(g, w, *args, module=_numba),
               R.conv2d_backward_data(g, w, *args), np.float64)

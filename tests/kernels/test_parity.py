@@ -146,7 +146,7 @@ def test_conv2d_backward_data(backend, case):
 def test_numba_conv2d_backward_data_each_path(path, case):
     """numba: both conv kernels on every case, whatever ``_conv_path`` would pick: the direct
     one, and ``_numba_gemm`` (its GEMM path, or its scatter for depthwise convs)."""
-    from pydevis.kernels import _numba, _numba_gemm
+    from pydevis.kernels import _numba, _numba_conv, _numba_gemm
 
     for why in (_numba.unavailable_reason(), path == "blas" and _numba_gemm.unavailable_reason()):
         if why:
@@ -154,7 +154,7 @@ def test_numba_conv2d_backward_data_each_path(path, case):
     g, w = _conv_args(case)
     args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_numba, "_conv_path", lambda *_: "direct" if path == "direct" else "gemm")
+        mp.setattr(_numba_conv, "_conv_path", lambda *_: "direct" if path == "direct" else "gemm")
         got = _numba.conv2d_backward_data(g, w, *args)
     check(got, R.conv2d_backward_data(g, w, *args), case["dtype"])
 
@@ -451,8 +451,10 @@ def test_numba_conv2d_backward_data_images_end_to_end(monkeypatch):
     small and tasks plentiful; force that path (it is rare on the small shapes above)."""
     if K.available()["numba"] is not None:
         pytest.skip(f"backend numba unavailable: {K.available()['numba']}")
+    from pydevis.kernels import _numba_conv
+
     mod = K.get("numba")
-    monkeypatch.setattr(mod, "_MIN_TASKS_PER_THREAD", 0)
+    monkeypatch.setattr(_numba_conv, "_MIN_TASKS_PER_THREAD", 0)
     for case in CONV_EXAMPLES:
         case = dict(case, n=5)
         g, w = _conv_args(case)
