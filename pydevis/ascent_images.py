@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .card_settings import resolve_settings
 from .classes import expand_classes
 from .errors import TargetError
 from .image import save_png, to_uint8
-from .methods.ascent import AscentResult, ascend, method_config
+from .methods.ascent import AscentResult, ascend
 from .model import Model
 from .outputs import check_out, meta, slug, spec_meta, write_json
 from .render import fit, grid
@@ -52,13 +53,16 @@ def visualize(model: Model, classes: Sequence[int | str] = (), method: str = "yo
               keep_pixels: bool = True, units: Sequence[str] = (),
               written: list[Path] | None = None, **settings) -> list[AscentResult]:
     """Class and unit images by ascent (``method`` in ascent.METHODS; ``yosinski`` without
-    ``preset`` runs preset 3; ``settings`` override the defaults: steps, step_size, decay,
-    jitter, ...). ``classes``: indices, label names, ``"all"``; ``units``: hidden units
-    ``TENSOR:CHANNEL`` (mean of the channel's map), ``TENSOR:CHANNEL@Y,X`` (one neuron) or
-    ``TENSOR:all`` (every channel).
+    ``preset`` runs preset 3, or the settings ``pydevis tune`` wrote to the model's card;
+    ``settings`` override the defaults: steps, step_size, decay, jitter, ...; the JSON's
+    ``settings_source`` says which: ``paper``, ``card`` or ``flags``, see
+    :mod:`pydevis.card_settings`). ``classes``: indices, label names, ``"all"``; ``units``:
+    hidden units ``TENSOR:CHANNEL`` (mean of the channel's map), ``TENSOR:CHANNEL@Y,X`` (one
+    neuron) or ``TENSOR:all`` (every channel).
 
     With ``out``, writes one PNG + JSON per target, named ``TAG_CLASS_LABEL`` or
-    ``TAG_TENSOR_CHANNEL[_Y_X]`` where TAG is the method and preset (``yosinski3``), and
+    ``TAG_TENSOR_CHANNEL[_Y_X]`` where TAG is the method and preset (``yosinski3``; plain
+    ``yosinski`` with the card's settings), and
     ``TAG_grid.png`` (``TAG_grid_2.png``... beyond ``GRID_PAGE`` images); the path of every
     file written is appended to ``written``. The JSON records every effective setting.
 
@@ -75,9 +79,9 @@ def visualize(model: Model, classes: Sequence[int | str] = (), method: str = "yo
     unit_list = expand_units(model, units)
     if not idx and not unit_list:
         raise TargetError("nothing to visualize: give a class or a unit")
-    if method == "yosinski" and preset is None:
+    config, source, card = resolve_settings(model, method, preset, settings)
+    if method == "yosinski" and preset is None and card is None:
         preset = DEFAULT_PRESET
-    config = method_config(method, preset, **settings)
     if out is not None:
         check_out(out)
     if batch_size is None:
@@ -95,7 +99,9 @@ def visualize(model: Model, classes: Sequence[int | str] = (), method: str = "yo
     page: list[tuple[np.ndarray, str]] = []  # grid cells not yet written, with their captions
     pages, offset = 0, 0
     common = dict(method=method, preset=preset, seed=seed, batch_size=batch_size,
-                  preprocessing=spec_meta(model))
+                  settings_source=source, preprocessing=spec_meta(model))
+    if card is not None:
+        common["settings_card"] = str(card)
     for k, (tensor, chunk) in enumerate(chunks):
         what = _describe(model, chunk, k, len(chunks))
         tick = None if say is None else \
@@ -104,7 +110,8 @@ def visualize(model: Model, classes: Sequence[int | str] = (), method: str = "yo
         saved = _saved_objective(model, tensor, res)
         for r, v in zip(res, saved, strict=True):
             key = "probability" if tensor is None else "activation"
-            r.config = {**r.config, key: v}
+            # the source travels with the result (the experiment's sidecars record it too)
+            r.config = {**r.config, key: v, "settings_source": source}
             if out is None:
                 continue
             name, caption = _write_target_image(model, Path(out), tag, r, tensor, common,

@@ -107,6 +107,7 @@ class Model:
     def __init__(self, path: Path, proto: onnx.ModelProto, overrides: dict[str, Any],
                  card: Path | None, threads: int | None):
         self.path = path
+        self.card_path = card  # the card given to load (None: the sidecar, if any)
         self.proto = proto
         self._labels: Sequence[str] | None = None
         self._label_index: dict[str, list[int]] | None = None

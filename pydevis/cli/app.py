@@ -56,6 +56,10 @@ StdOpt = Annotated[str | None, typer.Option(
     "--std", metavar="R,G,B",
     help="Std in pixel units, e.g. 58.4,57.1,57.4  [default: the card's, the model's "
          "metadata, else ImageNet's]")]
+CardOpt = Annotated[str | None, typer.Option(
+    "--card", metavar="FILE",
+    help="Model card to read instead of MODEL.onnx.json (preprocessing, labels and the "
+         "settings `pydevis tune` wrote).  [default: MODEL.onnx.json if present]")]
 LabelsOpt = Annotated[str | None, typer.Option(
     "--labels", metavar="FILE",
     help="Labels file, one per line.  [default: the card's, else class_0, class_1...]")]
@@ -78,8 +82,8 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 
 def load_model(path: str, size: str | None = None, bgr: bool = False, mean: str | None = None,
-               std: str | None = None, labels: str | None = None):
-    """``pydevis.load`` with the preprocessing flags."""
+               std: str | None = None, labels: str | None = None, card: str | None = None):
+    """``pydevis.load`` with the preprocessing flags (and ``--card``: another model card)."""
     from .. import load
 
     sz = _floats(size, "size")
@@ -89,7 +93,7 @@ def load_model(path: str, size: str | None = None, bgr: bool = False, mean: str 
                            f"1..{MAX_SIDE}, got {size!r}")
     return load(path, size=[int(s) for s in sz] if sz else None,
                 channels="BGR" if bgr else None, mean=_floats(mean, "mean"),
-                std=_floats(std, "std"), labels=labels)
+                std=_floats(std, "std"), labels=labels, card=card)
 
 
 def emit(data: Any, as_json: bool, quiet: bool, text: str) -> None:
@@ -108,6 +112,7 @@ def main() -> None:
         export_cmds,
         model_cmds,
         serve_cmds,
+        tune_cmds,
         vis_cmds,
     )
 

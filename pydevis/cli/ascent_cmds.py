@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from .. import api
+from ..card_settings import card_entry
 from ..methods.ascent import METHODS, YOSINSKI
 from .app import (
     BgrOpt,
+    CardOpt,
     JsonOpt,
     LabelsOpt,
     MeanOpt,
@@ -56,6 +58,10 @@ A class (--class) maximizes the class's pre-softmax score; a unit (--unit TENSOR
 the mean of one channel's map, TENSOR:CHANNEL@Y,X one neuron, TENSOR:all every channel of
 the tensor (`pydevis info MODEL --tensors` lists the tensors). Both repeat and mix; targets
 run in batches (--batch-size) with bounded memory.
+
+Settings: the method's published defaults (the table below), or those `pydevis tune`
+wrote to the model card (`ascent.METHOD`; not with an explicit --preset), with the flags
+on top; each JSON records which (`settings_source`: paper, card or flags).
 
 Writes, in --out, one PNG and one JSON (every effective setting) per target, named
 METHOD[PRESET]_CLASS_LABEL or METHOD[PRESET]_TENSOR_CHANNEL[_Y_X] (e.g.
@@ -117,12 +123,14 @@ def visualize(model: ModelArg,
                   help="Targets per ascent batch.  [default: from the model's activation "
                        "memory, at most 64]")] = None,
               size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
-              std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
-              quiet: QuietOpt = False):
-    m = load_model(model, size, bgr, mean, std, labels)
+              std: StdOpt = None, labels: LabelsOpt = None, card: CardOpt = None,
+              json: JsonOpt = False, quiet: QuietOpt = False):
+    m = load_model(model, size, bgr, mean, std, labels, card)
     written: list = []
-    tag = method.value + (str(preset or api.DEFAULT_PRESET) if method.value == "yosinski"
-                          else "")
+    tuned = preset is None and card_entry(m, method.value) is not None
+    if method.value == "yosinski" and not tuned:
+        preset = preset or api.DEFAULT_PRESET
+    tag = method.value + (str(preset) if preset else "")
     with Progress(tag, quiet or json) as show:
         res = api.visualize(m, classes, method.value, preset, out, seed,
                             batch_size=batch_size, keep_pixels=False, progress=show,
@@ -140,8 +148,9 @@ def visualize(model: ModelArg,
                          "activation": r.config["activation"],
                          "best_objective": r.best_objective})
     files = [str(p) for p in written]
-    data = {"out": out, "method": method.value,
-            "preset": preset or (api.DEFAULT_PRESET if method.value == "yosinski" else None),
+    data = {"out": out, "method": method.value, "preset": preset,
+            "settings_source": "flags" if any(v is not None for v in (
+                steps, step_size, jitter, step_norm)) else "card" if tuned else "paper",
             "results": rows, "files": files}
     lines = [f"{d['class']:5d} {d['label'][:30]:30s} p={d['probability']:.3f} {d['status']}"
              if "class" in d else
