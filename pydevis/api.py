@@ -34,6 +34,7 @@ from .render import (
     top9_figure,
 )
 from .scoring import IMAGE_EXTS
+from .tuning import tune  # noqa: F401  (the API: pydevis.tune)
 
 
 def deconvolve(model: Model, image: str | os.PathLike, unit: str,

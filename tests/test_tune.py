@@ -17,7 +17,7 @@ from test_cli_researcher import pydevis as run
 import pydevis
 from pydevis import demo
 from pydevis.evaluation.perturb import perturb
-from pydevis.tune import trial_settings
+from pydevis.tuning import trial_settings
 
 MODELS = demo.models_dir()
 ARGS = ["--method", "yosinski", "--class", "1", "--class", "cat", "--steps", "6",

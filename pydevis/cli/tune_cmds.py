@@ -1,5 +1,5 @@
 """``pydevis tune``: random search over a method's hyper-parameters, the winner written to the
-model card (see :mod:`pydevis.tune`)."""
+model card (see :mod:`pydevis.tuning`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import tune as T
+from .. import tuning as T
 from ..errors import PydevisError
 from .app import (
     BgrOpt,
