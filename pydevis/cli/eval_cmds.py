@@ -77,22 +77,60 @@ def score(images: Annotated[list[str], typer.Argument(
 def experiment(config: Annotated[str, typer.Argument(help="Experiment config (TOML).")],
                force: Annotated[bool, typer.Option(
                    "--force", help="Start afresh if --out holds a different run.")] = False,
+               executor: Annotated[str | None, typer.Option(
+                   "--executor", metavar="local|ray",
+                   help="Where the cells run: this process, or Ray workers (pip install "
+                        "'pydevis[ray]').  [default: the config's [executor], else local]")
+               ] = None,
+               address: Annotated[str | None, typer.Option(
+                   "--address", metavar="ADDR",
+                   help="Join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT.  "
+                        "[default: start a local Ray]")] = None,
+               workers: Annotated[int | None, typer.Option(
+                   "--workers", metavar="N",
+                   help="Ray workers (one CPU each).  [default: the machine's or cluster's "
+                        "CPUs]")] = None,
+               plan: Annotated[bool, typer.Option(
+                   "--plan", help="Do not run: print the number of cells and, from a short "
+                                  "timed probe per (model, method), the core-hours and the "
+                                  "wall time on the workers.")] = False,
                json: JsonOpt = False, quiet: QuietOpt = False):
     """Generate → cross-score → summarize; resumes where a killed run stopped.
 
-    Example: pydevis experiment run.toml
+    The work is cut into cells (generating model, method, batch_size classes); with
+    --executor ray they run on Ray workers, and this process alone writes the run folder. A
+    cell whose worker dies is retried; a cell failing twice is listed (failed/ in the run
+    folder, and here) and the rest completes; rerunning the command retries it (exit code 1
+    meanwhile).
+
+    Example: pydevis experiment run.toml --executor ray --workers 8
     """
-    from ..evaluation.config import load_config
+    from ..evaluation.config import ExecutorSpec, check_executor, load_config
     from ..evaluation.experiment import run_experiment
+    from .cell_progress import CellProgress
 
-    def show(label: str, done: int, total: int) -> None:
-        if not quiet:
-            typer.echo(f"[{done}/{total}] {label}", err=True)
+    cfg = load_config(config)
+    spec = check_executor(ExecutorSpec(
+        executor if executor is not None else cfg.executor.kind,
+        address if address is not None else cfg.executor.address,
+        workers if workers is not None else cfg.executor.workers), "command line")
+    if plan:
+        from ..evaluation.plan import format_plan, plan_experiment
 
-    summary = run_experiment(config, progress=show, force=force)
-    out = load_config(config).out
+        found = plan_experiment(config, spec)
+        emit(found, json, quiet, format_plan(found))
+        return
+    with CellProgress(quiet) as shown:
+        summary = run_experiment(config, progress=shown.progress, force=force, executor=spec,
+                                 watch=shown.watch)
+    out = cfg.out
     emit({"out": str(out), "summary": summary}, json, quiet,
          (out / "summary.md").read_text() + f"\nreport: {out / 'report.html'}")
+    failed = summary.get("failed_cells") or []
+    if failed:
+        typer.echo(f"error: {len(failed)} cell(s) failed (listed in {out / 'failed'}); "
+                   "rerun the same command to retry them", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -17,6 +17,11 @@ dataset = "cifar10.npz"       # the real test images of the same classes (see tr
 test_images = 1000            # optional: size of the balanced test subset
 baseline = true               # optional: also train on as many real train-split images
 hidden = 128                  # optional, and epochs, size, batch, lr, weight_decay, noise
+
+[executor]                    # optional: where the cells run (the CLI's --executor,
+kind = "ray"                  # --address, --workers win); "local" (default) or "ray"
+address = "auto"              # optional: join a running Ray cluster; else a local Ray starts
+workers = 8                   # optional: 1..4096 (default: the CPUs of the machine or cluster)
 ```
 Paths are relative to the config file. Unknown keys are rejected, with a did-you-mean.
 
@@ -50,7 +55,7 @@ class ConfigError(PydevisError):
 
 _TOP = {"out": str, "seed": int, "generators": list, "scorers": list, "methods": list,
         "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int,
-        "images_per_class": int, "train_on_generated": dict}
+        "images_per_class": int, "train_on_generated": dict, "executor": dict}
 _REQUIRED = ("out", "generators", "scorers", "methods", "classes")
 # (low, high) of every number of the config, inclusive
 RANGES = {"seed": (0, 2**63 - 1), "batch_size": (1, 1024), "bootstrap": (1, 100_000),
@@ -87,6 +92,52 @@ class TransferSpec:
 
 
 @dataclass(frozen=True)
+class ExecutorSpec:
+    """The ``[executor]`` table (see :mod:`.executors`): where the cells run."""
+
+    kind: str = "local"
+    address: str | None = None
+    workers: int | None = None
+
+
+EXECUTORS = ("local", "ray")
+MAX_WORKERS = 4096
+_EXECUTOR = {"kind": str, "address": str, "workers": int}
+
+
+def check_executor(spec: ExecutorSpec, where: str) -> ExecutorSpec:
+    """``spec`` if every value is valid, else a one-line :class:`ConfigError`."""
+    if spec.kind not in EXECUTORS:
+        close = difflib.get_close_matches(str(spec.kind), EXECUTORS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: executor kind must be local or ray, got "
+                          f"{str(spec.kind)[:40]!r}{hint}")
+    if spec.workers is not None and (isinstance(spec.workers, bool)
+                                     or not 1 <= spec.workers <= MAX_WORKERS):
+        raise ConfigError(f"{where}: executor workers must be in [1, {MAX_WORKERS}], got "
+                          f"{str(spec.workers)[:40]}")
+    if spec.address is not None:
+        a = spec.address.strip()
+        if not a or any(c.isspace() or not c.isprintable() for c in a) or len(a) > 300:
+            raise ConfigError(f"{where}: executor address must be 'auto', HOST:PORT or "
+                              f"ray://HOST:PORT, got {spec.address[:40]!r}")
+        if spec.kind != "ray":
+            raise ConfigError(f"{where}: an executor address needs kind \"ray\" (--executor ray)")
+    return spec
+
+
+def _executor(table: dict, p: Path) -> ExecutorSpec:
+    where = f"{p}: [executor]"
+    for key, value in table.items():
+        if key not in _EXECUTOR:
+            raise _unknown(key, _EXECUTOR, where)
+        if not isinstance(value, _EXECUTOR[key]) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+    return check_executor(ExecutorSpec(table.get("kind", "local"), table.get("address"),
+                                       table.get("workers")), where)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     out: Path
@@ -100,6 +151,7 @@ class Config:
     bootstrap: int = 1000
     images_per_class: int = 1
     train_on_generated: TransferSpec | None = None
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
 
 def _unknown(key: str, allowed, where: str) -> ConfigError:
@@ -168,10 +220,11 @@ def load_config(path: str | Path) -> Config:
         _check_random(methods, p)
     transfer = (_transfer(raw["train_on_generated"], p)
                 if "train_on_generated" in raw else None)
+    executor = _executor(raw["executor"], p) if "executor" in raw else ExecutorSpec()
     return Config(p, base / raw["out"], int(raw.get("seed", 0)), paths("generators"),
                   paths("scorers"), methods, tuple(classes),
                   int(raw.get("batch_size", 16)), bool(raw.get("sanity", False)),
-                  int(raw.get("bootstrap", 1000)), per_class, transfer)
+                  int(raw.get("bootstrap", 1000)), per_class, transfer, executor)
 
 
 def _in_range(key: str, value, where: str) -> None:

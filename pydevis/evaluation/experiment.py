@@ -7,13 +7,17 @@ Layout of a run folder::
                                      K-th extra image of a class with images_per_class > 1)
     scores/GEN/METHOD/chunkK.json    scores of one chunk on every scoring model (the chunk's
                                      completion marker, written after its images)
+    failed/GEN/METHOD/chunkK.json    a cell that failed twice: its classes and error (removed
+                                     once a later run completes it)
     transfer/...                     with [train_on_generated]: see transfer.py
     results.json, results.csv, summary.md, report.html
 
-Work is done in chunks of ``batch_size`` classes per (generator, method); a chunk's class list
-and seed are fixed by the config, so a chunk redone after a kill gives the same images. Every
-file is written atomically (temp file + rename): a kill leaves finished chunks whole and the
-unfinished one is redone, never duplicated.
+Work is done in cells (:mod:`.cells`): ``batch_size`` classes of one (generator, method), the
+chunk. A cell's class list and seed are fixed by the config, so a cell redone after a kill gives
+the same images. Cells run on an executor (:mod:`.executors`: this process, or Ray workers);
+whatever runs them, this process alone writes the run folder, every file atomically (temp file
++ rename): a kill leaves finished chunks whole and the unfinished one is redone, never
+duplicated.
 """
 
 from __future__ import annotations
@@ -30,13 +34,19 @@ import numpy as np
 
 from ..atomic import write_text
 from ..classes import resolve_class
-from ..files import MAX_CONFIG_BYTES, read_text, safe_name
-from ..image import read_rgb, save_png
-from ..methods.ascent import ascend, method_config
+from ..files import MAX_CONFIG_BYTES, MAX_JSON_BYTES, read_json, read_text, safe_name
 from ..model import Model, load
-from ..outputs import check_out, slug, write_json
-from .config import RANGES, Config, ConfigError, load_config
-from .cross_score import score_images
+from ..outputs import check_out, write_json
+from .cells import Cell, CellOutput, write_cell
+from .config import RANGES, Config, ConfigError, ExecutorSpec, check_executor, load_config
+from .executors import (
+    MAX_ATTEMPTS,
+    RAY_MISSING,
+    LocalExecutor,
+    RayExecutor,
+    Watch,
+    ray_available,
+)
 from .runlock import LOCK_NAME, RunLock
 from .sanity import class_sensitivity, randomized_copy
 from .summary import summarize
@@ -84,8 +94,8 @@ def resolve_classes(cfg: Config, model: Model) -> list[int]:
     return chosen
 
 
-_RUN_ENTRIES = {"config.toml", "images", "scores", "sanity", "transfer", "results.json",
-                "results.csv", "summary.md", "report.html", LOCK_NAME}
+_RUN_ENTRIES = {"config.toml", "images", "scores", "failed", "sanity", "transfer",
+                "results.json", "results.csv", "summary.md", "report.html", LOCK_NAME}
 
 
 def _differs(saved: Path, text: str) -> bool:
@@ -132,17 +142,48 @@ def _check_same_config(cfg: Config, force: bool) -> RunLock:
 
 
 def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
-                   force: bool = False) -> dict:
-    """Run (or resume) the experiment of the TOML config at ``path``; returns the summary."""
+                   force: bool = False, executor: ExecutorSpec | None = None,
+                   watch: Watch | None = None) -> dict:
+    """Run (or resume) the experiment of the TOML config at ``path``; returns the summary.
+
+    ``executor`` (else the config's ``[executor]`` table) says where the cells run (see
+    :mod:`.executors`); ``watch(event, cell, info)`` hears each cell start, retry and fail.
+    Cells that fail twice are listed in ``summary["failed_cells"]`` and in ``failed/``; the
+    rest completes, and rerunning the same config retries them."""
     cfg = load_config(path)
+    spec = check_executor(executor if executor is not None else cfg.executor, "executor")
+    if spec.kind == "ray" and not ray_available():
+        raise ConfigError(RAY_MISSING)
     gens = {n: load(p) for n, p in _names(cfg.generators).items()}
     for gen in gens.values():  # unknown classes are refused before the run folder is touched
         resolve_classes(cfg, gen)
     with _check_same_config(cfg, force):
-        return _run_locked(cfg, gens, progress)
+        return _run_locked(cfg, gens, progress, spec, watch)
 
 
-def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None) -> dict:
+def plan_cells(cfg: Config, gens: dict[str, Model], scorers: list[str]) -> list[Cell]:
+    """Every cell of the run, in order: per generator, per method, ``batch_size`` items each;
+    a cell's classes and seed depend on the config alone."""
+    cells = []
+    for gname, gen in gens.items():
+        items = _items(cfg, gen)
+        for spec in cfg.methods:
+            for k, start in enumerate(range(0, len(items), cfg.batch_size)):
+                chunk = tuple(items[start:start + cfg.batch_size])
+                c0, k0 = chunk[0]  # a run without extra copies keeps its seeds
+                seed = _seed(cfg.seed, gname, spec.label, str(c0),
+                             *([f"copy{k0}"] if k0 else []))
+                cells.append(Cell(gname, str(gen.path), spec, k, chunk, seed, tuple(scorers)))
+    return cells
+
+
+def _complete(cfg: Config, cell: Cell) -> bool:
+    return chunk_complete(cfg.out / cell.marker, cfg.out, cell.gname, cell.spec.label,
+                          cell.classes, list(cell.scorers))
+
+
+def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None,
+                spec: ExecutorSpec, watch: Watch | None) -> dict:
     """The run, with the run folder's lock held: no other writer, so every temp file left is
     a killed run's, and every chunk is checked against the config before it is trusted."""
     for stale in cfg.out.rglob(".tmp-*"):  # temp files of a killed run: never renamed into place
@@ -153,26 +194,36 @@ def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None) 
             rpath = randomized_copy(gens[name].path, cfg.out / "sanity", cfg.seed)
             gens[f"{name}~randomized"] = load(rpath)
     scorer_paths = _names([*cfg.generators, *cfg.scorers])
-    scorers = {n: load(p) for n, p in scorer_paths.items()}
-    total = sum(len(range(0, len(_items(cfg, g)), cfg.batch_size))
-                for g in gens.values()) * len(cfg.methods)
-    done = 0
-    for gname, gen in gens.items():
-        classes = _items(cfg, gen)
-        for spec in cfg.methods:
-            config = method_config(spec.name, spec.preset, **spec.settings)
-            for k, start in enumerate(range(0, len(classes), cfg.batch_size)):
-                chunk = classes[start:start + cfg.batch_size]
-                marker = cfg.out / "scores" / gname / spec.label / f"chunk{k}.json"
-                want = ([c for c, _ in chunk], list(scorers))
-                if not chunk_complete(marker, cfg.out, gname, spec.label, *want):
-                    _run_chunk(cfg, gname, gen, spec, config, chunk, marker, scorers)
-                    if not chunk_complete(marker, cfg.out, gname, spec.label, *want):
-                        raise ConfigError(f"{marker}: rows are missing after the chunk was "
-                                          "run (is another program writing in the run folder?)")
-                done += 1
-                if progress is not None:
-                    progress(f"{gname} {spec.label}", done, total)
+    scorers = {n: (gens[n] if n in gens else load(p)) for n, p in scorer_paths.items()}
+    cells = plan_cells(cfg, gens, list(scorers))
+    todo = [c for c in cells if not _complete(cfg, c)]
+    for cell in cells:  # a failure record of a cell finished since is out of date
+        if cell not in todo:
+            (cfg.out / "failed" / f"{cell.key}.json").unlink(missing_ok=True)
+    done = len(cells) - len(todo)
+    if progress is not None and done:
+        progress("already done", done, len(cells))
+
+    def finished(cell: Cell, output: CellOutput) -> None:
+        nonlocal done
+        write_cell(cfg.out, cell, output)
+        if not _complete(cfg, cell):
+            raise ConfigError(f"{cfg.out / cell.marker}: rows are missing after the chunk was "
+                              "run (is another program writing in the run folder?)")
+        (cfg.out / "failed" / f"{cell.key}.json").unlink(missing_ok=True)
+        done += 1
+        if progress is not None:
+            progress(f"{cell.gname} {cell.spec.label}", done, len(cells))
+
+    def failed(cell: Cell, error: str) -> None:
+        write_json(cfg.out / "failed" / f"{cell.key}.json", {
+            "cell": cell.key, "generating_model": cell.gname, "method": cell.spec.label,
+            "classes": cell.classes, "error": error, "attempts": MAX_ATTEMPTS})
+
+    models = {**scorers, **gens}
+    runner = (RayExecutor(models, spec.workers, spec.address) if spec.kind == "ray"
+              else LocalExecutor(models))
+    runner.run(todo, finished, failed, watch)
     if cfg.train_on_generated is not None:
         from .transfer import run_transfer
 
@@ -184,47 +235,6 @@ def _items(cfg: Config, model: Model) -> list[tuple[int, int]]:
     """(class, copy) pairs: every class once, then again for each extra image per class."""
     classes = resolve_classes(cfg, model)
     return [(c, k) for k in range(cfg.images_per_class) for c in classes]
-
-
-def _run_chunk(cfg, gname, gen, spec, config, items, marker, scorers) -> None:
-    folder = cfg.out / "images" / gname / spec.label
-    c0, k0 = items[0]  # a run without extra copies keeps its seeds
-    seed = _seed(cfg.seed, gname, spec.label, str(c0), *([f"copy{k0}"] if k0 else []))
-    chunk = [c for c, _ in items]
-    res = ascend(gen, chunk, config, seed=seed)
-    names = []
-    for r, (_, copy) in zip(res, items, strict=True):
-        c = int(r.target)
-        stem = f"{c:04d}_{slug(gen.labels[c])}" + (f"_{copy}" if copy else "")
-        save_png(r.pixels, folder / f"{stem}.png")
-        write_json(folder / f"{stem}.json", {
-            "generating_model": gname, "model": str(gen.path), "method": spec.label,
-            "method_name": spec.name, "preset": spec.preset, "target_class": c,
-            "label": gen.labels[c], "copy": copy, "status": r.status,
-            "restart_std": r.restart_std, "best_objective": r.best_objective,
-            "success_step": r.success_step, "best_step": r.best_step, "settings": r.config})
-        names.append(str((folder / f"{stem}.png").relative_to(cfg.out)))
-    # score what was saved (8-bit PNGs read back), on every scoring model
-    pixels = np.stack([read_rgb(cfg.out / n) for n in names])
-    scores, skipped = score_images(pixels, names, chunk, gen.labels, scorers, robust=True)
-    rows = [{**s.row(), "method": spec.label, "generating_model": gname,
-             "same_model": s.scoring_model == gname.split("~")[0]} for s in scores]
-    _image_status(rows, dict(zip(names, res, strict=True)))
-    write_json(marker, {"rows": rows, "skipped": skipped})
-
-
-def _image_status(rows: list[dict], results: dict) -> None:
-    """Each row's ``status``: the ascent's (ok, zero-gradient, diverged), or ``low`` when the
-    target was the generating model's top-1 class at some step of the ascent but the saved 8-bit
-    PNG, scored by that model, is not. The ascent keeps its best iterate by the objective (the
-    logit); a logit can keep rising while a sibling class rises faster (squeezenet1_1 "tabby"
-    against "tiger cat"), so its best iterate need not be the most probable one: such an image
-    is reported, not silently counted as a success."""
-    low = {r["image"] for r in rows if r["same_model"] and not r["top1"]
-           and "~" not in r["generating_model"]
-           and results[r["image"]].success_step >= 0 and results[r["image"]].status == "ok"}
-    for r in rows:
-        r["status"] = "low" if r["image"] in low else results[r["image"]].status
 
 
 COLUMNS = ["image", "method", "generating_model", "scoring_model", "target_class",
@@ -242,11 +252,25 @@ def collect(out: Path) -> tuple[list[dict], list[str]]:
     return rows, skipped
 
 
+def collect_failed(out: Path) -> list[dict]:
+    """The failure records under ``failed/`` (see :func:`run_experiment`)."""
+    found = []
+    for f in sorted((out / "failed").rglob("chunk*.json"), key=lambda p: str(p)):
+        data = read_json(f, "failure record", MAX_JSON_BYTES, ConfigError)
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str)
+                                                 for k in ("cell", "error")):
+            raise ConfigError(f"{f}: not a failure record; the file was altered or damaged "
+                              "(delete it)")
+        found.append(data)
+    return found
+
+
 def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Assemble results.json/csv, the summaries and the report from the finished chunks."""
     from .report import render_report
 
     rows, skipped = collect(out)
+    failed = collect_failed(out)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -254,11 +278,15 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     summary = summarize(rows, bootstrap, seed)
     summary["class_sensitivity"] = class_sensitivity(out)
     summary["skipped"] = skipped
+    summary["failed_cells"] = failed
     if (out / "transfer").is_dir():
         from .transfer import collect_transfer
 
         summary["train_on_generated"] = collect_transfer(out)
     html, md = render_report(out, rows, summary)
+    if failed:
+        md += "\n## Failed cells\n\nRerun the same command to retry them.\n\n" + "".join(
+            f"- {f['cell']} (classes {f['classes']}): {f['error']}\n" for f in failed)
     # everything that can fail on bad input (chunks, transfer rows, the bootstrap, images and
     # sidecars read by the report) ran above: the files below are rewritten together, never
     # one of them while the others keep older numbers
