@@ -20,7 +20,8 @@ def models_dir() -> Path:
 
 
 def write_demo_config(out: Path, steps: int = 60) -> Path:
-    """A config for every method on the AlexNet-style model, scored on all three."""
+    """A config for every method (``fourier`` included) on the AlexNet-style model, scored on
+    all three."""
     d = models_dir()
     out.mkdir(parents=True, exist_ok=True)
     gen = d / "cifar10_alexnet.onnx"
@@ -28,7 +29,8 @@ def write_demo_config(out: Path, steps: int = 60) -> Path:
     methods = ", ".join(
         [f'{{ name = "{m}", steps = {steps} }}' for m in
          ("gradient", "guided", "deconv", "deconv-prior", "deconv-prior-reg")]
-        + [f'{{ name = "yosinski", preset = {p}, steps = {steps} }}' for p in (1, 2, 3, 4)])
+        + [f'{{ name = "yosinski", preset = {p}, steps = {steps} }}' for p in (1, 2, 3, 4)]
+        + [f'{{ name = "fourier", steps = {steps} }}'])
     text = (f'out = "."\nseed = 0\ngenerators = ["{gen}"]\n'
             f"scorers = [{', '.join(repr(str(s)).replace(chr(39), chr(34)) for s in scorers)}]\n"
             f"classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nmethods = [{methods}]\n"

@@ -104,7 +104,7 @@ def test_channel_out_of_range(tiny, tmp_path):
 
 # ---- 2. units --------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["gradient", "yosinski", "guided", "deconv", "deconv-prior",
-                                    "deconv-prior-reg"])
+                                    "deconv-prior-reg", "fourier"])
 def test_visualize_units_every_method(tiny, tmp_path, method):
     rc, out, err = pydevis("visualize", tiny, "--unit", "r1:3", "--unit", "relu2:1@4,5",
                            "--class", "thing 2", "--method", method, "--steps", "4",
@@ -123,6 +123,7 @@ def test_visualize_units_every_method(tiny, tmp_path, method):
     assert side["method"] == method and side["settings"]["steps"] == 4
     assert np.isfinite(side["activation"]) and side["status"] == "ok"
     assert side["preset"] == (3 if method == "yosinski" else None)
+    assert side["settings_source"] == "flags"  # --steps
 
 
 def test_visualize_unit_all_is_batched(tiny, tmp_path):

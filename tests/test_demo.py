@@ -25,9 +25,11 @@ def test_demo_writes_report(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "report:" in p.stdout
     html = (out / "report.html").read_text()
-    # one thumbnail per image: 9 methods × 10 classes × (model + its weight-randomized copy),
+    # one thumbnail per image: 10 methods × 10 classes × (model + its weight-randomized copy),
     # and the five figures
-    assert html.count('<img src="data:image/') == 9 * 10 * 2
+    assert html.count('<img src="data:image/') == 10 * 10 * 2
     assert html.count('<img class="fig"') == 5
+    assert "<h3>cifar10_alexnet — fourier</h3>" in html
     rows = (out / "results.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 9 * 2 * 10 * 3
+    assert len(rows) == 1 + 10 * 2 * 10 * 3
+    assert sum(",fourier," in r for r in rows) == 2 * 10 * 3
