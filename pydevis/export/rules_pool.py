@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..backward.rules.conv import resolve_pads
-from ..kernels._reference import _avg_windows
+from ..kernels._reference_pool import _avg_windows
 from .builder import INT_MAX, ExportError
 from .registry import translation
 from .rules_conv import conv_transpose, spatial

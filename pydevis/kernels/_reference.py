@@ -8,6 +8,9 @@ this module at run time; the tests compare every backend against it, and use the
 
 Arithmetic is done in float64 and the result is cast to ``grad_out``'s dtype, so that the float32
 results of the backends are compared with a more accurate value, not with another rounding.
+
+Conv, Relu/Clip and LRN are here; the pools in ``_reference_pool``, the ascent kernels in
+``_reference_ascent``; this module has every name (the tests pass it as a backend).
 """
 
 from __future__ import annotations
@@ -16,9 +19,32 @@ import math
 
 import numpy as np
 
+from ._reference_ascent import (
+    ascent_step,
+    ascent_update,
+    clamp_channels,
+    clip_small_contribution,
+    clip_small_norm,
+    gaussian_blur,
+)
+from ._reference_pool import (
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    global_avg_pool_backward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    pool_out_size,
+)
+
 NAME = "reference"
 
 __all__ = [
+    "ascent_step",
+    "ascent_update",
+    "clamp_channels",
+    "clip_small_contribution",
+    "clip_small_norm",
+    "gaussian_blur",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "conv2d_backward_data",
@@ -40,29 +66,12 @@ def unavailable_reason() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# output sizes
+# output size
 # --------------------------------------------------------------------------------------------
 def conv_out_size(size: int, k: int, stride: int, pad_begin: int, pad_end: int,
                   dilation: int = 1) -> int:
     """ONNX Conv output length along one axis (explicit pads)."""
     return (size + pad_begin + pad_end - dilation * (k - 1) - 1) // stride + 1
-
-
-def pool_out_size(size: int, k: int, stride: int, pad_begin: int, pad_end: int,
-                  dilation: int = 1, ceil_mode: bool = False) -> int:
-    """ONNX MaxPool/AveragePool output length along one axis.
-
-    With ``ceil_mode`` the last window is dropped when it would start beyond the input and its
-    begin padding (ONNX >= 19 / ONNX Runtime / PyTorch rule), so every window sees the input or
-    its begin padding.
-    """
-    span = size + pad_begin + pad_end - dilation * (k - 1) - 1
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,78 +149,6 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0,
 
 
 # --------------------------------------------------------------------------------------------
-# MaxPool
-# --------------------------------------------------------------------------------------------
-def max_pool2d_forward(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
-                       ceil_mode=False) -> tuple[np.ndarray, np.ndarray]:
-    """ONNX MaxPool: values and ``Indices`` (flat offsets ``((n*C+c)*H+h)*W+w`` into X).
-
-    Padding never wins (it is -inf); on ties the first tap in (kh, kw) order wins.
-    """
-    x = np.asarray(x)
-    n_, c_, h_, w_ = x.shape
-    kh_, kw_ = kernel_shape
-    sh, sw = strides
-    pt, pl, pb, pr = pads
-    dh, dw = dilations
-    ho = pool_out_size(h_, kh_, sh, pt, pb, dh, ceil_mode)
-    wo = pool_out_size(w_, kw_, sw, pl, pr, dw, ceil_mode)
-    y = np.empty((n_, c_, ho, wo), x.dtype)
-    idx = np.empty((n_, c_, ho, wo), np.int64)
-    for n in range(n_):
-        for c in range(c_):
-            for oh in range(ho):
-                for ow in range(wo):
-                    best, arg = -np.inf, -1
-                    for kh in range(kh_):
-                        ih = oh * sh - pt + kh * dh
-                        if not 0 <= ih < h_:
-                            continue
-                        for kw in range(kw_):
-                            iw = ow * sw - pl + kw * dw
-                            if not 0 <= iw < w_:
-                                continue
-                            v = x[n, c, ih, iw]
-                            if arg < 0 or v > best:
-                                best, arg = v, ((n * c_ + c) * h_ + ih) * w_ + iw
-                    assert arg >= 0, "a pooling window saw no input"
-                    y[n, c, oh, ow] = best
-                    idx[n, c, oh, ow] = arg
-    return y, idx
-
-
-def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),
-                        dilations=(1, 1)) -> np.ndarray:
-    """dL/dX of MaxPool from its input x: each ``grad_out`` element goes to its window's switch,
-    the first tap in (kh, kw) order strictly greater than every earlier one and than the lowest
-    finite value (ONNX Runtime's rule: NaN and -inf never win); padding taps are skipped."""
-    g = np.asarray(grad_out)
-    x = np.asarray(x)
-    n_, c_, h_, w_ = x.shape
-    ho, wo = g.shape[2:]
-    kh_, kw_ = kernel_shape
-    sh, sw = strides
-    pt, pl = pads[0], pads[1]
-    dh, dw = dilations
-    out = np.zeros(x.shape, np.float64)
-    lowest = np.finfo(x.dtype).min
-    for n in range(n_):
-        for c in range(c_):
-            for oh in range(ho):
-                for ow in range(wo):
-                    best, arg = lowest, None
-                    for kh in range(kh_):
-                        ih = oh * sh - pt + kh * dh
-                        for kw in range(kw_):
-                            iw = ow * sw - pl + kw * dw
-                            if 0 <= ih < h_ and 0 <= iw < w_ and x[n, c, ih, iw] > best:
-                                best, arg = x[n, c, ih, iw], (ih, iw)
-                    if arg is not None:
-                        out[n, c, arg[0], arg[1]] += g[n, c, oh, ow]
-    return out.astype(g.dtype)
-
-
-# --------------------------------------------------------------------------------------------
 # Relu / Clip
 # --------------------------------------------------------------------------------------------
 def rectifier_backward(grad_out, out, mode=0, lo=0.0, hi=math.inf) -> np.ndarray:
@@ -282,159 +219,3 @@ def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, bias=1.0) -> np.ndarr
                 acc += t[:, j]
         gx[:, c] -= 2.0 * alpha * beta / size * x64[:, c] * acc
     return gx.astype(g.dtype)
-
-
-# --------------------------------------------------------------------------------------------
-# AveragePool / GlobalAveragePool
-# --------------------------------------------------------------------------------------------
-def _avg_windows(in_hw, out_hw, kernel_shape, strides, pads, count_include_pad):
-    """Yield (oh, ow, h0, h1, w0, w1, divisor) of each output, window clipped to the input."""
-    h_, w_ = in_hw
-    ho, wo = out_hw
-    kh_, kw_ = kernel_shape
-    sh, sw = strides
-    pt, pl, pb, pr = pads
-    for oh in range(ho):
-        hs = oh * sh - pt
-        he = min(hs + kh_, h_ + pb)
-        h0, h1 = max(hs, 0), min(he, h_)
-        for ow in range(wo):
-            ws = ow * sw - pl
-            we = min(ws + kw_, w_ + pr)
-            w0, w1 = max(ws, 0), min(we, w_)
-            if count_include_pad:
-                div = (he - hs) * (we - ws)
-            else:
-                div = max(h1 - h0, 0) * max(w1 - w0, 0)
-            yield oh, ow, h0, h1, w0, w1, div
-
-
-def avg_pool2d_forward(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),
-                       count_include_pad=False, ceil_mode=False) -> np.ndarray:
-    """ONNX AveragePool (2-D, no dilation), the window rule of docs/kernels.md."""
-    x = np.asarray(x)
-    n_, c_, h_, w_ = x.shape
-    kh_, kw_ = kernel_shape
-    ho = pool_out_size(h_, kh_, strides[0], pads[0], pads[2], 1, ceil_mode)
-    wo = pool_out_size(w_, kw_, strides[1], pads[1], pads[3], 1, ceil_mode)
-    x64 = x.astype(np.float64)
-    y = np.zeros((n_, c_, ho, wo), np.float64)
-    for oh, ow, h0, h1, w0, w1, div in _avg_windows((h_, w_), (ho, wo), kernel_shape, strides,
-                                                    pads, count_include_pad):
-        if div > 0 and h1 > h0 and w1 > w0:
-            y[:, :, oh, ow] = x64[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / div
-    return y.astype(x.dtype)
-
-
-def avg_pool2d_backward(grad_out, in_shape, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),
-                        count_include_pad=False) -> np.ndarray:
-    """Every input pixel of output (oh, ow)'s clipped window receives ``g / divisor``."""
-    g = np.asarray(grad_out)
-    n_, c_, h_, w_ = in_shape
-    assert g.shape[:2] == (n_, c_)
-    g64 = g.astype(np.float64)
-    out = np.zeros((n_, c_, h_, w_), np.float64)
-    for oh, ow, h0, h1, w0, w1, div in _avg_windows((h_, w_), g.shape[2:], kernel_shape, strides,
-                                                    pads, count_include_pad):
-        if div <= 0:
-            continue  # a window that lies in the padding only: nothing to route
-        for ih in range(h0, h1):
-            for iw in range(w0, w1):
-                out[:, :, ih, iw] += g64[:, :, oh, ow] / div
-    return out.astype(g.dtype)
-
-
-def global_avg_pool_backward(grad_out, in_shape) -> np.ndarray:
-    """(N, C, 1, 1) -> (N, C, H, W) filled with ``g / (H*W)``."""
-    g = np.asarray(grad_out)
-    n_, c_, h_, w_ = in_shape
-    assert g.shape == (n_, c_, 1, 1)
-    out = np.empty((n_, c_, h_, w_), np.float64)
-    for n in range(n_):
-        for c in range(c_):
-            out[n, c] = float(g[n, c, 0, 0]) / (h_ * w_)
-    return out.astype(g.dtype)
-
-
-# ---- ascent kernels (see docs/kernels.md, "Ascent kernels") -----------------------------------
-def ascent_update(v, g, eta, decay):
-    out = np.empty_like(v)
-    for n in range(v.shape[0]):
-        out[n] = (v[n] + eta[n] * g[n]) * (1 - decay)
-    return out
-
-
-def _gauss_weights(sigma):
-    r = int(4 * sigma + 0.5)
-    k = np.arange(-r, r + 1, dtype=np.float64)
-    w = np.exp(-k * k / (2 * sigma * sigma))
-    return w / w.sum(), r
-
-
-def _reflect(i, n):
-    """Half-sample symmetric index (scipy.ndimage 'reflect') for any integer i."""
-    if n == 1:
-        return 0
-    period = 2 * n
-    i %= period
-    return i if i < n else period - 1 - i
-
-
-def gaussian_blur(v, sigma):
-    if sigma <= 0:
-        return v.copy()
-    w, r = _gauss_weights(sigma)
-    n, c, h, wd = v.shape
-    tmp = np.zeros_like(v, dtype=np.float64)
-    out = np.zeros_like(v)
-    for i in range(n):
-        for ch in range(c):
-            plane = v[i, ch].astype(np.float64)
-            for y in range(h):
-                for x in range(wd):
-                    tmp[i, ch, y, x] = sum(w[k + r] * plane[y, _reflect(x + k, wd)]
-                                           for k in range(-r, r + 1))
-            for y in range(h):
-                for x in range(wd):
-                    out[i, ch, y, x] = sum(w[k + r] * tmp[i, ch, _reflect(y + k, h), x]
-                                           for k in range(-r, r + 1))
-    return out
-
-
-def clip_small_norm(v, pct):
-    if pct <= 0:
-        return v.copy()
-    out = v.copy()
-    for n in range(v.shape[0]):
-        norm = np.sqrt((v[n].astype(np.float64) ** 2).sum(axis=0))
-        small = norm < np.percentile(norm, pct)
-        out[n][:, small] = 0
-    return out
-
-
-def clip_small_contribution(v, g, pct):
-    if pct <= 0:
-        return v.copy()
-    out = v.copy()
-    for n in range(v.shape[0]):
-        contrib = np.abs((g[n].astype(np.float64) * -v[n]).sum(axis=0))
-        small = contrib < np.percentile(contrib, pct)
-        out[n][:, small] = 0
-    return out
-
-
-def clamp_channels(v, lo, hi):
-    out = v.copy()
-    for c in range(v.shape[1]):
-        out[:, c] = np.minimum(np.maximum(v[:, c], lo[c]), hi[c])
-    return out
-
-
-def ascent_step(v, g, eta, decay, blur_sigma, norm_pct, contrib_pct, lo, hi):
-    """One step of the ascent after the backward pass: the composition of the five kernels
-    above, which is its definition."""
-    out = ascent_update(v, g, eta, decay)
-    out = gaussian_blur(out, blur_sigma)
-    out = clip_small_norm(out, norm_pct)
-    out = clip_small_contribution(out, g, contrib_pct)
-    return clamp_channels(out, lo, hi)
