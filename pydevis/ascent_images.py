@@ -197,7 +197,7 @@ def _write_target_image(model: Model, out: Path, tag: str, r: AscentResult, tens
     else:
         u = parse_one(r.target)
         at = f"_{u.pos[0]}_{u.pos[1]}" if u.pos else ""
-        name = f"{tag}_{slug(u.tensor)}_{u.channel:04d}{at}"
+        name = f"{tag}_{slug(u.tensor or tensor)}_{u.channel:04d}{at}"
         what = dict(unit=str(u), tensor=u.tensor, channel=u.channel,
                     pos=list(u.pos) if u.pos else None, activation=r.config["activation"])
         caption = f"{u.channel}{'@' + ','.join(map(str, u.pos)) if u.pos else ''} " \

@@ -408,7 +408,7 @@ class DefaultLabels(Sequence[str]):
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return tuple(f"class_{k}" for k in range(*i.indices(self._n)))
         k = int(i)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: on a fresh machine it creates .venv (if absent), installs
-# pydevis with its test extra (the C++ extension must build: PYDEVIS_STRICT_BUILD=1), then runs
+# pydevis with its test extra (the C++ extension must build: PYDEVIS_STRICT_BUILD=1), type-checks
+# the package (mypy), then runs
 #   1. the whole suite on the default backends, requiring the C++ one (PYDEVIS_REQUIRE_CPP=1);
 #   2. the kernel, rule and torch-oracle tests again on the numba fallback only;
 #   3. the kernel tests and the bindings' fuzz against a _C built with AddressSanitizer and UBSan
@@ -13,6 +14,9 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 PYDEVIS_STRICT_BUILD=1 python -m pip install -q ".[test]"
+# Type check first ([tool.mypy] in pyproject.toml): a type error fails in seconds, not after the
+# suite.
+mypy
 # The report's browser test needs headless Chromium (Debian package `chromium`): installed here
 # when absent and we are root (CI is), then required, so the test cannot silently skip.
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -42,6 +42,13 @@ def test_help_lists_every_command():
         assert cmd in res.output
 
 
+def test_method_option_takes_every_method():
+    from pydevis.cli.ascent_cmds import Method
+    from pydevis.methods.ascent import METHODS
+
+    assert sorted(m.value for m in Method) == sorted(METHODS)
+
+
 def test_info_json(tiny):
     res = runner.invoke(app, ["info", str(tiny), "--json"])
     assert res.exit_code == 0, res.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -20,11 +20,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # the metavars say what to give, so the type is left out.
 if hasattr(typer.core, "TyperArgument") and hasattr(typer.core.TyperArgument,
                                                     "display_type_rich"):
-    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
+    _argument: Any = typer.core.TyperArgument  # a class attribute, replaced on purpose
+    _argument.display_type_rich = lambda self, ctx: None
+
+if TYPE_CHECKING:
+    class _ClickError(Exception):  # what is used of click's ClickException
+        def format_message(self) -> str: ...
+
 
 # click's usage-error base class, wherever this typer takes click from (typer >= 0.2x vendors
 # it as typer._click, older typer depends on click): found through a class typer exports.
-_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_ERROR = cast("type[_ClickError]", next(c for c in typer.BadParameter.__mro__
+                                              if c.__name__ == "ClickException"))
 
 # exit codes scripts can rely on
 EXIT_USER = 2  # bad input: file, model, argument

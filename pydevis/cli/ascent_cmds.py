@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -26,8 +26,22 @@ from .app import (
 from .model_cmds import ModelArg
 from .progress import Progress
 
-Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)
-StepNorm = Enum("StepNorm", {"rms": "rms", "none": "none"}, type=str)
+
+class Method(StrEnum):
+    """``--method``: the names of ``ascent.METHODS`` (tests/test_cli.py checks they agree)."""
+
+    gradient = "gradient"
+    yosinski = "yosinski"
+    guided = "guided"
+    deconv = "deconv"
+    deconv_prior = "deconv-prior"
+    deconv_prior_reg = "deconv-prior-reg"
+    fourier = "fourier"
+
+
+class StepNorm(StrEnum):
+    rms = "rms"
+    none = "none"
 
 
 def _g(v: float) -> str:

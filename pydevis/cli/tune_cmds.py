@@ -3,7 +3,7 @@ model card (see :mod:`pydevis.tuning`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,9 @@ from .app import (
 from .ascent_cmds import Method
 from .model_cmds import ModelArg
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 HELP = """Tune a method for one model: a random search over its hyper-parameters, scored on
 the saved 8-bit PNGs, the winner written to the model card.
@@ -85,7 +88,7 @@ def tune(model: ModelArg,
     if seed < 0:
         raise PydevisError(f"--seed must be >= 0, got {seed}")
     m = load_model(model, size, bgr, mean, std, labels)
-    others = {}
+    others: dict[str, Model] = {}
     for s in scorers:
         sm = load_model(s)
         name = sm.path.stem

@@ -53,9 +53,10 @@ class ConfigError(PydevisError):
     """The experiment config is malformed."""
 
 
-_TOP = {"out": str, "seed": int, "generators": list, "scorers": list, "methods": list,
-        "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int,
-        "images_per_class": int, "train_on_generated": dict, "executor": dict}
+_TOP: dict[str, type | tuple[type, ...]] = {
+    "out": str, "seed": int, "generators": list, "scorers": list, "methods": list,
+    "classes": (list, str), "batch_size": int, "sanity": bool, "bootstrap": int,
+    "images_per_class": int, "train_on_generated": dict, "executor": dict}
 _REQUIRED = ("out", "generators", "scorers", "methods", "classes")
 # (low, high) of every number of the config, inclusive
 RANGES = {"seed": (0, 2**63 - 1), "batch_size": (1, 1024), "bootstrap": (1, 100_000),
@@ -262,7 +263,7 @@ def _transfer(table: dict, p: Path) -> TransferSpec:
     if not dataset.exists():
         raise ConfigError(f"{where}: no such dataset file {dataset}")
     check_regular(dataset, "dataset", MAX_DATASET_BYTES, ConfigError)
-    net = {k: (float(v) if _TRANSFER[k] is float else v) for k, v in table.items()
+    net: dict[str, Any] = {k: (float(v) if _TRANSFER[k] is float else v) for k, v in table.items()
            if k not in ("dataset", "test_images", "baseline")}
     return TransferSpec(dataset, int(table.get("test_images", 1000)),
                         bool(table.get("baseline", True)), NetSpec(**net))
