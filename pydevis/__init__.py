@@ -7,7 +7,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .api import cross_score, deconvolve, isolate, top9, tune, visualize
+from .api import cross_score, deconvolve, isolate, project, top9, tune, visualize
 from .errors import ImageError, ModelError, PydevisError, TargetError, UnsupportedOpError
 from .evaluation.experiment import report, run_experiment
 from .export import export_backward
@@ -33,6 +33,7 @@ __all__ = [
     "export_backward",
     "isolate",
     "load",
+    "project",
     "report",
     "run_experiment",
     "top9",

@@ -37,9 +37,10 @@ from .scoring import IMAGE_EXTS
 from .tuning import tune  # noqa: F401  (the API: pydevis.tune)
 
 
-def deconvolve(model: Model, image: str | os.PathLike, unit: str,
-               out: str | os.PathLike | None = None, mode: str = "deconvnet") -> dn.Projection:
-    """Zeiler–Fergus projection of ``unit`` ("TENSOR:CH[@Y,X]") of one image.
+def project(model: Model, image: str | os.PathLike, unit: str,
+            out: str | os.PathLike | None = None, mode: str = "deconvnet") -> dn.Projection:
+    """Zeiler–Fergus projection of ``unit`` ("TENSOR:CH[@Y,X]") of one image (``pydevis
+    project``; ``deconvolve`` is its old name).
 
     With ``out``, writes ``MODE_TENSOR_CH`` + ``.png`` (the full-size projection), ``_figure.png``
     (the projection cropped to the unit's receptive field beside the image patch under the same
@@ -71,6 +72,9 @@ def deconvolve(model: Model, image: str | os.PathLike, unit: str,
     return proj
 
 
+deconvolve = project  # the old name (it read like the "deconv" ascent methods), kept for scripts
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     d = Path(folder)
     if not d.is_dir():
@@ -88,7 +92,7 @@ def top9(model: Model, image_dir: str | os.PathLike, layer: str, channels: Seque
 
     With ``out``, writes ``MODE_top9_LAYER.png``: per channel a block titled with the layer and
     channel, its top-k projections (one per image, strongest first, captioned with their
-    activation; each cropped to its receptive field, contrast as in :func:`deconvolve`) in a
+    activation; each cropped to its receptive field, contrast as in :func:`project`) in a
     grid beside the grid of the image patches under the same boxes (captioned with the file
     name). Grids and the layout of blocks have no empty cells; and ``MODE_top9_LAYER.json``.
     """

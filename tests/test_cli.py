@@ -37,9 +37,25 @@ def run_cli(*args):
 
 def test_help_lists_every_command():
     res = runner.invoke(app, ["--help"])
-    for cmd in ("info", "predict", "visualize", "deconv", "top9", "isolate", "score",
+    for cmd in ("info", "predict", "visualize", "project", "top9", "isolate", "score",
                 "experiment", "report", "demo"):
         assert cmd in res.output
+
+
+def test_deconv_is_still_project_with_a_note(tiny, tmp_path):
+    """The old command name runs ``project`` (same files, same JSON) and says the new name on
+    stderr; it is left out of the help."""
+    img = str(tiny.parent / "img0.png")
+    new = runner.invoke(app, ["project", str(tiny), img, "--unit", "r2:3", "--out",
+                              str(tmp_path / "new"), "--json"])
+    old = runner.invoke(app, ["deconv", str(tiny), img, "--unit", "r2:3", "--out",
+                              str(tmp_path / "old"), "--json"])
+    assert new.exit_code == old.exit_code == 0, old.output
+    assert json.loads(old.stdout) == json.loads(new.stdout)
+    assert old.stderr.strip() == "note: 'pydevis deconv' is now 'pydevis project'"
+    names = sorted(p.name for p in (tmp_path / "old").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "new").iterdir()) and names
+    assert "deconv " not in runner.invoke(app, ["--help"]).output
 
 
 def test_method_option_takes_every_method():
@@ -81,9 +97,9 @@ def test_visualize_writes_files(tiny, tmp_path):
         "yosinski1_0002_thing_2.png", "yosinski1_0005_thing_5.png", "yosinski1_grid.png"}
 
 
-def test_deconv_top9_isolate_score(tiny, tmp_path):
+def test_project_top9_isolate_score(tiny, tmp_path):
     img = tiny.parent / "img0.png"
-    assert runner.invoke(app, ["deconv", str(tiny), str(img), "--unit", "r2:3",
+    assert runner.invoke(app, ["project", str(tiny), str(img), "--unit", "r2:3",
                                "--out", str(tmp_path), "-q"]).exit_code == 0
     assert (tmp_path / "deconvnet_r2_3.png").is_file()
     assert runner.invoke(app, ["top9", str(tiny), str(tiny.parent), "--layer", "r2",
@@ -102,7 +118,7 @@ def test_deconv_top9_isolate_score(tiny, tmp_path):
     (["predict", "{tiny}", "nope.png"], "nope.png: no such file"),
     (["visualize", "{tiny}", "--class", "thin 4", "--out", "{out}"], "did you mean 'thing 4'"),
     (["visualize", "{tiny}", "--class", "60", "--out", "{out}"], "class 60 out of range"),
-    (["deconv", "{tiny}", "{img}", "--unit", "nosuch:1", "--out", "{out}"], "no tensor or node"),
+    (["project", "{tiny}", "{img}", "--unit", "nosuch:1", "--out", "{out}"], "no tensor or node"),
     (["experiment", "missing.toml"], "missing.toml: no such file"),
 ])
 def test_user_errors_are_one_line_exit_2(tiny, tmp_path, args, message):

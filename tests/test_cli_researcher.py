@@ -64,7 +64,7 @@ def test_info_tensors_filter_text(tiny):
 
 def test_unknown_tensor_suggests_near_names(tiny, tmp_path):
     img = tiny.parent / "img0.png"
-    rc, _, err = pydevis("deconv", tiny, img, "--unit", "relu3:0", "--out", tmp_path)
+    rc, _, err = pydevis("project", tiny, img, "--unit", "relu3:0", "--out", tmp_path)
     assert rc == 2 and "did you mean" in err and len(err.splitlines()) == 1
     assert "'relu1'" in err and "'relu2'" in err
     rc, _, err = pydevis("top9", tiny, tiny.parent, "--layer", "R2", "--out", tmp_path)

@@ -43,10 +43,10 @@ def _png_header_only(path, width: int, height: int):
 
 
 def refused(d, image, *fragments):
-    """``predict`` and ``deconv --out`` refuse the image with one line; nothing is written."""
+    """``predict`` and ``project --out`` refuse the image with one line; nothing is written."""
     assert_user_error(run_cli("predict", d / "tiny.onnx", image), str(image), *fragments)
     out = d / f"out_{image.name}"
-    assert_user_error(run_cli("deconv", d / "tiny.onnx", image, "--unit", "r2:0", "--out", out,
+    assert_user_error(run_cli("project", d / "tiny.onnx", image, "--unit", "r2:0", "--out", out,
                               "-q"), *fragments)
     assert files(out) == [] and leftovers(d) == []
     with pytest.raises(ImageError):
@@ -136,7 +136,7 @@ def test_one_pixel(d):
     Image.new("RGB", (1, 1), (10, 200, 30)).save(d / "one.png")
     out = assert_ok(run_cli("predict", d / "tiny.onnx", d / "one.png", "--json"))
     assert '"probability"' in out
-    assert_ok(run_cli("deconv", d / "tiny.onnx", d / "one.png", "--unit", "r2:1",
+    assert_ok(run_cli("project", d / "tiny.onnx", d / "one.png", "--unit", "r2:1",
                       "--out", d / "out_one", "-q"))
     assert (d / "out_one" / "deconvnet_r2_1.png").is_file()
 

@@ -1,4 +1,4 @@
-"""``deconvolve`` / ``top9`` figures on the tiny classifier: files per mode, crop beside patch,
+"""``project`` / ``top9`` figures on the tiny classifier: files per mode, crop beside patch,
 full grids whatever the number of channels and images, labels."""
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _white_square(img: np.ndarray, side: int) -> bool:
     return bool((win == side * side).any())
 
 
-def test_deconvolve_writes_full_projection_figure_patch_and_json(tiny, photos, tmp_path):
+def test_project_writes_full_projection_figure_patch_and_json(tiny, photos, tmp_path):
     img = photos / "p0.png"
-    p = api.deconvolve(tiny, img, "r2:3", out=tmp_path)
+    p = api.project(tiny, img, "r2:3", out=tmp_path)
     stem = "deconvnet_r2_3"
     full = _read(tmp_path / f"{stem}.png")
     assert full.shape == (20, 18, 3)  # the model's input size
@@ -59,8 +59,8 @@ def test_deconvolve_writes_full_projection_figure_patch_and_json(tiny, photos, t
 
 def test_modes_do_not_overwrite_each_other(tiny, photos, tmp_path):
     img = photos / "p1.png"
-    a = api.deconvolve(tiny, img, "r2:3", out=tmp_path, mode="deconvnet")
-    b = api.deconvolve(tiny, img, "r2:3", out=tmp_path, mode="guided")
+    a = api.project(tiny, img, "r2:3", out=tmp_path, mode="deconvnet")
+    b = api.project(tiny, img, "r2:3", out=tmp_path, mode="guided")
     assert not np.array_equal(a.signal, b.signal)
     fa, fb = tmp_path / "deconvnet_r2_3.png", tmp_path / "guided_r2_3.png"
     assert not np.array_equal(_read(fa), _read(fb))

@@ -28,7 +28,7 @@ ModelArg = Annotated[str, typer.Argument(metavar="MODEL",
 def info(model: ModelArg,
          tensors: Annotated[bool, typer.Option(
              "--tensors", help="List every tensor a unit can be taken from (for --unit, "
-                               "deconv, top9): name, shape, op, node, backward support.")
+                               "project, top9): name, shape, op, node, backward support.")
          ] = False,
          filter: Annotated[str | None, typer.Option(
              "--filter", metavar="TEXT",

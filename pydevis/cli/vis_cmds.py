@@ -1,7 +1,9 @@
-"""``deconv``, ``top9``, ``isolate``: the pictures (``visualize``: ascent_cmds.py)."""
+"""``project``, ``top9``, ``isolate``: the pictures (``visualize``: ascent_cmds.py). ``deconv`` is
+``project``'s old name, still accepted (hidden)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import typer
@@ -26,26 +28,35 @@ OutOpt = Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Output 
 
 
 @app.command()
-def deconv(model: ModelArg, image: Annotated[str, typer.Argument(help="Image file.")],
-           unit: Annotated[str, typer.Option("--unit", "-u", help="TENSOR:CHANNEL[@Y,X]")],
-           out: OutOpt = "pydevis-out",
-           mode: Annotated[str, typer.Option(help="deconvnet, guided or gradient")] = "deconvnet",
-           size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
-           std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
-           quiet: QuietOpt = False):
+def project(model: ModelArg, image: Annotated[str, typer.Argument(help="Image file.")],
+            unit: Annotated[str, typer.Option("--unit", "-u", help="TENSOR:CHANNEL[@Y,X]")],
+            out: OutOpt = "pydevis-out",
+            mode: Annotated[str, typer.Option(help="deconvnet, guided or gradient")] = "deconvnet",
+            size: SizeOpt = None, bgr: BgrOpt = False, mean: MeanOpt = None,
+            std: StdOpt = None, labels: LabelsOpt = None, json: JsonOpt = False,
+            quiet: QuietOpt = False):
     """Project one hidden unit of an image back to pixels (Zeiler & Fergus).
 
     Writes MODE_TENSOR_CH.png (full size), MODE_TENSOR_CH_figure.png (the projection inside
     the receptive field beside the image patch, enlarged), _patch.png and .json in --out.
 
-    Example: pydevis deconv model.onnx cat.jpg --unit conv2_out:5
+    Example: pydevis project model.onnx cat.jpg --unit conv2_out:5
     """
     m = load_model(model, size, bgr, mean, std, labels)
-    p = api.deconvolve(m, image, unit, out, mode)
+    p = api.project(m, image, unit, out, mode)
     data = {"tensor": p.tensor, "channel": p.channel, "pos": p.pos, "activation": p.activation,
             "box": p.box}
     emit(data, json, quiet, f"{p.tensor}:{p.channel} at {p.pos} activation {p.activation:.4g}, "
                             f"receptive field {p.box}\nwritten to {out}")
+
+
+
+@app.command("deconv", hidden=True)
+@functools.wraps(project)
+def _deconv(*args, **kwargs):
+    """``project`` under its old name (it read like the ``deconv`` ascent methods)."""
+    typer.echo("note: 'pydevis deconv' is now 'pydevis project'", err=True)
+    return project(*args, **kwargs)
 
 
 MAX_CHANNELS = 4096  # channels one top9 call may ask for
