@@ -3,13 +3,13 @@
 - :func:`timeit`: wall-clock timing (``time.perf_counter``) with warm-up runs, the median (and
   minimum) of ``repeats`` runs; :func:`timeit_interleaved`: the same for several functions run
   round-robin (the implementations compared in one figure);
-- :func:`gemm_peak`: float32 GEMM rate (GFLOP/s) of numpy's BLAS and of torch at a thread count,
-  the yardstick the conv figures are compared against;
+- :func:`gemm_peak`, :func:`stream`, :func:`machine_info`, :func:`versions` (from
+  ``machine.py``): the GEMM and memory-bandwidth yardsticks, the CPU, its ISA and load;
 - :func:`set_threads` / :func:`thread_env`: one thread count for every pool in the process
   (OpenMP of the C++ backend, numba, numpy's OpenBLAS, torch, ONNX Runtime via ``pydevis.load``);
 - :func:`run_workers`: run a script once per thread count, each in a subprocess whose environment
   fixes that count before anything is imported (OpenMP reads ``OMP_NUM_THREADS`` once);
-- :func:`machine_info`, :func:`versions`, :func:`write_json`, :func:`table`, :func:`check_close`.
+- :func:`write_json`, :func:`table`, :func:`check_close`.
 
 Every script exposes ``main(argv=None) -> int`` (``pydevis bench`` calls it) and accepts the
 options of :func:`add_common_args`; ``--quick`` gives tiny sizes and one repeat (the smoke test).
@@ -22,7 +22,6 @@ import ctypes
 import datetime as _dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,14 @@ try:  # the installed pydevis when there is one, else this checkout's
 except ImportError:
     sys.path.insert(0, str(ROOT))
 
+try:
+    from . import machine as _M
+except ImportError:  # run as a script
+    import machine as _M  # type: ignore[no-redef]
+
+cpu_flags, cpu_model, load_average = _M.cpu_flags, _M.cpu_model, _M.load_average
+gemm_peak, stream, machine_info, versions = _M.gemm_peak, _M.stream, _M.machine_info, _M.versions
+
 
 class CheckFailed(AssertionError):
     """A benchmarked result disagrees with its reference: the script exits non-zero."""
@@ -58,6 +65,10 @@ class Timing:
     min_ms: float
     repeats: int
     times_ms: list[float]
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.times_ms)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,11 +122,13 @@ def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, w
 # ---- threads ------------------------------------------------------------------------------------
 def thread_env(threads: int, base: dict | None = None, wait_policy: str = "passive") -> dict:
     """A copy of the environment with every thread-count variable set to ``threads`` and
-    ``OMP_WAIT_POLICY`` set to ``wait_policy`` (``default``: left as it is)."""
+    ``OMP_WAIT_POLICY`` set to ``wait_policy`` (``default``: unset, each runtime's default)."""
     env = dict(os.environ if base is None else base)
     for var in THREAD_VARS:
         env[var] = str(threads)
-    if wait_policy != "default":
+    if wait_policy == "default":
+        env.pop("OMP_WAIT_POLICY", None)
+    else:
         env["OMP_WAIT_POLICY"] = wait_policy.upper()
     return env
 
@@ -181,112 +194,7 @@ def set_threads(threads: int) -> dict:
     return out
 
 
-# ---- GEMM peak ----------------------------------------------------------------------------------
-def gemm_peak(threads: int, n: int = 2048, repeats: int = 3) -> dict:
-    """float32 C = A·B rate at ``threads`` threads: numpy (its OpenBLAS) and torch (if present).
-
-    ``peak_gflops`` is the larger of the two: the rate a conv kernel built on a good sgemm could
-    approach on this machine, now.
-    """
-    set_threads(threads)
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    flops = 2.0 * n ** 3
-    t = timeit(lambda: a @ b, repeats=repeats, warmup=1)
-    out = {"n": n, "threads": threads, "numpy_ms": t.median_ms,
-           "numpy_gflops": flops / (t.median_ms * 1e6)}
-    try:
-        import torch
-
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        tt = timeit(lambda: torch.mm(ta, tb), repeats=repeats, warmup=1)
-        out["torch_ms"] = tt.median_ms
-        out["torch_gflops"] = flops / (tt.median_ms * 1e6)
-    except ImportError:
-        out["torch_gflops"] = None
-    out["peak_gflops"] = max(v for v in (out["numpy_gflops"], out["torch_gflops"]) if v)
-    return out
-
-
-# ---- machine, versions, output ------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                            if f in have]
-    except OSError:
-        pass
-    return []
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def machine_info() -> dict:
-    """CPU model, logical cores, cores this process may use, load average, OS."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    quota = None
-    try:
-        quota = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
-    except OSError:
-        pass
-    return {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "logical_cores": os.cpu_count(),
-            "usable_cores": usable, "cgroup_cpu_max": quota, "load_average": load_average(),
-            "os": platform.platform(), "python": platform.python_version()}
-
-
-def versions() -> dict:
-    """Versions of the libraries the figures depend on (None: not installed)."""
-    out: dict[str, str | None] = {}
-    for name in ("numpy", "onnx", "onnxruntime", "torch", "numba", "pydevis", "onnx2torch"):
-        try:
-            mod = __import__(name)
-            out[name] = getattr(mod, "__version__", "?")
-        except Exception:
-            out[name] = None
-    try:
-        import pydevis
-
-        out["pydevis_path"] = str(Path(pydevis.__file__).resolve().parent)
-    except Exception:
-        pass
-    try:
-        out["pydevis_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-            timeout=5).stdout.strip() or None
-    except Exception:
-        out["pydevis_commit"] = None
-    try:
-        import numba
-
-        out["numba_threading_layer"] = numba.config.THREADING_LAYER
-    except Exception:
-        pass
-    return out
-
-
+# ---- machine, versions, output ----------------------------------------------------------------
 def backends() -> dict[str, str | None]:
     """Kernel backends: name -> None when usable, else why not."""
     import pydevis.kernels as K
@@ -396,11 +304,12 @@ def add_common_args(p: argparse.ArgumentParser, default_name: str) -> None:
     p.add_argument("--name", default=default_name, help="JSON file name (without .json)")
     p.add_argument("--out-dir", default=None, help=f"where the JSON goes (default {RESULTS})")
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
-    p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"),
-                   default="passive",
+    p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), nargs="+",
+                   default=["passive"],
                    help="OMP_WAIT_POLICY of the workers (every OpenMP runtime: torch's, the C++ "
-                        "backend's, numba's). Default passive: on a shared, loaded machine "
-                        "spinning teams run several times slower")
+                        "backend's, numba's), one worker per policy; default: unset. Default "
+                        "passive: on a shared, loaded machine spinning teams run several times "
+                        "slower (ascent_step.py times both passive and default)")
     # internal: one thread count, in a subprocess, writing its rows to a file
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
 
@@ -414,30 +323,34 @@ def default_threads() -> list[int]:
 
 
 def run_workers(script: Path, argv: Sequence[str], threads: Sequence[int],
-                timeout: float | None = None, wait_policy: str = "passive"
+                timeout: float | None = None, wait_policy: str | Sequence[str] = "passive"
                 ) -> tuple[list[dict], int]:
-    """Run ``script argv --threads T --worker-out FILE`` once per ``T`` with the thread
-    variables of :func:`thread_env` set; returns the workers' payloads and the worst exit code."""
+    """Run ``script argv --threads T --worker-out FILE`` once per ``T`` and per wait policy
+    (``wait_policy``: one or several), with the variables of :func:`thread_env` set; returns
+    the workers' payloads (``policy`` added) and the worst exit code."""
+    policies = [wait_policy] if isinstance(wait_policy, str) else list(wait_policy)
     parts: list[dict] = []
     worst = 0
     with tempfile.TemporaryDirectory(prefix="pydevis-bench-") as tmp:
         for t in threads:
-            out = Path(tmp) / f"t{t}.json"
-            cmd = [sys.executable, str(script), *argv, "--threads", str(t),
-                   "--worker-out", str(out)]
-            env = thread_env(t, wait_policy=wait_policy)
-            # the workers import the same pydevis as this process (installed or this checkout)
-            env["PYTHONPATH"] = os.pathsep.join(
-                [_pydevis_root(), *filter(None, [env.get("PYTHONPATH")])])
-            proc = subprocess.run(cmd, env=env, timeout=timeout)
-            if proc.returncode != 0:
-                print(f"[bench] worker threads={t} exited with {proc.returncode}",
-                      file=sys.stderr)
-                worst = worst or proc.returncode
-            if out.is_file():
-                part = json.loads(out.read_text())
-                part["env"] = {k: env.get(k) for k in (*THREAD_VARS, "OMP_WAIT_POLICY")}
-                parts.append(part)
+            for policy in policies:
+                out = Path(tmp) / f"t{t}-{policy}.json"
+                cmd = [sys.executable, str(script), *argv, "--threads", str(t),
+                       "--worker-out", str(out)]
+                env = thread_env(t, wait_policy=policy)
+                # the workers import the same pydevis as this process (installed or checkout)
+                env["PYTHONPATH"] = os.pathsep.join(
+                    [_pydevis_root(), *filter(None, [env.get("PYTHONPATH")])])
+                proc = subprocess.run(cmd, env=env, timeout=timeout)
+                if proc.returncode != 0:
+                    print(f"[bench] worker threads={t} policy={policy} exited with "
+                          f"{proc.returncode}", file=sys.stderr)
+                    worst = worst or proc.returncode
+                if out.is_file():
+                    part = json.loads(out.read_text())
+                    part["policy"] = policy
+                    part["env"] = {k: env.get(k) for k in (*THREAD_VARS, "OMP_WAIT_POLICY")}
+                    parts.append(part)
     return parts, worst
 
 
@@ -457,12 +370,14 @@ def finish(name: str, args: argparse.Namespace, parts: list[dict], rows: list, e
     0 when every check passed and every worker exited cleanly."""
     for e in errors:
         print(f"CHECK FAILED: {e}")
-    keys = ("threads", "env", "thread_setup", "load_before", "load_after", *worker_keys)
+    keys = ("threads", "policy", "env", "thread_setup", "load_before", "load_after",
+            *worker_keys)
     payload = {"benchmark": name, "ok": not errors and rc == 0, "errors": errors, **extra,
                "repeats": args.repeats, "quick": args.quick, "meta": info,
                "gemm": {str(p["threads"]): p["gemm"] for p in parts},
                "omp_wait_policy": args.omp_wait_policy,
-               "workers": [{k: p[k] for k in keys} for p in parts],
+               "stream": {str(p["threads"]): p["stream"] for p in parts if p.get("stream")},
+               "workers": [{k: p.get(k) for k in keys} for p in parts],
                "checks": [dict(c, threads=p["threads"]) for p in parts for c in p["checks"]],
                "rows": rows}
     payload["meta"]["load_average_end"] = load_average()

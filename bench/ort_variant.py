@@ -64,7 +64,9 @@ def row(base: dict, pm_ort, ts, tt, t_plain, setup_ms: float, flops: float,
     """The JSON row: ``ts`` its timing, ``tt`` torch's (same rounds), ``t_plain`` the plain
     ORT forward of the original model; ``providers``: where the session ran."""
     torch_ms = tt.median_ms
-    return dict(base, impl=IMPL, step_ms=ts.median_ms, step_min_ms=ts.min_ms, fwd_ms=None,
+    return dict(base, impl=IMPL, step_ms=ts.median_ms, step_min_ms=ts.min_ms,
+                step_max_ms=ts.max_ms, runs=ts.repeats, speedup=torch_ms / ts.median_ms,
+                fwd_ms=None,
                 fwd_plain_ms=t_plain.median_ms, bwd_ms=None, setup_ms=setup_ms,
                 providers=providers(pm_ort),
                 x_torch=ts.median_ms / torch_ms,

@@ -201,6 +201,20 @@ class Runner:
         # batch mode -> {exposed tensors: session}; one session per mode for big models
         self._sessions: dict[bool, dict[frozenset[str], ort.InferenceSession]] = {}
         self._merge = sum(a.nbytes for a in self._arrays.values()) >= MERGE_MIN_BYTES
+        self._profile_prefix: str | None = None
+
+    def start_profiling(self, prefix: str) -> None:
+        """Build the sessions from now on with ONNX Runtime's profiler on (a JSON trace with
+        each node's time, files starting with ``prefix``); drops the sessions built so far."""
+        self._profile_prefix = prefix
+        self._sessions.clear()
+
+    def end_profiling(self) -> list[str]:
+        """Stop profiling: the trace files of the profiled sessions (which are dropped)."""
+        files = [s.end_profiling() for c in self._sessions.values() for s in c.values()]
+        self._profile_prefix = None
+        self._sessions.clear()
+        return files
 
     def _session(self, outputs: tuple[str, ...], batchable: bool) -> ort.InferenceSession:
         want = frozenset(outputs)
@@ -244,6 +258,9 @@ class Runner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if self._profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = self._profile_prefix
         if used:
             opts.add_external_initializers(used, [self._values[k] for k in used])
         try:

@@ -105,3 +105,27 @@ def test_ascent_step_quick(tmp_path):
              and "torch float64 autograd" in c["what"]]
     assert len(grads) == 2 * len([i for i in impls if i.startswith("pydevis[")])
     assert all("plain_torch" in c for c in grads)
+
+
+def test_ascent_step_quick_profile_mobilenet(tmp_path):
+    """MobileNetV2 (depthwise convs, ReLU6 replayed by the oracle) with ``--profile``: the
+    per-op profiles of both steps, the GEMM and STREAM yardsticks and the target lines."""
+    data = _run("ascent_step", tmp_path, "--nets", "mobilenetv2", "--batches", "2",
+                "--backends", "cpp", "--profile")
+    _common_keys(data, "ascent_step")
+    assert isinstance(data["meta"]["machine"]["cpu_flags"], list)
+    worker = data["workers"][0]
+    assert worker["policy"] == "passive" and worker["stream"]["triad_gbs"] > 0
+    assert worker["gemm"]["openblas_gflops"] > 0
+    [prof] = worker["profiles"]
+    assert prof["net"] == "mobilenetv2" and prof["batch"] == 2
+    assert prof["forward"]["by_op_ms"] and prof["torch"]["top"]
+    kinds = prof["backward"]["conv_kinds"]
+    assert {"depthwise", "1x1", "3x3"} <= set(kinds)
+    assert "Clip" in prof["backward"]["by_op_ms"]
+    assert any("depthwise" in s and "triad" in s for s in prof["levers"])
+    [target] = data["targets"]
+    assert (target["net"], target["batch"]) == ("mobilenetv2", 2)
+    assert target["speedup"] > 0 and set(target["by_policy"]) == {"passive"}
+    for r in data["rows"]:
+        assert r["step_min_ms"] <= r["step_ms"] <= r["step_max_ms"]
