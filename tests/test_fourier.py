@@ -48,6 +48,27 @@ def test_bilinear_resample_adjoint(scale, angle):
                         (2, 3, 11, 8), (2, 3, 9, 7)) < 1e-12
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_resample_matches_the_numpy_reference(dtype):
+    """The numba gather and scatter-add (methods/_resample.py) against the numpy ones."""
+    from pydevis.methods import _resample
+
+    if not _resample.AVAILABLE:
+        pytest.skip("numba is not importable")
+    rng = np.random.default_rng(5)
+    taps = T.affine_taps((23, 19), (17, 21), 1.07, -8.0)
+    x = rng.normal(size=(2, 3, 23, 19)).astype(dtype)
+    y = rng.normal(size=(2, 3, 17, 21)).astype(dtype)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    a, b = T.resample(x, taps), T.resample_reference(x, taps)
+    assert a.dtype == dtype and a.shape == (2, 3, 17, 21)
+    np.testing.assert_allclose(a, b, atol=tol)
+    a, b = T.resample_adjoint(y, taps), T.resample_adjoint_reference(y, taps)
+    assert a.dtype == dtype and a.shape == (2, 3, 23, 19)
+    np.testing.assert_allclose(a, b, atol=tol)
+    assert np.abs(a).max() > 0.1
+
+
 def test_resample_is_the_identity_without_scale_or_rotation():
     x = np.random.default_rng(1).normal(size=(1, 3, 6, 9))
     np.testing.assert_allclose(T.resample(x, T.affine_taps((6, 9), (6, 9))), x, atol=1e-12)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _resample
+
 
 def pad(x: np.ndarray, p: int) -> np.ndarray:
     """Zero padding of ``p`` pixels on each side."""
@@ -72,15 +74,34 @@ def affine_taps(in_hw: tuple[int, int], out_hw: tuple[int, int], scale: float = 
 
 
 def resample(x: np.ndarray, taps: Taps) -> np.ndarray:
-    """Gather: (N, C, Hin, Win) → (N, C, Hout, Wout)."""
+    """Gather: (N, C, Hin, Win) → (N, C, Hout, Wout) (numba, ``_resample.py``; numpy without
+    it, :func:`resample_reference`)."""
+    if not _resample.AVAILABLE:
+        return resample_reference(x, taps)
+    flat = x.reshape(-1, taps.in_hw[0] * taps.in_hw[1])
+    out = _resample.gather(flat, taps.index, taps.weight)
+    return out.reshape(x.shape[:-2] + tuple(taps.out_hw)).astype(x.dtype, copy=False)
+
+
+def resample_adjoint(y: np.ndarray, taps: Taps) -> np.ndarray:
+    """The matching scatter-add: (N, C, Hout, Wout) → (N, C, Hin, Win)."""
+    if not _resample.AVAILABLE:
+        return resample_adjoint_reference(y, taps)
+    flat = y.reshape(-1, taps.out_hw[0] * taps.out_hw[1])
+    out = _resample.scatter(flat, taps.index, taps.weight, taps.in_hw[0] * taps.in_hw[1])
+    return out.reshape(y.shape[:-2] + tuple(taps.in_hw)).astype(y.dtype, copy=False)
+
+
+def resample_reference(x: np.ndarray, taps: Taps) -> np.ndarray:
+    """:func:`resample` in numpy (fancy-index gather)."""
     lead = x.shape[:-2]
     flat = x.reshape(-1, taps.in_hw[0] * taps.in_hw[1])
     out = sum(flat[:, taps.index[j]] * taps.weight[j].astype(x.dtype) for j in range(4))
     return out.reshape(lead + tuple(taps.out_hw))
 
 
-def resample_adjoint(y: np.ndarray, taps: Taps) -> np.ndarray:
-    """The matching scatter-add: (N, C, Hout, Wout) → (N, C, Hin, Win)."""
+def resample_adjoint_reference(y: np.ndarray, taps: Taps) -> np.ndarray:
+    """:func:`resample_adjoint` in numpy (``np.bincount`` scatter-add)."""
     lead = y.shape[:-2]
     flat = y.reshape(-1, taps.out_hw[0] * taps.out_hw[1]).astype(np.float64)
     rows, size = flat.shape[0], taps.in_hw[0] * taps.in_hw[1]
