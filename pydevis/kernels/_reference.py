@@ -34,6 +34,7 @@ from ._reference_pool import (
     max_pool2d_backward,
     max_pool2d_forward,
     pool_out_size,
+    window_taps,
 )
 
 NAME = "reference"
@@ -99,16 +100,10 @@ def conv2d_forward(x, weight, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1
         cs = slice(gi * cg, (gi + 1) * cg)
         for oh in range(ho):
             for ow in range(wo):
-                for kh in range(kh_):
-                    ih = oh * sh - pt + kh * dh
-                    if not 0 <= ih < h_:
-                        continue
-                    for kw in range(kw_):
-                        iw = ow * sw - pl + kw * dw
-                        if not 0 <= iw < w_:
-                            continue
-                        # (N, Cg) @ (Cg, Mg)
-                        y[:, ms, oh, ow] += x64[:, cs, ih, iw] @ w64[ms, :, kh, kw].T
+                for kh, kw, ih, iw in window_taps(oh, ow, (kh_, kw_), strides, pads, dilations,
+                                                  (h_, w_)):
+                    # (N, Cg) @ (Cg, Mg)
+                    y[:, ms, oh, ow] += x64[:, cs, ih, iw] @ w64[ms, :, kh, kw].T
     return y.astype(x.dtype)
 
 
@@ -124,9 +119,6 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0,
     mg = m_ // group
     c_ = cg * group
     h_, w_ = in_hw
-    sh, sw = strides
-    pt, pl, _pb, _pr = pads
-    dh, dw = dilations
     g64 = g.astype(np.float64)
     w64 = w.astype(np.float64)
     gi_ = np.zeros((n_, c_, h_, w_), np.float64)
@@ -135,16 +127,10 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0,
         cs = slice(gi * cg, (gi + 1) * cg)
         for oh in range(ho):
             for ow in range(wo):
-                for kh in range(kh_):
-                    ih = oh * sh - pt + kh * dh
-                    if not 0 <= ih < h_:
-                        continue
-                    for kw in range(kw_):
-                        iw = ow * sw - pl + kw * dw
-                        if not 0 <= iw < w_:
-                            continue
-                        # (N, Mg) @ (Mg, Cg)
-                        gi_[:, cs, ih, iw] += g64[:, ms, oh, ow] @ w64[ms, :, kh, kw]
+                for kh, kw, ih, iw in window_taps(oh, ow, (kh_, kw_), strides, pads, dilations,
+                                                  (h_, w_)):
+                    # (N, Mg) @ (Mg, Cg)
+                    gi_[:, cs, ih, iw] += g64[:, ms, oh, ow] @ w64[ms, :, kh, kw]
     return gi_.astype(g.dtype)
 
 

@@ -23,6 +23,24 @@ def pool_out_size(size: int, k: int, stride: int, pad_begin: int, pad_end: int,
     return out
 
 
+def window_taps(oh: int, ow: int, kernel_shape, strides, pads, dilations, in_hw):
+    """Yield (kh, kw, ih, iw) of each tap of output (oh, ow)'s window (conv or pool) that falls
+    on the input, in (kh, kw) order; taps on the padding are skipped."""
+    kh_, kw_ = kernel_shape
+    sh, sw = strides
+    pt, pl = pads[0], pads[1]
+    dh, dw = dilations
+    h_, w_ = in_hw
+    for kh in range(kh_):
+        ih = oh * sh - pt + kh * dh
+        if not 0 <= ih < h_:
+            continue
+        for kw in range(kw_):
+            iw = ow * sw - pl + kw * dw
+            if 0 <= iw < w_:
+                yield kh, kw, ih, iw
+
+
 # --------------------------------------------------------------------------------------------
 # MaxPool
 # --------------------------------------------------------------------------------------------
@@ -47,17 +65,11 @@ def max_pool2d_forward(x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilat
             for oh in range(ho):
                 for ow in range(wo):
                     best, arg = -np.inf, -1
-                    for kh in range(kh_):
-                        ih = oh * sh - pt + kh * dh
-                        if not 0 <= ih < h_:
-                            continue
-                        for kw in range(kw_):
-                            iw = ow * sw - pl + kw * dw
-                            if not 0 <= iw < w_:
-                                continue
-                            v = x[n, c, ih, iw]
-                            if arg < 0 or v > best:
-                                best, arg = v, ((n * c_ + c) * h_ + ih) * w_ + iw
+                    for _, _, ih, iw in window_taps(oh, ow, kernel_shape, strides, pads,
+                                                    dilations, (h_, w_)):
+                        v = x[n, c, ih, iw]
+                        if arg < 0 or v > best:
+                            best, arg = v, ((n * c_ + c) * h_ + ih) * w_ + iw
                     assert arg >= 0, "a pooling window saw no input"
                     y[n, c, oh, ow] = best
                     idx[n, c, oh, ow] = arg
@@ -73,10 +85,6 @@ def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0
     x = np.asarray(x)
     n_, c_, h_, w_ = x.shape
     ho, wo = g.shape[2:]
-    kh_, kw_ = kernel_shape
-    sh, sw = strides
-    pt, pl = pads[0], pads[1]
-    dh, dw = dilations
     out = np.zeros(x.shape, np.float64)
     lowest = np.finfo(x.dtype).min
     for n in range(n_):
@@ -84,12 +92,10 @@ def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0
             for oh in range(ho):
                 for ow in range(wo):
                     best, arg = lowest, None
-                    for kh in range(kh_):
-                        ih = oh * sh - pt + kh * dh
-                        for kw in range(kw_):
-                            iw = ow * sw - pl + kw * dw
-                            if 0 <= ih < h_ and 0 <= iw < w_ and x[n, c, ih, iw] > best:
-                                best, arg = x[n, c, ih, iw], (ih, iw)
+                    for _, _, ih, iw in window_taps(oh, ow, kernel_shape, strides, pads,
+                                                    dilations, (h_, w_)):
+                        if x[n, c, ih, iw] > best:
+                            best, arg = x[n, c, ih, iw], (ih, iw)
                     if arg is not None:
                         out[n, c, arg[0], arg[1]] += g[n, c, oh, ow]
     return out.astype(g.dtype)
