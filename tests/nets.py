@@ -23,6 +23,7 @@ The two are matched by position in execution order and checked by value in the t
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,36 +36,10 @@ from torch import nn
 
 from pydevis.torch_export import LRN
 
-try:  # the architectures, from the same place this module came from (see conftest.import_nets)
-    from tests.net_archs import (
-        VGGS,
-        AlexNetS,
-        Inception,
-        InceptionS,
-        LeNet,
-        MiscOpsS,
-        MobileNetV2S,
-        ReLU6R,
-        ResNetS,
-        SENetS,
-        SoftmaxNetS,
-        SqueezeNetS,
-    )
-except ImportError:
-    from net_archs import (
-        VGGS,
-        AlexNetS,
-        Inception,
-        InceptionS,
-        LeNet,
-        MiscOpsS,
-        MobileNetV2S,
-        ReLU6R,
-        ResNetS,
-        SENetS,
-        SoftmaxNetS,
-        SqueezeNetS,
-    )
+# the architectures, from where this module came from (tests.net_archs or net_archs: see
+# conftest.import_nets), so that both are one module object per nets
+A = importlib.import_module(f"{__package__}.net_archs" if __package__ else "net_archs")
+ReLU6R = A.ReLU6R
 
 __all__ = [
     "LRN",
@@ -151,21 +126,21 @@ _RGB = (3, 37, 29)
 ZOO: dict[str, ZooNet] = {
     z.name: z
     for z in [
-        ZooNet("lenet", LeNet, (1, 32, 28), 10, ("Relu", nn.ReLU, 1), fixed_batch=True),
-        ZooNet("alexnet", AlexNetS, _RGB, 7, ("Relu", nn.ReLU, 1), fixed_batch=True, seed=1),
-        ZooNet("vgg", VGGS, _RGB, 10, ("Relu", nn.ReLU, 1), seed=2),
-        ZooNet("resnet", ResNetS, _RGB, 10, ("Relu", nn.ReLU, 2), seed=3),
-        ZooNet("inception", InceptionS, _RGB, 7, ("Concat", Inception, 0), seed=4),
-        ZooNet("squeezenet", SqueezeNetS, _RGB, 10, ("Relu", nn.ReLU, 3), seed=5,
+        ZooNet("lenet", A.LeNet, (1, 32, 28), 10, ("Relu", nn.ReLU, 1), fixed_batch=True),
+        ZooNet("alexnet", A.AlexNetS, _RGB, 7, ("Relu", nn.ReLU, 1), fixed_batch=True, seed=1),
+        ZooNet("vgg", A.VGGS, _RGB, 10, ("Relu", nn.ReLU, 1), seed=2),
+        ZooNet("resnet", A.ResNetS, _RGB, 10, ("Relu", nn.ReLU, 2), seed=3),
+        ZooNet("inception", A.InceptionS, _RGB, 7, ("Concat", A.Inception, 0), seed=4),
+        ZooNet("squeezenet", A.SqueezeNetS, _RGB, 10, ("Relu", nn.ReLU, 3), seed=5,
                init=_squeezenet_init),  # fmt: skip
-        ZooNet("mobilenetv2", MobileNetV2S, _RGB, 10, ("Clip", ReLU6R, 1), seed=6,
+        ZooNet("mobilenetv2", A.MobileNetV2S, _RGB, 10, ("Clip", ReLU6R, 1), seed=6,
                init=_mobilenet_init),  # fmt: skip
-        ZooNet("senet", SENetS, _RGB, 7, ("LeakyRelu", nn.LeakyReLU, 0), seed=7),
-        ZooNet("softmax", SoftmaxNetS, (3, 35, 27), 7, ("Relu", nn.ReLU, 1), softmax="Softmax",
+        ZooNet("senet", A.SENetS, _RGB, 7, ("LeakyRelu", nn.LeakyReLU, 0), seed=7),
+        ZooNet("softmax", A.SoftmaxNetS, (3, 35, 27), 7, ("Relu", nn.ReLU, 1), softmax="Softmax",
                seed=8),  # fmt: skip
-        ZooNet("logsoftmax", lambda: SoftmaxNetS(log=True), (3, 35, 27), 7, ("Relu", nn.ReLU, 0),
+        ZooNet("logsoftmax", lambda: A.SoftmaxNetS(log=True), (3, 35, 27), 7, ("Relu", nn.ReLU, 0),
                softmax="LogSoftmax", seed=9),  # fmt: skip
-        ZooNet("miscops", MiscOpsS, _RGB, 10, ("PRelu", nn.PReLU, 0), seed=10, init=_prelu_init),
+        ZooNet("miscops", A.MiscOpsS, _RGB, 10, ("PRelu", nn.PReLU, 0), seed=10, init=_prelu_init),
     ]
 }
 
