@@ -126,7 +126,7 @@ def test_cli_reports_failed_cells(d):
     code, out, err = run_cli("experiment", cfg, prelude=prelude, cwd=d)
     assert code == 1, err
     lines = err.splitlines()
-    assert sum("FAILED cell g/gradient/chunk0 (g gradient classes 0..1) after 2 attempts: "
+    assert sum("FAILED cell g/gradient/chunk0 (g gradient classes 0, 1) after 2 attempts: "
                "MemoryError: no room" in ln for ln in lines) == 1
     assert sum(ln.startswith("retrying cell") for ln in lines) == 2
     assert lines[-1].startswith("error: 2 cell(s) failed") and "Traceback" not in err

@@ -1,7 +1,8 @@
 """The Ray executor (issue 17) on a local Ray with 2 workers and the bundled CIFAR-10 models:
 a run completes with the local executor's files byte for byte; a worker SIGKILLed holding a cell
 is replaced, the cell retried, every row written once; a cell whose worker dies twice is
-recorded as failed with its error while the rest completes, and a rerun completes it.
+recorded as failed with its error while the rest completes, and a rerun completes it; the CLI
+joining the running cluster (--address auto), SIGKILLed, then rerun, resumes.
 
 One Ray for the module (its start-up takes seconds); `pytest -m ray` selects these tests."""
 
@@ -10,11 +11,15 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from hostile import CLI, assert_ok, run_cli
 from pydevis.evaluation.config import ExecutorSpec
 from pydevis.evaluation.experiment import run_experiment
 
@@ -137,3 +142,26 @@ def test_cell_failing_twice_is_recorded_and_the_rest_completes(cluster, local_ru
     assert again == [failed["cell"]] and summary["failed_cells"] == []
     assert not (run / "failed" / "cifar10_alexnet" / "gradient" / "chunk1.json").exists()
     assert _files(run) == _files(local)
+
+
+def test_driver_killed_then_rerun_resumes_on_a_joined_cluster(cluster, local_run):
+    d, local = local_run
+    cfg = _config(d, "driver")
+    run = d / "driver"
+    args = ["experiment", str(cfg), "--executor", "ray", "--address", "auto", "-q"]
+    proc = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=d, env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(run.rglob("chunk*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    before = len(list(run.rglob("chunk*.json")))
+    assert 2 <= before < CELLS
+    assert_ok(run_cli(*args, cwd=d))
+    rows = _rows(run)
+    assert len(rows) == ROWS and len({(r["image"], r["scoring_model"]) for r in rows}) == ROWS
+    assert _files(run) == _files(local)
+    assert not list(run.rglob(".tmp-*"))

@@ -57,7 +57,9 @@ class Cell:
 
     def describe(self) -> str:
         cs = self.classes
-        what = f"class {cs[0]}" if len(cs) == 1 else f"classes {cs[0]}..{cs[-1]}"
+        what = (f"class {cs[0]}" if len(cs) == 1 else
+                f"classes {', '.join(map(str, cs))}" if len(cs) <= 4 else
+                f"{len(cs)} classes {cs[0]}, {cs[1]}, ...")
         return f"{self.gname} {self.spec.label} {what}"
 
 

@@ -16,6 +16,7 @@ there. A dead worker is replaced by a new actor and its cell goes back to the qu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -72,6 +73,12 @@ class LocalExecutor:
 
     def __init__(self, models: dict[str, Model]):
         self.models = models
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def run(self, cells: Sequence[Cell], done: Done, failed: Failed,
             watch: Watch | None = None) -> None:
@@ -170,31 +177,43 @@ class RayExecutor:
             raise PydevisError(RAY_MISSING)
         self.models, self.address = models, address
         self.workers = workers or (None if address else os.cpu_count() or 1)
+        self._started = False
 
-    def _start(self):
+    def connect(self) -> None:
+        """Join the cluster at ``address``, or start a local Ray (unless this process has one
+        already); a failure is one line. Called before the run folder is touched."""
         import ray
 
-        started = False
         if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-            started = True
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False,
+                             logging_level=logging.WARNING)
+                else:
+                    ray.init(num_cpus=self.workers, include_dashboard=False,
+                             log_to_driver=False, logging_level=logging.WARNING)
+            except Exception as exc:
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+                raise PydevisError(f"cannot start or join {where}: {_short(exc)}") from None
+            self._started = True
         if self.workers is None:  # a cluster: one worker per CPU it has
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        return ray, started
+
+    def close(self) -> None:
+        """Stop the local Ray this executor started (a joined cluster goes on)."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
 
     def run(self, cells: Sequence[Cell], done: Done, failed: Failed,
             watch: Watch | None = None) -> None:
-        if not cells:
-            return
-        ray, started = self._start()
-        try:
+        import ray
+
+        if cells:
+            self.connect()
             self._run(ray, cells, done, _Attempts(watch, failed), watch)
-        finally:
-            if started:
-                ray.shutdown()
 
     def _run(self, ray, cells: Sequence[Cell], done: Done, attempts: _Attempts,
              watch: Watch | None) -> None:
@@ -230,16 +249,17 @@ class RayExecutor:
             if watch:
                 watch("done", cell, {"worker": pid, "seconds": result.seconds})
             done(cell, result)
-        for actor, _ in idle:
-            actor.close.remote()
+        ray.get([actor.close.remote() for actor, _ in idle])
+        for actor, _ in idle:  # their CPUs free at once for the next run on this cluster
+            ray.kill(actor)
 
     @staticmethod
     def _actor(ray, actor_cls, refs) -> tuple[Any, int]:
-        actor = actor_cls.options(runtime_env={"env_vars": _worker_env()}).remote(refs)
+        actor = actor_cls.options(runtime_env={"env_vars": worker_env()}).remote(refs)
         return actor, ray.get(actor.pid.remote())
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
     """One thread per worker for every native library (one CPU each): ONNX Runtime is set by
     ``load_payload``; these cover the C++ kernels (OpenMP), numba and OpenBLAS. A
     ``PYDEVIS_BACKEND`` of the driver goes along."""

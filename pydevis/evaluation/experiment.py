@@ -150,15 +150,22 @@ def run_experiment(path: str | os.PathLike, progress: Progress | None = None,
     :mod:`.executors`); ``watch(event, cell, info)`` hears each cell start, retry and fail.
     Cells that fail twice are listed in ``summary["failed_cells"]`` and in ``failed/``; the
     rest completes, and rerunning the same config retries them."""
-    cfg = load_config(path)
+    cfg = load_config(Path(path))
     spec = check_executor(executor if executor is not None else cfg.executor, "executor")
     if spec.kind == "ray" and not ray_available():
         raise ConfigError(RAY_MISSING)
     gens = {n: load(p) for n, p in _names(cfg.generators).items()}
     for gen in gens.values():  # unknown classes are refused before the run folder is touched
         resolve_classes(cfg, gen)
-    with _check_same_config(cfg, force):
-        return _run_locked(cfg, gens, progress, spec, watch)
+    models: dict[str, Model] = {}  # filled in by _run_locked; the executor ships them
+    runner = (RayExecutor(models, spec.workers, spec.address) if spec.kind == "ray"
+              else LocalExecutor(models))
+    runner.connect()  # a cluster that cannot be joined is refused before the folder is touched
+    try:
+        with _check_same_config(cfg, force):
+            return _run_locked(cfg, gens, progress, runner, watch)
+    finally:
+        runner.close()
 
 
 def plan_cells(cfg: Config, gens: dict[str, Model], scorers: list[str]) -> list[Cell]:
@@ -183,7 +190,7 @@ def _complete(cfg: Config, cell: Cell) -> bool:
 
 
 def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None,
-                spec: ExecutorSpec, watch: Watch | None) -> dict:
+                runner: LocalExecutor | RayExecutor, watch: Watch | None) -> dict:
     """The run, with the run folder's lock held: no other writer, so every temp file left is
     a killed run's, and every chunk is checked against the config before it is trusted."""
     for stale in cfg.out.rglob(".tmp-*"):  # temp files of a killed run: never renamed into place
@@ -197,8 +204,9 @@ def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None,
     scorers = {n: (gens[n] if n in gens else load(p)) for n, p in scorer_paths.items()}
     cells = plan_cells(cfg, gens, list(scorers))
     todo = [c for c in cells if not _complete(cfg, c)]
+    pending = {c.key for c in todo}
     for cell in cells:  # a failure record of a cell finished since is out of date
-        if cell not in todo:
+        if cell.key not in pending:
             (cfg.out / "failed" / f"{cell.key}.json").unlink(missing_ok=True)
     done = len(cells) - len(todo)
     if progress is not None and done:
@@ -220,9 +228,7 @@ def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None,
             "cell": cell.key, "generating_model": cell.gname, "method": cell.spec.label,
             "classes": cell.classes, "error": error, "attempts": MAX_ATTEMPTS})
 
-    models = {**scorers, **gens}
-    runner = (RayExecutor(models, spec.workers, spec.address) if spec.kind == "ray"
-              else LocalExecutor(models))
+    runner.models.update({**scorers, **gens})
     runner.run(todo, finished, failed, watch)
     if cfg.train_on_generated is not None:
         from .transfer import run_transfer
