@@ -1,0 +1,165 @@
+"""conv2d_backward_data and linear_backward_data of every available backend against the naive
+numpy oracle (``_reference.py``); see test_parity.py for the cases and tolerances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pydevis.kernels as K
+from parity import SETTINGS, check, dtypes, frozen, host, seeds, with_examples
+from pydevis.kernels import _reference as R
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d_backward_data
+# ---------------------------------------------------------------------------------------------
+@st.composite
+def conv_cases(draw):
+    kind = draw(st.sampled_from(["dense", "grouped", "depthwise", "depthwise_mult"]))
+    if kind == "dense":
+        group, cg, mg = 1, draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    elif kind == "grouped":  # group > 1, not depthwise
+        group = draw(st.integers(2, 3))
+        cg, mg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        if cg == 1 and mg == 1:
+            cg = 2
+    elif kind == "depthwise":
+        group, cg, mg = draw(st.integers(2, 7)), 1, 1
+    else:
+        group, cg, mg = draw(st.integers(2, 4)), 1, draw(st.integers(2, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    # the input must hold at least one window (ONNX needs Ho, Wo >= 1)
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 13))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[1] - pads[3]), 12))
+    n = draw(st.integers(1, 3))
+    return dict(n=n, c=cg * group, m=mg * group, group=group, hw=(h, w), k=(kh, kw),
+                strides=(sh, sw), pads=pads, dilations=(dh, dw), dtype=draw(dtypes),
+                seed=draw(seeds))
+
+
+def _conv_args(case):
+    rng = np.random.default_rng(case["seed"])
+    (h, w), (kh, kw) = case["hw"], case["k"]
+    pt, pl, pb, pr = case["pads"]
+    ho = R.conv_out_size(h, kh, case["strides"][0], pt, pb, case["dilations"][0])
+    wo = R.conv_out_size(w, kw, case["strides"][1], pl, pr, case["dilations"][1])
+    dt = case["dtype"]
+    g = rng.standard_normal((case["n"], case["m"], ho, wo)).astype(dt)
+    wt = rng.standard_normal((case["m"], case["c"] // case["group"], kh, kw)).astype(dt)
+    return g, wt
+
+
+CONV_EXAMPLES = [
+    # N≠C≠H≠W, 3x3 pad 1
+    dict(n=2, c=3, m=5, group=1, hw=(9, 7), k=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1),
+         dilations=(1, 1), dtype=np.float32, seed=1),
+    # strided, dilated, asymmetric pads, rectangular kernel
+    dict(n=3, c=4, m=6, group=2, hw=(11, 8), k=(3, 2), strides=(2, 3), pads=(2, 0, 1, 3),
+         dilations=(2, 1), dtype=np.float64, seed=2),
+    # depthwise 3x3 stride 2 (MobileNet)
+    dict(n=2, c=6, m=6, group=6, hw=(9, 10), k=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
+         dilations=(1, 1), dtype=np.float32, seed=3),
+    # 1x1, more output than input channels; and AlexNet-like 11x11 stride 4
+    dict(n=1, c=3, m=7, group=1, hw=(5, 6), k=(1, 1), strides=(1, 1), pads=(0, 0, 0, 0),
+         dilations=(1, 1), dtype=np.float64, seed=4),
+    dict(n=2, c=3, m=4, group=1, hw=(23, 19), k=(11, 11), strides=(4, 4), pads=(2, 2, 2, 2),
+         dilations=(1, 1), dtype=np.float32, seed=5),
+    # input rows/cols that no window reaches (floor in the output size)
+    dict(n=2, c=5, m=3, group=1, hw=(10, 9), k=(2, 2), strides=(3, 3), pads=(0, 0, 0, 0),
+         dilations=(1, 1), dtype=np.float64, seed=6),
+]
+
+
+
+
+@SETTINGS
+@given(case=conv_cases())
+@with_examples(CONV_EXAMPLES)
+def test_conv2d_backward_data(backend, case):
+    g, w = _conv_args(case)
+    before = frozen(g, w)
+    args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
+    got = K.conv2d_backward_data(g, w, *args, module=backend)
+    check(got, R.conv2d_backward_data(g, w, *args), case["dtype"])
+    assert host(got).shape == (case["n"], case["c"], *case["hw"])
+    for a, b in zip((g, w), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", ["direct", "blas"])
+@SETTINGS
+@given(case=conv_cases())
+@with_examples(CONV_EXAMPLES)
+def test_numba_conv2d_backward_data_each_path(path, case):
+    """numba: both conv kernels on every case, whatever ``_conv_path`` would pick: the direct
+    one, and ``_numba_gemm`` (its GEMM path, or its scatter for depthwise convs)."""
+    from pydevis.kernels import _numba, _numba_conv, _numba_gemm
+
+    for why in (_numba.unavailable_reason(), path == "blas" and _numba_gemm.unavailable_reason()):
+        if why:
+            pytest.skip(why)
+    g, w = _conv_args(case)
+    args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_numba_conv, "_conv_path", lambda *_: "direct" if path == "direct" else "gemm")
+        got = _numba.conv2d_backward_data(g, w, *args)
+    check(got, R.conv2d_backward_data(g, w, *args), case["dtype"])
+
+
+def test_conv2d_backward_data_rejects_bad_shapes(backend):
+    g = np.zeros((1, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError):  # weight has 6 output channels, grad_out 4
+        K.conv2d_backward_data(g, np.zeros((6, 1, 3, 3), np.float32), (5, 5), module=backend)
+    with pytest.raises(ValueError):  # group 3 does not divide M = 4
+        K.conv2d_backward_data(g, np.zeros((4, 1, 3, 3), np.float32), (5, 5), group=3,
+                               module=backend)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_backward_data(backend, n, dtype):
+    """G·W for the Gemm rule (one GEMV when N = 1), against the float64 product."""
+    if backend.NAME == "cuda":
+        pytest.skip("host arrays only")
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal((n, 37)).astype(dtype)
+    w = rng.standard_normal((37, 53)).astype(dtype)
+    check(K.linear_backward_data(g, w, module=backend), g.astype(np.float64) @ w, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# larger shapes, one example each: the blocked code paths (many channels, long rows)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("group", [1, 4, 24])
+def test_conv2d_backward_data_larger(backend, dtype, group):
+    rng = np.random.default_rng(group)
+    n, c, m, h, w = 2, 24, 24, 19, 23
+    g = rng.standard_normal((n, m, h, w)).astype(dtype)  # 3x3, pads 1: same size
+    wt = rng.standard_normal((m, c // group, 3, 3)).astype(dtype)
+    args = ((h, w), (1, 1), (1, 1, 1, 1), (1, 1), group)
+    check(K.conv2d_backward_data(g, wt, *args, module=backend),
+          R.conv2d_backward_data(g, wt, *args), dtype)
+
+
+def test_numba_conv2d_backward_data_images_end_to_end(monkeypatch):
+    """The numba kernel lays the planes of several images end to end in one task when maps are
+    small and tasks plentiful; force that path (it is rare on the small shapes above)."""
+    if K.available()["numba"] is not None:
+        pytest.skip(f"backend numba unavailable: {K.available()['numba']}")
+    from pydevis.kernels import _numba_conv
+
+    mod = K.get("numba")
+    monkeypatch.setattr(_numba_conv, "_MIN_TASKS_PER_THREAD", 0)
+    for case in CONV_EXAMPLES:
+        case = dict(case, n=5)
+        g, w = _conv_args(case)
+        args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
+        check(K.conv2d_backward_data(g, w, *args, module=mod),
+              R.conv2d_backward_data(g, w, *args), case["dtype"])
