@@ -62,7 +62,7 @@ def same(actual, expected: np.ndarray) -> None:
 
 
 def close(actual, expected: np.ndarray, dtype) -> None:
-    """As tests/kernels/test_parity.py: rtol, with atol = rtol * max|expected|."""
+    """As tests/kernels/parity.py: rtol, with atol = rtol * max|expected|."""
     actual = host(actual)
     assert actual.shape == expected.shape and actual.dtype == np.dtype(dtype)
     rtol = RTOL[dtype]

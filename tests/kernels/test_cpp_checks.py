@@ -1,6 +1,6 @@
 """pydevis._C rejects bad arguments with a ValueError naming the argument, before touching memory.
 
-The backward kernels' values are checked against ``_reference.py`` in test_parity.py; here the
+The backward kernels' values are checked against ``_reference.py`` in test_parity*.py; here the
 argument checks of the C++ wrappers (dtype, rank, shape agreement, contiguity, alignment, index
 ranges, size limits: no dimension, element count or integer parameter above 2^31 - 1, so a huge
 but well-formed request is a ValueError, not an allocation), the "new array, inputs untouched"

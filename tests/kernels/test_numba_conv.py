@@ -2,7 +2,7 @@
 OpenBLAS GEMM path on shapes large enough for the thread team and its channel blocks, and the
 fallback to the direct kernel when scipy-openblas32 cannot be loaded.
 
-test_parity.py checks every path against the reference on small hypothesis cases.
+test_parity_conv.py checks every path against the reference on small hypothesis cases.
 """
 
 from __future__ import annotations
