@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/front.h"
+#include "common/gaussian.h"
 #include "common/numpy_checks.h"
 #include "common/parallel.h"
 #include "cpu/kernels.h"
@@ -35,10 +37,6 @@ const T* cptr(const py::array& a) {
   return static_cast<const T*>(a.data());
 }
 
-void check_int32(int64_t v, const char* what) {
-  CHECK(v <= INT_MAX, what, " = ", v, " exceeds the BLAS 32-bit integer range");
-}
-
 // ---- conv2d_backward_data -------------------------------------------------------------------
 template <typename T>
 py::array conv_impl(const py::array& go, const py::array& w, const pydevis::cpu::ConvGeom& g) {
@@ -58,33 +56,8 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   pydevis::check_layout(weight, "weight", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(weight, "weight", grad_out, "grad_out");
-  pydevis::check_window(in_hw, 2, "in_hw", strides, pads, &dilations);
-  pydevis::check_int_range(group, 1, "group");
-  const Ints gs = shape_of(grad_out), ws = shape_of(weight);
-  CHECK(ws[0] == gs[1], "weight: shape ", shape_str(ws), " has ", ws[0],
-        " output channels but grad_out ", shape_str(gs), " has ", gs[1]);
-  CHECK(ws[0] % group == 0, "group: ", group, " does not divide the ", ws[0], " output channels");
-  CHECK(ws[1] >= 1 && ws[2] >= 1 && ws[3] >= 1, "weight: empty kernel, shape ", shape_str(ws));
-
-  pydevis::cpu::ConvGeom g{};
-  g.N = gs[0], g.M = gs[1], g.Ho = gs[2], g.Wo = gs[3];
-  g.C = ws[1] * group, g.kH = ws[2], g.kW = ws[3], g.group = group;
-  g.H = in_hw[0], g.W = in_hw[1];
-  g.sh = strides[0], g.sw = strides[1], g.pt = pads[0], g.pl = pads[1];
-  g.dh = dilations[0], g.dw = dilations[1];
-  pydevis::checked_numel({g.N, g.C, g.H, g.W}, "in_hw", "output shape");
-  const int64_t ekh = g.dh * (g.kH - 1) + 1, ekw = g.dw * (g.kW - 1) + 1;
-  const int64_t ph = g.H + pads[0] + pads[2], pw = g.W + pads[1] + pads[3];
-  CHECK(ph >= ekh && pw >= ekw, "weight: dilated kernel ", ekh, "x", ekw,
-        " is larger than the padded input ", ph, "x", pw);
-  const int64_t Ho = (ph - ekh) / g.sh + 1, Wo = (pw - ekw) / g.sw + 1;
-  CHECK(g.Ho == Ho && g.Wo == Wo, "grad_out: shape ", shape_str(gs),
-        " does not match the Conv output ", Ho, "x", Wo, " of input ", g.H, "x", g.W,
-        " (kernel, strides, pads, dilations)");
-  check_int32(ws[1] * g.kH * g.kW, "C/group*kH*kW");
-  check_int32(g.Ho * g.Wo, "Ho*Wo");
-  check_int32(g.H * g.W, "H*W");
-  check_int32(g.M, "M");
+  const auto g = pydevis::conv_front(shape_of(grad_out), shape_of(weight), in_hw, strides, pads,
+                                     dilations, group);
   return f64 ? conv_impl<double>(grad_out, weight, g) : conv_impl<float>(grad_out, weight, g);
 }
 
@@ -108,25 +81,8 @@ py::array max_pool2d_backward(const py::array& grad_out, const py::array& x,
   pydevis::check_layout(x, "x", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
-  pydevis::check_window(kernel_shape, 2, "kernel_shape", strides, pads, &dilations);
-  const Ints gs = shape_of(grad_out), xs = shape_of(x);
-  CHECK(xs[0] == gs[0] && xs[1] == gs[1], "x: shape ", shape_str(xs),
-        " does not match N, C of grad_out ", shape_str(gs));
-  CHECK(kernel_shape[0] * kernel_shape[1] <= INT_MAX, "kernel_shape: ",
-        shape_str(kernel_shape), " has more than 2^31 - 1 taps");
-  pydevis::cpu::MaxPoolGeom g{xs[0], xs[1], xs[2], xs[3], gs[2], gs[3],
-                              kernel_shape[0], kernel_shape[1], strides[0], strides[1],
-                              pads[0], pads[1], dilations[0], dilations[1]};
-  // ceil_mode may add one window per axis to the floor-mode output size, never more; every
-  // window must start inside the padded input.
-  const int64_t ekh = g.dh * (g.kH - 1) + 1, ekw = g.dw * (g.kW - 1) + 1;
-  const int64_t ph = g.H + pads[0] + pads[2], pw = g.W + pads[1] + pads[3];
-  CHECK(ph >= ekh && pw >= ekw, "kernel_shape: dilated kernel ", ekh, "x", ekw,
-        " is larger than the padded input ", ph, "x", pw);
-  const int64_t Ho = pydevis::ceil_div(ph - ekh, g.sh) + 1;
-  const int64_t Wo = pydevis::ceil_div(pw - ekw, g.sw) + 1;
-  CHECK(g.Ho <= Ho && g.Wo <= Wo, "grad_out: shape ", shape_str(gs),
-        " is larger than the MaxPool output (at most ", Ho, "x", Wo, ")");
+  const auto g = pydevis::max_pool_front(shape_of(grad_out), shape_of(x), kernel_shape, strides,
+                                         pads, dilations);
   return f64 ? maxpool_impl<double>(grad_out, x, g) : maxpool_impl<float>(grad_out, x, g);
 }
 
@@ -149,10 +105,7 @@ py::array rectifier_backward(const py::array& grad_out, const py::array& out, in
   pydevis::check_layout(out, "out", -1);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(out, "out", grad_out, "grad_out");
-  CHECK(shape_of(out) == shape_of(grad_out), "out: shape ", shape_str(shape_of(out)),
-        " != grad_out shape ", shape_str(shape_of(grad_out)));
-  CHECK(mode >= 0 && mode <= 2, "mode: expected 0 (gradient), 1 (deconvnet) or 2 (guided), got ",
-        mode);
+  pydevis::rectifier_front(shape_of(grad_out), shape_of(out), mode);
   return f64 ? rect_impl<double>(grad_out, out, mode, lo, hi)
              : rect_impl<float>(grad_out, out, mode, lo, hi);
 }
@@ -178,9 +131,7 @@ py::array lrn_backward(const py::array& grad_out, const py::array& x, int64_t si
   pydevis::check_layout(x, "x", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
-  CHECK(shape_of(x) == shape_of(grad_out), "x: shape ", shape_str(shape_of(x)),
-        " != grad_out shape ", shape_str(shape_of(grad_out)));
-  pydevis::check_lrn_params(size, alpha, beta, bias);
+  pydevis::lrn_front(shape_of(grad_out), shape_of(x), size, alpha, beta, bias);
   return f64 ? lrn_impl<double>(grad_out, x, size, alpha, beta, bias)
              : lrn_impl<float>(grad_out, x, size, alpha, beta, bias);
 }
@@ -202,24 +153,8 @@ py::array avg_pool2d_backward(const py::array& grad_out, const Ints& in_shape,
                               bool count_include_pad) {
   pydevis::check_layout(grad_out, "grad_out", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
-  CHECK_LEN(in_shape, 4, "in_shape");
-  pydevis::check_all_in_range(in_shape, 0, "in_shape");
-  pydevis::check_window(kernel_shape, 2, "kernel_shape", strides, pads);
-  const Ints gs = shape_of(grad_out);
-  CHECK(in_shape[0] == gs[0] && in_shape[1] == gs[1], "in_shape: ", shape_str(in_shape),
-        " does not match N, C of grad_out ", shape_str(gs));
-  pydevis::checked_numel(in_shape, "in_shape", "output shape");
-  pydevis::cpu::PoolGeom g{gs[0], gs[1], in_shape[2], in_shape[3], gs[2], gs[3],
-                           kernel_shape[0], kernel_shape[1], strides[0], strides[1],
-                           pads[0], pads[1], pads[2], pads[3], count_include_pad};
-  const int64_t ph = g.H + g.pt + g.pb, pw = g.W + g.pl + g.pr;
-  CHECK(ph >= g.kH && pw >= g.kW, "kernel_shape: ", g.kH, "x", g.kW,
-        " is larger than the padded input ", ph, "x", pw);
-  // ceil_mode may add one window per axis to the floor-mode output size, never more.
-  const int64_t Ho = pydevis::ceil_div(ph - g.kH, g.sh) + 1;
-  const int64_t Wo = pydevis::ceil_div(pw - g.kW, g.sw) + 1;
-  CHECK(g.Ho <= Ho && g.Wo <= Wo, "grad_out: shape ", shape_str(gs),
-        " is larger than the AveragePool output (at most ", Ho, "x", Wo, ")");
+  const auto g = pydevis::avg_pool_front(shape_of(grad_out), in_shape, kernel_shape, strides,
+                                         pads, count_include_pad);
   return f64 ? avg_impl<double>(grad_out, g) : avg_impl<float>(grad_out, g);
 }
 
@@ -239,13 +174,7 @@ py::array gap_impl(const py::array& go, const Ints& in_shape) {
 py::array global_avg_pool_backward(const py::array& grad_out, const Ints& in_shape) {
   pydevis::check_layout(grad_out, "grad_out", 4);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
-  CHECK_LEN(in_shape, 4, "in_shape");
-  pydevis::check_all_in_range(in_shape, 1, "in_shape");
-  const Ints gs = shape_of(grad_out);
-  CHECK(gs[0] == in_shape[0] && gs[1] == in_shape[1] && gs[2] == 1 && gs[3] == 1,
-        "grad_out: shape ", shape_str(gs), " is not (N, C, 1, 1) of in_shape ",
-        shape_str(in_shape));
-  pydevis::checked_numel(in_shape, "in_shape", "output shape");
+  pydevis::global_avg_pool_front(shape_of(grad_out), in_shape);
   return f64 ? gap_impl<double>(grad_out, in_shape) : gap_impl<float>(grad_out, in_shape);
 }
 
@@ -256,8 +185,7 @@ void check_f64_vector(const py::array& a, const char* name, int64_t len, const I
   pydevis::check_layout(a, name, 1);
   CHECK(pydevis::has_dtype<double>(a), name, ": dtype ", pydevis::dtype_str(a),
         " is not float64");
-  CHECK(a.shape(0) == len, name, ": shape ", shape_str(shape_of(a)), " is not (", len, ",): ",
-        what, " ", shape_str(vshape));
+  pydevis::f64_vector_front(shape_of(a), name, len, what, vshape);
 }
 
 // v: a 4-D float array; g (optional): same dtype and shape.
@@ -267,8 +195,7 @@ bool check_v_g(const py::array& v, const py::array* g) {
   if (g) {
     pydevis::check_layout(*g, "g", 4);
     pydevis::check_same_dtype(*g, "g", v, "v");
-    CHECK(shape_of(*g) == shape_of(v), "g: shape ", shape_str(shape_of(*g)), " != v shape ",
-          shape_str(shape_of(v)));
+    pydevis::check_same_shape(shape_of(*g), "g", shape_of(v), "v");
   }
   return f64;
 }
@@ -294,7 +221,7 @@ py::array ascent_update(const py::array& v, const py::array& g, const py::array&
                         double decay) {
   const bool f64 = check_v_g(v, &g);
   const Ints s = shape_of(v);
-  check_f64_vector(eta, "eta", s[0], s, "one step size per image of v");
+  check_f64_vector(eta, "eta", s[0], s, pydevis::kPerImage);
   const int64_t per_image = s[1] * s[2] * s[3];
   const double* e = cptr<double>(eta);
   auto run = [&](auto zero) {
@@ -311,7 +238,7 @@ py::array gaussian_blur(const py::array& v, double sigma) {
   pydevis::check_blur_sigma(sigma);
   if (sigma <= 0) return f64 ? copy_of<double>(v) : copy_of<float>(v);
   const Ints s = shape_of(v);
-  const std::vector<double> w = pydevis::cpu::gaussian_weights(sigma);
+  const std::vector<double> w = pydevis::gaussian_weights(sigma);
   const int64_t r = (int64_t(w.size()) - 1) / 2;
   auto run = [&](auto zero) {
     using T = decltype(zero);
@@ -340,8 +267,8 @@ py::array clip_small(const py::array& v, const py::array* g, double pct) {
 py::array clamp_channels(const py::array& v, const py::array& lo, const py::array& hi) {
   const bool f64 = check_v_g(v, nullptr);
   const Ints s = shape_of(v);
-  check_f64_vector(lo, "lo", s[1], s, "one bound per channel of v");
-  check_f64_vector(hi, "hi", s[1], s, "one bound per channel of v");
+  check_f64_vector(lo, "lo", s[1], s, pydevis::kPerChannel);
+  check_f64_vector(hi, "hi", s[1], s, pydevis::kPerChannel);
   auto run = [&](auto zero) {
     using T = decltype(zero);
     return run_like<T>(v, [&](T* dst) {
@@ -357,14 +284,14 @@ py::array ascent_step(const py::array& v, const py::array& g, const py::array& e
                       const py::array& hi) {
   const bool f64 = check_v_g(v, &g);
   const Ints s = shape_of(v);
-  check_f64_vector(eta, "eta", s[0], s, "one step size per image of v");
+  check_f64_vector(eta, "eta", s[0], s, pydevis::kPerImage);
   pydevis::check_blur_sigma(blur_sigma, "blur_sigma");
   pydevis::check_percentile(norm_pct, "norm_pct");
   pydevis::check_percentile(contrib_pct, "contrib_pct");
-  check_f64_vector(lo, "lo", s[1], s, "one bound per channel of v");
-  check_f64_vector(hi, "hi", s[1], s, "one bound per channel of v");
+  check_f64_vector(lo, "lo", s[1], s, pydevis::kPerChannel);
+  check_f64_vector(hi, "hi", s[1], s, pydevis::kPerChannel);
   const std::vector<double> w =
-      blur_sigma > 0 ? pydevis::cpu::gaussian_weights(blur_sigma) : std::vector<double>();
+      blur_sigma > 0 ? pydevis::gaussian_weights(blur_sigma) : std::vector<double>();
   const pydevis::cpu::AscentStep a{cptr<double>(eta), decay, w.empty() ? nullptr : w.data(),
                                    (int64_t(w.size()) - 1) / 2, norm_pct, contrib_pct,
                                    cptr<double>(lo), cptr<double>(hi)};

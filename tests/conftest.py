@@ -73,13 +73,15 @@ def pytest_report_header(config):
 
 def pytest_sessionstart(session):
     """With PYDEVIS_REQUIRE_CPP=1 (CI) a missing C++ extension fails the run instead of
-    silently testing the numba fallback twice."""
+    silently testing the numba fallback twice; PYDEVIS_REQUIRE_CUDA=1 (tests/gpu/run.sh) does
+    the same for the CUDA backend, whose tests would otherwise skip."""
     import os
 
     import pydevis.kernels as kernels
 
-    if os.environ.get("PYDEVIS_REQUIRE_CPP") == "1":
-        reason = kernels.available()["cpp"]
-        if reason is not None:
-            pytest.exit(f"PYDEVIS_REQUIRE_CPP=1 but the C++ backend is unavailable: {reason}",
-                        returncode=3)
+    for name, var in (("cpp", "PYDEVIS_REQUIRE_CPP"), ("cuda", "PYDEVIS_REQUIRE_CUDA")):
+        if os.environ.get(var) == "1":  # CI; tests/gpu/run.sh for CUDA
+            reason = kernels.available()[name]
+            if reason is not None:
+                pytest.exit(f"{var}=1 but the {name} backend is unavailable: {reason}",
+                            returncode=3)

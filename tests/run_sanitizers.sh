@@ -46,8 +46,12 @@ libubsan=$(gcc -print-file-name=libubsan.so)
 for lib in "$libasan" "$libubsan"; do
     [ -f "$lib" ] || { echo "run_sanitizers.sh: no $lib (gcc's sanitizer runtime)" >&2; exit 1; }
 done
+# An editable install (scikit-build-core) maps pydevis._C to its own build whatever sys.path
+# says; its finder stands aside for the build folders listed in SKBUILD_EDITABLE_SKIP.
+skip=$(find "$ROOT/build" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | paste -sd: -)
 run() {
     env LD_PRELOAD="$libasan $libubsan" PYTHONSAFEPATH=1 PYTHONPATH="$WORK/site:$ROOT/tests" \
+        SKBUILD_EDITABLE_SKIP="$skip" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         PYDEVIS_BACKEND=cpp PYDEVIS_REQUIRE_CPP=1 "$@"

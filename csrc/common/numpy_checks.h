@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "front.h"
 
 namespace pydevis {
 
@@ -22,9 +23,7 @@ inline std::vector<int64_t> shape_of(const py::array& a) {
 // Rank (ndim < 0: any), size (at most kMaxSize elements), C-contiguity and alignment of an array
 // argument.
 inline void check_layout(const py::array& a, const char* name, int ndim) {
-  if (ndim >= 0)
-    CHECK(a.ndim() == ndim, name, ": expected a ", ndim, "-D array, got shape ",
-          shape_str(shape_of(a)));
+  check_rank(shape_of(a), name, ndim);
   checked_numel(shape_of(a), name);
   CHECK(a.flags() & py::array::c_style, name, ": array must be C-contiguous (shape ",
         shape_str(shape_of(a)), ")");

@@ -6,28 +6,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "../common/geometry.h"
+
 namespace pydevis::cpu {
 
-// Geometry of an ONNX Conv, as seen from its backward-data pass.
-struct ConvGeom {
-  int64_t N, C, H, W;     // input X
-  int64_t M, Ho, Wo;      // output Y
-  int64_t kH, kW, group;  // weight (M, C/group, kH, kW)
-  int64_t sh, sw, pt, pl, dh, dw;
-};
-
-// Geometry of an ONNX MaxPool (2-D): input N, C, H, W; output Ho, Wo (ceil_mode is in them).
-struct MaxPoolGeom {
-  int64_t N, C, H, W, Ho, Wo;
-  int64_t kH, kW, sh, sw, pt, pl, dh, dw;
-};
-
-// Geometry of an ONNX AveragePool (2-D, no dilation).
-struct PoolGeom {
-  int64_t N, C, H, W, Ho, Wo;
-  int64_t kH, kW, sh, sw, pt, pl, pb, pr;
-  bool count_include_pad;
-};
+// The op geometries, shared with the CUDA kernels and built by the fronts (common/front.h).
+using ConvGeom = ::pydevis::ConvGeom;
+using MaxPoolGeom = ::pydevis::MaxPoolGeom;
+using PoolGeom = ::pydevis::PoolGeom;
 
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g);
@@ -57,8 +43,7 @@ template <typename T>
 void ascent_update(const T* v, const T* g, const double* eta, T* out, int64_t N,
                    int64_t per_image, double decay);
 
-// The 2r + 1 normalised weights exp(-k² / (2 sigma²)), k in [-r, r], r = int(4 sigma + 0.5).
-std::vector<double> gaussian_weights(double sigma);
+// The blur weights w: gaussian_weights(sigma) of common/gaussian.h, r = (len(w) - 1) / 2.
 
 template <typename T>
 void gaussian_blur(const T* v, T* out, int64_t planes, int64_t H, int64_t W, const double* w,

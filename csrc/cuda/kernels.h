@@ -9,44 +9,24 @@
 
 #include <cstdint>
 
+#include "common/geometry.h"
+
 namespace pydevis::cuda {
 
-// Shapes of ONNX Conv's backward-data: grad_out (N, M, Ho, Wo), weight (M, C/group, kH, kW),
-// grad_in (N, C, H, W).
-struct ConvShape {
-    int64_t N, C, H, W;      // grad_in
-    int64_t M, Ho, Wo;       // grad_out (channels, height, width)
-    int64_t kH, kW;          // kernel
-    int64_t sh, sw;          // strides
-    int64_t pt, pl;          // begin pads (end pads do not enter the gather)
-    int64_t dh, dw;          // dilations
-    int64_t group;
-};
-
-// Shapes of ONNX AveragePool's backward (2-D, no dilation).
-struct AvgPoolShape {
-    int64_t N, C, H, W;      // grad_in
-    int64_t Ho, Wo;          // grad_out
-    int64_t kh, kw;
-    int64_t sh, sw;
-    int64_t pt, pl, pb, pr;  // ONNX order: begins, then ends
-    bool count_include_pad;
-};
-
-// Shapes of ONNX MaxPool's backward from its forward input x (2-D).
-struct MaxPoolShape {
-    int64_t N, C, H, W;      // x and grad_in
-    int64_t Ho, Wo;          // grad_out (ceil_mode is in them)
-    int64_t kh, kw;
-    int64_t sh, sw;
-    int64_t pt, pl;          // begin pads (the end pads only bound Ho, Wo)
-    int64_t dh, dw;          // dilations
-};
+// The op geometries (ConvGeom, MaxPoolGeom, PoolGeom) are common/geometry.h's, shared with the
+// C++ kernels and built by the argument fronts (common/front.h).
 
 // grad_in[n, c, ih, iw] = sum over (m, kh, kw) of W[m, c', kh, kw] * grad_out[n, m, oh, ow].
 template <typename T>
-void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvShape& s,
+void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& s,
                           cudaStream_t stream);
+
+// conv2d_backward_data's algorithm: GEMM + col2im with cuBLAS, or the direct gather; automatic
+// (the default) takes GEMM when cuBLAS is built in and M/group >= 8. Process-wide (tests, bench).
+enum class ConvAlgo { automatic = 0, gemm = 1, direct = 2 };
+void set_conv_algorithm(ConvAlgo a);
+ConvAlgo conv_algorithm();
+bool conv_uses_gemm(const ConvGeom& s);  // what conv2d_backward_data runs for s now
 
 // ONNX MaxPool backward from its forward input x (N, C, H, W): each grad_out element goes to its
 // window's switch, the first tap in (kh, kw) order strictly greater than every earlier one and
@@ -54,7 +34,7 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
 // holds N*C*Ho*Wo ints (scratch; kh*kw must be <= INT_MAX). Two passes, no atomics.
 template <typename T>
 void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, int32_t* switches,
-                         const MaxPoolShape& s, cudaStream_t stream);
+                         const MaxPoolGeom& s, cudaStream_t stream);
 
 // mode 0: g * [lo < out < hi]; 1: max(g, 0); 2: max(g, 0) * [lo < out < hi]. n elements.
 template <typename T>
@@ -69,7 +49,7 @@ void lrn_backward(const T* grad_out, const T* x, T* grad_in, T* scratch, int64_t
 
 // ONNX AveragePool backward, gather form (one thread per input element, no atomics).
 template <typename T>
-void avg_pool2d_backward(const T* grad_out, T* grad_in, const AvgPoolShape& s,
+void avg_pool2d_backward(const T* grad_out, T* grad_in, const PoolGeom& s,
                          cudaStream_t stream);
 
 // grad_in[p, :] = grad_out[p] / HW for each of the `planes` (n, c) planes.
@@ -114,5 +94,29 @@ void clip_small(const T* v, const T* g, T* out, double* scratch, int64_t N, int6
 template <typename T>
 void clamp_channels(const T* v, const double* lo, const double* hi, T* out, int64_t N, int64_t C,
                     int64_t HW, cudaStream_t stream);
+
+// ---- an ascent kept on the device (pixels.cu, workspace.cpp) -----------------------------------
+
+// The affine pixel map of a model's preprocessing, x[c] = (sum_k A[c, k] (v[k] + center[k]) -
+// mean[c]) / std[c], for `channels` (1 or 3) input channels; passed by value to the kernels.
+struct PixelMap {
+    int channels;
+    float A[9];       // (channels, 3), row-major
+    float center[3];  // the mean pixel, RGB
+    float mean[3];
+    float std[3];
+};
+
+// x (N, channels, H, W) = the map of v (N, 3, H, W) rolled by (dy, dx), as numpy.roll.
+void to_input(const float* v, float* x, const PixelMap& p, int64_t N, int64_t H, int64_t W,
+              int64_t dy, int64_t dx, cudaStream_t stream);
+
+// g (N, 3, H, W) = the adjoint of the map applied to gx (N, channels, H, W), rolled by (-dy, -dx).
+void from_input(const float* gx, float* g, const PixelMap& p, int64_t N, int64_t H, int64_t W,
+                int64_t dy, int64_t dx, cudaStream_t stream);
+
+// out[n] = sum of g[n, ...]^2 in double, per_image elements per image.
+template <typename T>
+void row_sumsq(const T* g, double* out, int64_t N, int64_t per_image, cudaStream_t stream);
 
 }  // namespace pydevis::cuda

@@ -34,8 +34,8 @@ void narrow_window(Idx& p, const Shape& s) {
     p.W = static_cast<I>(s.W);
     p.Ho = static_cast<I>(s.Ho);
     p.Wo = static_cast<I>(s.Wo);
-    p.kh = static_cast<I>(s.kh);
-    p.kw = static_cast<I>(s.kw);
+    p.kh = static_cast<I>(s.kH);
+    p.kw = static_cast<I>(s.kW);
     p.sh = static_cast<I>(s.sh);
     p.sw = static_cast<I>(s.sw);
     p.pt = static_cast<I>(s.pt);
@@ -120,7 +120,7 @@ __global__ void max_pool2d_gather_kernel(const T* __restrict__ grad_out,
 
 template <typename T, typename I>
 void launch_max_pool(const T* grad_out, const T* x, T* grad_in, int32_t* switches,
-                     const MaxPoolShape& s, int64_t in_total, int64_t out_total,
+                     const MaxPoolGeom& s, int64_t in_total, int64_t out_total,
                      cudaStream_t stream) {
     MaxPoolIdx<I> p{};
     narrow_window(p, s);
@@ -185,7 +185,7 @@ __global__ void avg_pool2d_backward_kernel(const T* __restrict__ grad_out,
 }
 
 template <typename T, typename I>
-void launch_avg(const T* grad_out, T* grad_in, const AvgPoolShape& s, int64_t total,
+void launch_avg(const T* grad_out, T* grad_in, const PoolGeom& s, int64_t total,
                 cudaStream_t stream) {
     PoolIdx<I> p{};
     narrow_window(p, s);
@@ -210,7 +210,7 @@ __global__ void global_avg_pool_backward_kernel(const T* __restrict__ grad_out,
 
 template <typename T>
 void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, int32_t* switches,
-                         const MaxPoolShape& s, cudaStream_t stream) {
+                         const MaxPoolGeom& s, cudaStream_t stream) {
     const int64_t in_total = s.N * s.C * s.H * s.W;
     if (in_total == 0) return;
     const int64_t out_total = s.N * s.C * s.Ho * s.Wo;
@@ -223,7 +223,7 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, int32_t* swi
     // exceed the padded extent when its kernel side is 1, hence the separate dh, dw terms).
     if (detail::fits_int32({in_total, out_total, s.H + s.pt + s.dh, s.W + s.pl + s.dw,
                             s.Ho * s.sh + s.pt + s.H, s.Wo * s.sw + s.pl + s.W,
-                            s.dh * (s.kh - 1) + s.H, s.dw * (s.kw - 1) + s.W, s.kh * s.kw})) {
+                            s.dh * (s.kH - 1) + s.H, s.dw * (s.kW - 1) + s.W, s.kH * s.kW})) {
         launch_max_pool<T, int32_t>(grad_out, x, grad_in, switches, s, in_total, out_total,
                                     stream);
     } else {
@@ -233,13 +233,13 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, int32_t* swi
 }
 
 template <typename T>
-void avg_pool2d_backward(const T* grad_out, T* grad_in, const AvgPoolShape& s,
+void avg_pool2d_backward(const T* grad_out, T* grad_in, const PoolGeom& s,
                          cudaStream_t stream) {
     const int64_t total = s.N * s.C * s.H * s.W;
     if (total == 0) return;
     const int64_t out_total = s.N * s.C * s.Ho * s.Wo;
-    if (detail::fits_int32({total, out_total, s.H + s.pt + s.pb + s.kh, s.W + s.pl + s.pr + s.kw,
-                            s.Ho * s.sh + s.kh, s.Wo * s.sw + s.kw, s.kh * s.kw})) {
+    if (detail::fits_int32({total, out_total, s.H + s.pt + s.pb + s.kH, s.W + s.pl + s.pr + s.kW,
+                            s.Ho * s.sh + s.kH, s.Wo * s.sw + s.kW, s.kH * s.kW})) {
         launch_avg<T, int32_t>(grad_out, grad_in, s, total, stream);
     } else {
         launch_avg<T, int64_t>(grad_out, grad_in, s, total, stream);
@@ -264,11 +264,11 @@ void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int
 }
 
 template void max_pool2d_backward<float>(const float*, const float*, float*, int32_t*,
-                                         const MaxPoolShape&, cudaStream_t);
+                                         const MaxPoolGeom&, cudaStream_t);
 template void max_pool2d_backward<double>(const double*, const double*, double*, int32_t*,
-                                          const MaxPoolShape&, cudaStream_t);
-template void avg_pool2d_backward<float>(const float*, float*, const AvgPoolShape&, cudaStream_t);
-template void avg_pool2d_backward<double>(const double*, double*, const AvgPoolShape&,
+                                          const MaxPoolGeom&, cudaStream_t);
+template void avg_pool2d_backward<float>(const float*, float*, const PoolGeom&, cudaStream_t);
+template void avg_pool2d_backward<double>(const double*, double*, const PoolGeom&,
                                           cudaStream_t);
 template void global_avg_pool_backward<float>(const float*, float*, int64_t, int64_t,
                                               cudaStream_t);

@@ -19,6 +19,7 @@ NAME = "cuda"
 
 __all__ = [
     "NAME",
+    "AscentWorkspace",
     "DeviceArray",
     "ascent_update",
     "avg_pool2d_backward",
@@ -47,6 +48,9 @@ def _import() -> tuple[ModuleType | None, str | None]:
 
 _cuda, _import_error = _import()
 DeviceArray = getattr(_cuda, "DeviceArray", None)
+#: The device-resident state of one batched ascent (csrc/cuda/workspace.cpp), used by the ort
+#: backend's bound ascent on the CUDA provider (pydevis/export/ort_ascent.py).
+AscentWorkspace = getattr(_cuda, "AscentWorkspace", None)
 
 
 def device_count() -> int:
