@@ -266,6 +266,12 @@ class Model:
         """``"ort"`` (the exported backward graph in ONNX Runtime) or ``"pydevis"``."""
         return "pydevis" if self._ort is None else "ort"
 
+    @property
+    def ort_backward(self):
+        """The exported-graph backend (``pydevis.export.ort_backend.OrtBackward``) when
+        :attr:`signal_backend` is ``"ort"``, else None."""
+        return self._ort
+
     def plan(self, tensor: str) -> engine.Plan:
         if tensor not in self._plans:
             self._plans[tensor] = engine.make_plan(self.graph, tensor, self.data)

@@ -5,8 +5,14 @@ forward and the backward then run as one ``run_with_iobinding`` (on the CUDA pro
 is usable, as the forward sessions do). Each session keeps one IOBinding whose input, cotangent
 and output OrtValues live on the session's device ('cuda' when the CUDA provider is active, else
 'cpu') and are reused while the shapes repeat: a step copies the image and the cotangent into
-them and copies the signal and the target's value back once. The ascent's update runs in
-pydevis's kernels on host arrays, so the image itself still crosses to the host every step.
+them and copies the signal and the target's value back once: that is what ``Model.signal`` and
+``Model.vjp`` (the projections, single signals) do.
+
+The ascent binds further (``ort_ascent.py``): its image, gradient and update stay on the
+session's device for the whole run — on the CUDA provider in a ``pydevis._cuda.AscentWorkspace``
+over the OrtValues' device memory (only the target's value and per-row numbers cross to the host
+each step); on the CPU provider in numpy buffers the OrtValues wrap without a copy, updated by
+the host kernels.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import numpy as np
 from .. import kernels
 from ..model import Model
 from . import regularizers as R
+from .ascent_state import HostImage
 from .pixels import PixelSpace
 
 _KINDS: dict[str, Any] = {"int": numbers.Integral, "float": numbers.Real, "str": str}
@@ -208,7 +209,8 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     v = kernels.clamp_channels(v, lo, hi)
     priors = [p for p in (R.TotalVariation(config.tv_weight, config.tv_beta),
                           R.AlphaNorm(config.alpha_weight, config.alpha)) if p.weight > 0]
-    best_v, best_obj = v.copy(), np.full(n, -np.inf)
+    state = image_state(model, space, v, lo, hi, targets, config.signal, bool(priors))
+    best_obj = np.full(n, -np.inf)
     best_step = np.zeros(n, int)
     success = np.full(n, -1)
     status = np.array(["ok"] * n, dtype=object)
@@ -217,40 +219,37 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     restart = np.zeros(n)
     for t in range(config.steps + 1):
         dy, dx = R.jitter_offsets(rng, config.jitter)
-        sig, g = _signal(space, v, targets, config.signal, dy, dx)
+        sig = state.signal(targets, config.signal, dy, dx)
         if t == 0 and start is None and config.start == "mean":
-            v, sig, g, restart = _revive(space, v, sig, g, targets, config.signal, (dy, dx),
-                                         seed, lo, hi)
+            sig, restart = _revive(state, sig, targets, config.signal, (dy, dx), seed, lo, hi)
             if restart.any():
-                best_v = v.copy()
+                state.keep_best(np.ones(n, bool))
         obj = sig.objective
         blown = active & ~np.isfinite(obj)  # NaN/Inf objective: stop, keep the best finite iterate
         status[blown], active[blown] = "diverged", False
         last_obj = np.where(active, obj, last_obj)
         better = active & (obj > best_obj)
-        best_v[better], best_obj[better], best_step[better] = v[better], obj[better], t
+        state.keep_best(better)
+        best_obj[better], best_step[better] = obj[better], t
         hit = active & (success < 0) & _is_argmax(sig.target_value, targets)
         success[hit] = t
         if t == config.steps:
             break
-        for prior in priors:
-            g = g - prior.grad(v)
-        bad = active & ~np.isfinite(g).reshape(n, -1).all(axis=1)
+        state.add_prior_grads(priors)
+        sq = state.grad_sumsq()  # non-finite iff a gradient entry is; 0 iff all are
+        bad = active & ~np.isfinite(sq)
         status[bad], active[bad] = "diverged", False
-        zero = active & (np.abs(g).reshape(n, -1).max(axis=1) == 0)
+        zero = active & (sq == 0)
         status[zero], active[zero] = "zero-gradient", False
         if not active.any():
             break
-        g = np.where(active[:, None, None, None], g, 0).astype(np.float32)
-        eta = _step_sizes(g, config)
+        eta = _step_sizes(np.where(active, sq, 0.0), v[0].size, config)
         # x + η·g, then r(x) = R.compose([R.blur, R.clip_norm, R.clip_contribution, R.clamp])
-        v_new = kernels.ascent_step(v, g, eta, config.decay,
-                                    R.blur_sigma_at(config.blur_sigma, config.blur_every, t),
-                                    config.norm_pct, config.contrib_pct, lo, hi)
-        v = np.where(active[:, None, None, None], v_new, v).astype(np.float32)
+        state.step(eta, config.decay, R.blur_sigma_at(config.blur_sigma, config.blur_every, t),
+                   config.norm_pct, config.contrib_pct, active)
         if progress is not None:
             progress(t + 1, config.steps)
-    pixels = space.to_pixels(best_v)
+    pixels = state.best_pixels()
     cfg = asdict(config)
     return [AscentResult(targets[i], pixels[i], float(best_obj[i]), float(last_obj[i]),
                          int(best_step[i]), int(success[i]), str(status[i]), cfg,
@@ -258,11 +257,18 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
             for i in range(n)]
 
 
-def _signal(space: PixelSpace, v: np.ndarray, targets: list, mode: str, dy: int, dx: int):
-    """The signal at v shifted by the jitter (dy, dx), its gradient shifted back."""
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked by the caller
-        sig, g = space.signal(R.roll(v, dy, dx), targets, mode)
-    return sig, R.roll(g, -dy, -dx)
+def image_state(model: Model, space: PixelSpace, v: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                targets: list, mode: str, priors: bool):
+    """Where the ascent keeps its image (ascent_state.py): bound to the exported graph's session
+    with the ``ort`` backend and no prior (the priors read the image on the host), else on the
+    host."""
+    if model.signal_backend == "ort" and not priors:
+        from ..export.ort_ascent import BoundImage
+
+        bound = BoundImage.create(model, space, v, lo, hi, targets, mode)
+        if bound is not None:
+            return bound
+    return HostImage(space, v, lo, hi)
 
 
 # Noise levels (grey levels RMS) tried, in turn, for rows whose signal is exactly zero at the mean
@@ -272,41 +278,42 @@ def _signal(space: PixelSpace, v: np.ndarray, targets: list, mode: str, dy: int,
 REVIVE_STDS = (4.0, 16.0, 64.0)
 
 
-def _revive(space: PixelSpace, v: np.ndarray, sig, g: np.ndarray, targets: list, mode: str,
-            shift: tuple[int, int], seed: int, lo: np.ndarray, hi: np.ndarray):
+def _revive(state, sig, targets: list, mode: str, shift: tuple[int, int], seed: int,
+            lo: np.ndarray, hi: np.ndarray):
     """Restart each row whose signal is exactly zero from seeded Gaussian noise of
     ``REVIVE_STDS`` grey levels, the first that opens a path; a row still dead after the last
-    keeps the mean image (and ends with status "zero-gradient"). Returns (v, sig, g, std per
-    row, 0 where not restarted). The other rows' images are untouched."""
-    n = v.shape[0]
-    restart = np.zeros(n)
-    rng = np.random.default_rng([seed, 1])  # not the ascent's stream: its jitter stays the same
-    dead = np.abs(g).reshape(n, -1).max(axis=1) == 0
+    keeps the mean image (and ends with status "zero-gradient"). Returns (sig, std per row, 0
+    where not restarted). The other rows' images are untouched."""
+    dead = state.grad_sumsq() == 0
+    restart = np.zeros(dead.size)
     if not dead.any():
-        return v, sig, g, restart
+        return sig, restart
+    rng = np.random.default_rng([seed, 1])  # not the ascent's stream: its jitter stays the same
+    v = state.image()
     mean = v.copy()
     for std in REVIVE_STDS:
         v = v.copy()
         v[dead] = kernels.clamp_channels(
             rng.normal(0, std, v[dead].shape).astype(np.float32), lo, hi)
         restart[dead] = std
-        sig, g = _signal(space, v, targets, mode, *shift)
-        dead &= np.abs(g).reshape(n, -1).max(axis=1) == 0
+        state.set_image(v)
+        sig = state.signal(targets, mode, *shift)
+        dead &= state.grad_sumsq() == 0
         if not dead.any():
-            return v, sig, g, restart
+            return sig, restart
     v[dead], restart[dead] = mean[dead], 0.0
-    sig, g = _signal(space, v, targets, mode, *shift)
-    return v, sig, g, restart
+    state.set_image(v)
+    return state.signal(targets, mode, *shift), restart
 
 
-def _step_sizes(g: np.ndarray, config: AscentConfig) -> np.ndarray:
-    """η per row (see AscentConfig.step_rule and step_norm); 0 where the gradient is zero."""
-    sq = (g.astype(np.float64) ** 2).reshape(g.shape[0], -1).sum(axis=1)
+def _step_sizes(sq: np.ndarray, size: int, config: AscentConfig) -> np.ndarray:
+    """η per row from the squared norm ``sq`` of its gradient of ``size`` entries (see
+    AscentConfig.step_rule and step_norm); 0 where the gradient is zero."""
     with np.errstate(divide="ignore"):
         if config.step_norm == "rms":
-            cap = np.where(sq > 0, config.step_size / np.sqrt(sq / g[0].size), 0.0)
+            cap = np.where(sq > 0, config.step_size / np.sqrt(sq / size), 0.0)
         else:
-            cap = np.full(g.shape[0], config.step_size)
+            cap = np.full(sq.shape[0], config.step_size)
         if config.step_rule == "constant":
             return cap
         return np.minimum(cap, np.where(sq > 0, 2.0 / sq, 0.0))
