@@ -64,6 +64,10 @@ class StandInBinding:
     ("yosinski", 3, [1, 4, 2]), ("guided", None, ["relu2:3", "relu2:7"]),
     ("gradient", None, [0, 5])])
 def test_device_image_ascent_equals_the_host_one(tmp_path, monkeypatch, method, preset, targets):
+    """Both runs with the CUDA kernels (PYDEVIS_BACKEND=cuda: the host state's update composes
+    the same kernels the workspace runs), so they differ only in the per-row sums of squares'
+    summation order (the step sizes, in the last bits)."""
+    monkeypatch.setenv("PYDEVIS_BACKEND", "cuda")
     path = tiny_classifier(tmp_path / "tiny.onnx", lrn=True)
     model = pydevis.load(path)
     config = A.method_config(method, preset, steps=8)
@@ -81,13 +85,14 @@ def test_device_image_ascent_equals_the_host_one(tmp_path, monkeypatch, method, 
     assert states and isinstance(states[0], ort_ascent.DeviceImage)
     for d, h in zip(dev, host, strict=True):
         assert d.status == h.status and d.best_step == h.best_step
-        np.testing.assert_allclose(d.pixels, h.pixels, atol=2e-3, rtol=0)
+        np.testing.assert_allclose(d.pixels, h.pixels, atol=1e-3, rtol=0)
         np.testing.assert_allclose(d.best_objective, h.best_objective, rtol=1e-4)
 
 
 def test_ort_cuda_provider_ascent(tmp_path, monkeypatch):
     """backend="ort" with onnxruntime-gpu: the bound image is a DeviceImage (the CUDA provider),
-    and its ascent equals the ort backend's host ascent."""
+    and its ascent equals the ort backend's unbound one (the same session, signals copied to the
+    host and the update on host arrays)."""
     import onnxruntime as ort
 
     from pydevis.session import cuda_usable
@@ -95,7 +100,7 @@ def test_ort_cuda_provider_ascent(tmp_path, monkeypatch):
     if "CUDAExecutionProvider" not in ort.get_available_providers() or not cuda_usable():
         pytest.skip("onnxruntime has no usable CUDA provider (onnxruntime-gpu not installed)")
     path = tiny_classifier(tmp_path / "tiny.onnx", lrn=True)
-    config = A.method_config("yosinski", 3, steps=8)
+    config = A.method_config("gradient", steps=8)  # no clip: no threshold to flip
     model = pydevis.load(path, backend="ort")
     states = []
     real = A.image_state
@@ -103,6 +108,8 @@ def test_ort_cuda_provider_ascent(tmp_path, monkeypatch):
                         lambda *a, **k: states.append(real(*a, **k)) or states[-1])
     dev = A.ascend(model, [1, 4], config, seed=2)
     assert isinstance(states[0], ort_ascent.DeviceImage)
-    host = A.ascend(pydevis.load(path), [1, 4], config, seed=2)
+    monkeypatch.setattr(ort_ascent.BoundImage, "create", classmethod(lambda *a, **k: None))
+    host = A.ascend(pydevis.load(path, backend="ort"), [1, 4], config, seed=2)
+    assert type(states[-1]) is not ort_ascent.DeviceImage
     for d, h in zip(dev, host, strict=True):
-        np.testing.assert_allclose(d.pixels, h.pixels, atol=5e-2, rtol=0)
+        np.testing.assert_allclose(d.pixels, h.pixels, atol=1e-2, rtol=0)
