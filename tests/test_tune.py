@@ -164,3 +164,25 @@ def test_bad_input_exits_2_before_any_work(tmp_path):
     assert rc == 0, err
     rc, _, err = run("tune", model, "-c", "2", "--steps", "2", "--trials", "1", "--out", other)
     assert rc == 2 and "other inputs" in err
+
+
+def test_experiment_uses_the_card(tuned, tmp_path):
+    """A tuned model as an experiment's generator: a method entry without settings takes the
+    card's (settings_source "card" in each sidecar), one with settings is "flags"."""
+    model, _, _ = tuned
+    entry = json.loads(Path(str(model) + ".json").read_text())["ascent"]["yosinski"]
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'out = "run"\ngenerators = ["{model}"]\n'
+                   f'scorers = ["{MODELS / "cifar10_resnet.onnx"}"]\nclasses = [2, 5]\n'
+                   'methods = [{ name = "yosinski", label = "tuned" },\n'
+                   '           { name = "yosinski", preset = 1, steps = 3 }]\nbootstrap = 10\n')
+    rc, _, err = run("experiment", cfg, "-q")
+    assert rc == 0, err
+    images = tmp_path / "run" / "images" / "cifar10_alexnet"
+    for side in sorted((images / "tuned").glob("*.json")):
+        s = json.loads(side.read_text())["settings"]
+        assert s["settings_source"] == "card"
+        assert all(s[k] == v for k, v in entry["settings"].items())
+    assert len(list((images / "tuned").glob("*.json"))) == 2
+    s = json.loads(next((images / "yosinski1").glob("*.json")).read_text())["settings"]
+    assert s["settings_source"] == "flags" and s["steps"] == 3 and s["norm_pct"] == 50
