@@ -105,7 +105,7 @@ def test_large_input_size_resizes_only_the_crop(d):
 
 def test_dataset_images_go_through_the_guard(tmp_path):
     from pydevis.errors import ImageError
-    from pydevis.evaluation.transfer import Dataset
+    from pydevis.evaluation.train_on_generated import Dataset
 
     big = strip_png(tmp_path / "b.png", 1_000_000, 1).read_bytes()
     np.savez(tmp_path / "ds.npz", test_jpeg=np.frombuffer(big, np.uint8),
@@ -118,7 +118,7 @@ def test_dataset_arrays_declaring_more_than_they_hold(tmp_path):
     import zipfile
 
     from pydevis.evaluation.config import ConfigError
-    from pydevis.evaluation.transfer import Dataset
+    from pydevis.evaluation.train_on_generated import Dataset
 
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"
     npy = b"\x93NUMPY\x01\x00" + len(header + "\n").to_bytes(2, "little") + \

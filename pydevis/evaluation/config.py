@@ -13,7 +13,7 @@ bootstrap = 1000              # optional: resamples for the confidence intervals
 images_per_class = 1          # optional: images per class and method, each with its own seed
 
 [train_on_generated]          # optional: train a small net on each method's images, test on
-dataset = "cifar10.npz"       # the real test images of the same classes (see transfer.py)
+dataset = "cifar10.npz"       # the real test images of the same classes (see train_on_generated.py)
 test_images = 1000            # optional: size of the balanced test subset
 baseline = true               # optional: also train on as many real train-split images
 hidden = 128                  # optional, and epochs, size, batch, lr, weight_decay, noise
@@ -70,7 +70,7 @@ _METHOD_KEYS = {"name", "preset", "label", "steps", "step_size", "step_rule", "s
                 "blur_sigma", "blur_every", "norm_pct", "contrib_pct", "tv_weight", "tv_beta",
                 "alpha_weight", "alpha", "jitter", "start", "start_std",
                 "pad", "scale_range", "angle_max", "decay_power", "init_std"}  # fourier
-_TRANSFER = {"dataset": str, "test_images": int, "baseline": bool, "hidden": int, "epochs": int,
+_TRAIN_KEYS = {"dataset": str, "test_images": int, "baseline": bool, "hidden": int, "epochs": int,
              "size": int, "batch": int, "lr": float, "weight_decay": float, "noise": float}
 
 
@@ -83,7 +83,7 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
-class TransferSpec:
+class TrainOnGeneratedSpec:
     """The ``[train_on_generated]`` table: train on generated images, test on real ones."""
 
     dataset: Path
@@ -151,7 +151,7 @@ class Config:
     sanity: bool = False
     bootstrap: int = 1000
     images_per_class: int = 1
-    train_on_generated: TransferSpec | None = None
+    train_on_generated: TrainOnGeneratedSpec | None = None
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
 
@@ -219,13 +219,13 @@ def load_config(path: str | Path) -> Config:
                           f"{MAX_IMAGES_PER_METHOD} images per method")
     if per_class > 1:
         _check_random(methods, p)
-    transfer = (_transfer(raw["train_on_generated"], p)
-                if "train_on_generated" in raw else None)
+    train = (_train_on_generated(raw["train_on_generated"], p)
+             if "train_on_generated" in raw else None)
     executor = _executor(raw["executor"], p) if "executor" in raw else ExecutorSpec()
     return Config(p, base / raw["out"], int(raw.get("seed", 0)), paths("generators"),
                   paths("scorers"), methods, tuple(classes),
                   int(raw.get("batch_size", 16)), bool(raw.get("sanity", False)),
-                  int(raw.get("bootstrap", 1000)), per_class, transfer, executor)
+                  int(raw.get("bootstrap", 1000)), per_class, train, executor)
 
 
 def _in_range(key: str, value, where: str) -> None:
@@ -245,12 +245,12 @@ def _check_random(methods: tuple[MethodSpec, ...], p: Path) -> None:
                               "one image; set start = \"noise\" with start_std > 0, or jitter")
 
 
-def _transfer(table: dict, p: Path) -> TransferSpec:
+def _train_on_generated(table: dict, p: Path) -> TrainOnGeneratedSpec:
     where = f"{p}: [train_on_generated]"
     for key, value in table.items():
-        if key not in _TRANSFER:
-            raise _unknown(key, _TRANSFER, where)
-        kind = _TRANSFER[key]
+        if key not in _TRAIN_KEYS:
+            raise _unknown(key, _TRAIN_KEYS, where)
+        kind = _TRAIN_KEYS[key]
         ok = isinstance(value, (int, float) if kind is float else kind)
         if not ok or (kind is not bool and isinstance(value, bool)):
             raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
@@ -263,9 +263,9 @@ def _transfer(table: dict, p: Path) -> TransferSpec:
     if not dataset.exists():
         raise ConfigError(f"{where}: no such dataset file {dataset}")
     check_regular(dataset, "dataset", MAX_DATASET_BYTES, ConfigError)
-    net: dict[str, Any] = {k: (float(v) if _TRANSFER[k] is float else v) for k, v in table.items()
+    net: dict[str, Any] = {k: (float(v) if _TRAIN_KEYS[k] is float else v) for k, v in table.items()
            if k not in ("dataset", "test_images", "baseline")}
-    return TransferSpec(dataset, int(table.get("test_images", 1000)),
+    return TrainOnGeneratedSpec(dataset, int(table.get("test_images", 1000)),
                         bool(table.get("baseline", True)), NetSpec(**net))
 
 

@@ -9,7 +9,8 @@ Layout of a run folder::
                                      completion marker, written after its images)
     failed/GEN/METHOD/chunkK.json    a cell that failed twice: its classes and error (removed
                                      once a later run completes it)
-    transfer/...                     with [train_on_generated]: see transfer.py
+    train_on_generated/...           with [train_on_generated]: see train_on_generated.py
+                                     (transfer/... in a run an older pydevis started)
     results.json, results.csv, summary.md, report.html
 
 Work is done in cells (:mod:`.cells`): ``batch_size`` classes of one (generator, method), the
@@ -94,8 +95,9 @@ def resolve_classes(cfg: Config, model: Model) -> list[int]:
     return chosen
 
 
-_RUN_ENTRIES = {"config.toml", "images", "scores", "failed", "sanity", "transfer",
-                "results.json", "results.csv", "summary.md", "report.html", LOCK_NAME}
+_RUN_ENTRIES = {"config.toml", "images", "scores", "failed", "sanity", "train_on_generated",
+                "transfer", "results.json", "results.csv", "summary.md", "report.html",
+                LOCK_NAME}
 
 
 def _differs(saved: Path, text: str) -> bool:
@@ -231,9 +233,9 @@ def _run_locked(cfg: Config, gens: dict[str, Model], progress: Progress | None,
     runner.models.update({**scorers, **gens})
     runner.run(todo, finished, failed, watch)
     if cfg.train_on_generated is not None:
-        from .transfer import run_transfer
+        from .train_on_generated import run_train_on_generated
 
-        run_transfer(cfg.out, cfg.train_on_generated, cfg.seed, progress)
+        run_train_on_generated(cfg.out, cfg.train_on_generated, cfg.seed, progress)
     return finish(cfg.out, cfg.bootstrap, cfg.seed)
 
 
@@ -285,10 +287,10 @@ def finish(out: Path, bootstrap: int = 1000, seed: int = 0) -> dict:
     summary["class_sensitivity"] = class_sensitivity(out)
     summary["skipped"] = skipped
     summary["failed_cells"] = failed
-    if (out / "transfer").is_dir():
-        from .transfer import collect_transfer
+    from .train_on_generated import collect_train_on_generated, rows_dir
 
-        summary["train_on_generated"] = collect_transfer(out)
+    if rows_dir(out).is_dir():
+        summary["train_on_generated"] = collect_train_on_generated(out)
     html, md = render_report(out, rows, summary)
     if failed:
         md += "\n## Failed cells\n\nRerun the same command to retry them.\n\n" + "".join(

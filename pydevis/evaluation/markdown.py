@@ -75,7 +75,7 @@ def markdown_table(summary: dict) -> str:
         for g in summary["transfer_gaps"]:
             lines.append(f"| {g['method']} | {g['generating_model']} | {g['same_model']:.3f} | "
                          f"{g['other_models']:.3f} | {g['transfer_gap']:+.3f} |")
-    lines += transfer_markdown(summary.get("train_on_generated", []))
+    lines += train_on_generated_markdown(summary.get("train_on_generated", []))
     return "\n".join(lines) + "\n"
 
 
@@ -88,7 +88,7 @@ def acc_ci(r: dict) -> str:
     return f"[{_f(lo)}, {_f(hi)}]"
 
 
-def transfer_markdown(rows: list[dict]) -> list[str]:
+def train_on_generated_markdown(rows: list[dict]) -> list[str]:
     """Lines of the train-on-generated table (none without rows)."""
     if not rows:
         return []

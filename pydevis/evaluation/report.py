@@ -99,7 +99,7 @@ def render_report(out: Path, rows: list[dict], summary: dict) -> tuple[str, str]
     methods = list(summary.get("per_method", {})) or sorted({r["method"] for r in rows})
     pm = summary.get("per_method", {})
     gens, scorers = _models(rows)
-    transfer = summary.get("train_on_generated", [])
+    trained = summary.get("train_on_generated", [])
     context = {
         "rows": len(rows), "images": len({r["image"] for r in rows}), "methods": methods,
         "generators": gens, "scorers": scorers, "per_method": pm,
@@ -108,14 +108,14 @@ def render_report(out: Path, rows: list[dict], summary: dict) -> tuple[str, str]
         "sensitivity": summary.get("class_sensitivity", []),
         "randomized": any("~" in r["generating_model"] for r in rows),
         "skipped": summary.get("skipped", []),
-        "transfer": [{**r, "acc_ci": acc_ci(r) if r.get("status") == "ok" else "",
-                      "per_class": per_class(r)} for r in transfer],
+        "trained": [{**r, "acc_ci": acc_ci(r) if r.get("status") == "ok" else "",
+                     "per_class": per_class(r)} for r in trained],
         "fig": {"faithfulness": figures.faithfulness(pm),
                 "robust_same": figures.robustness(pm, "same_model"),
                 "robust_other": figures.robustness(pm, "other_models"),
                 "scatter": figures.same_vs_other(rows, methods),
                 "gaps": figures.transfer_gaps(summary["transfer_gaps"]),
-                "accuracy": figures.accuracy_bars(transfer)},
+                "accuracy": figures.accuracy_bars(trained)},
         "galleries": _galleries(out, rows),
     }
     return _ENV.get_template("report.html.j2").render(**context), markdown_table(summary)

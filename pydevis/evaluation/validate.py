@@ -1,5 +1,6 @@
 """Checks of the JSON files pydevis reads back (chunk files under ``scores/``, image sidecars,
-``transfer/`` rows): each must have the shape pydevis writes, or a one-line error names the file.
+``train_on_generated/`` rows): each must have the shape pydevis writes, or a one-line error
+names the file.
 Extra keys are accepted (newer versions add columns); the keys below are required.
 
 Also the completeness of a chunk against the config: every (image, scoring model) of the chunk
@@ -149,9 +150,9 @@ _TRANSFER_OK = {"train_images": _int, "test_images": _int, "accuracy": _opt_num,
                 and all(_int(x) for x in v.values())}
 
 
-def read_transfer_row(path: Path) -> dict:
-    """One ``transfer/`` row, as :mod:`.transfer` writes it."""
-    data = read_json(path, "transfer row", 16 << 20, OutputError)
+def read_train_row(path: Path) -> dict:
+    """One train-on-generated row, as :mod:`.train_on_generated` writes it."""
+    data = read_json(path, "train-on-generated row", 16 << 20, OutputError)
     if not isinstance(data, dict):
         raise _fail(path, "not a JSON object")
     checks = {**_TRANSFER, **(_TRANSFER_OK if data.get("status") == "ok" else {})}

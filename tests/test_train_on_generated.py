@@ -14,10 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pydevis.evaluation.config import ConfigError, TransferSpec, load_config
+from pydevis.evaluation.config import ConfigError, TrainOnGeneratedSpec, load_config
 from pydevis.evaluation.experiment import finish, run_experiment
 from pydevis.evaluation.smallnet import NetSpec, fit_predict, standardize
-from pydevis.evaluation.transfer import Dataset, run_transfer, train_indices, wilson
+from pydevis.evaluation.train_on_generated import (
+    Dataset,
+    run_train_on_generated,
+    train_indices,
+    wilson,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10" / "cifar10_jpeg_q75.npz"
@@ -147,7 +152,7 @@ def test_experiment_writes_and_reports_the_section(run):
 
 def test_results_are_kept_on_resume(run):
     d, _ = run
-    files = sorted((d / "run" / "transfer").rglob("*.json"))
+    files = sorted((d / "run" / "train_on_generated").rglob("*.json"))
     assert len(files) == 3
     before = {f: f.stat().st_mtime_ns for f in files}
     files[0].write_text(files[0].read_text().replace('"status": "ok"', '"status": "ok" '))
@@ -155,6 +160,21 @@ def test_results_are_kept_on_resume(run):
     run_experiment(d / "run.toml")
     assert files[0].stat().st_mtime_ns == mark  # present: not redone
     assert all(f.stat().st_mtime_ns == before[f] for f in files[1:])
+
+
+def test_a_run_an_older_version_started_resumes_in_its_transfer_folder(run, tmp_path):
+    """Before the rename the rows lived in ``transfer/``: such a run keeps its rows there (not
+    redone, no second folder) and reports them."""
+    d, summary = run
+    old = tmp_path / "old"
+    shutil.copytree(d, old)
+    (old / "run" / "train_on_generated").rename(old / "run" / "transfer")
+    files = sorted((old / "run" / "transfer").rglob("*.json"))
+    before = {f: f.stat().st_mtime_ns for f in files}
+    again = run_experiment(old / "run.toml")
+    assert not (old / "run" / "train_on_generated").exists()
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert again["train_on_generated"] == summary["train_on_generated"]
 
 
 def test_classes_map_by_name(run, tmp_path):
@@ -168,9 +188,10 @@ def test_classes_map_by_name(run, tmp_path):
          for p in pngs]
     data = make_dataset(tmp_path / "self.npz", LABELS[::-1], (x, y), (x, y))
     shutil.copytree(src, tmp_path / "run" / "images" / "g" / "gradient")
-    spec = TransferSpec(data, test_images=6, baseline=False, net=NetSpec(hidden=32, epochs=60))
-    run_transfer(tmp_path / "run", spec, seed=0)
-    row = json.loads((tmp_path / "run/transfer/generated/g/gradient.json").read_text())
+    spec = TrainOnGeneratedSpec(data, test_images=6, baseline=False,
+                                net=NetSpec(hidden=32, epochs=60))
+    run_train_on_generated(tmp_path / "run", spec, seed=0)
+    row = json.loads((tmp_path / "run/train_on_generated/generated/g/gradient.json").read_text())
     assert row["status"] == "ok" and row["test_images"] == 6 and row["accuracy"] >= 0.8
     assert finish(tmp_path / "run", 10)["train_on_generated"] == [row]
 
@@ -183,17 +204,17 @@ def test_images_without_a_dataset_class_are_skipped(run, tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 255, (20, 32, 32, 3)), np.arange(20) % 3
     data = make_dataset(tmp_path / "d.npz", names, (x, y), (x, y))
-    run_transfer(tmp_path / "run", TransferSpec(data, 9, True, SMALL), seed=0)
-    row = json.loads((tmp_path / "run/transfer/generated/g/m.json").read_text())
+    run_train_on_generated(tmp_path / "run", TrainOnGeneratedSpec(data, 9, True, SMALL), seed=0)
+    row = json.loads((tmp_path / "run/train_on_generated/generated/g/m.json").read_text())
     assert row["classes"] == ["cat", "ship"] and row["train_images"] == 4
     assert len(row["skipped"]) == 2 and "'truck' is not in d.npz" in row["skipped"][0]
-    base = json.loads((tmp_path / "run/transfer/real/g.json").read_text())
+    base = json.loads((tmp_path / "run/train_on_generated/real/g.json").read_text())
     assert base["train_images"] == 4 and base["test_images"] == 8
 
     other = make_dataset(tmp_path / "e.npz", names, (x, y), (x[y != 1], y[y != 1]))
     shutil.copytree(src, tmp_path / "again" / "images" / "g" / "m")
-    run_transfer(tmp_path / "again", TransferSpec(other, 9, False, SMALL), seed=0)
-    row = json.loads((tmp_path / "again/transfer/generated/g/m.json").read_text())
+    run_train_on_generated(tmp_path / "again", TrainOnGeneratedSpec(other, 9, False, SMALL), seed=0)
+    row = json.loads((tmp_path / "again/train_on_generated/generated/g/m.json").read_text())
     assert row["status"] == "a class has no test images in e.npz" and "accuracy" not in row
     finish(tmp_path / "again", 10)
     assert "a class has no test images" in (tmp_path / "again" / "summary.md").read_text()

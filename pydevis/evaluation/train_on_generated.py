@@ -6,10 +6,12 @@ and tested on real images of the same classes: a balanced subset of the test spl
 dataset. A baseline row trains the same net, with the same seed, on as many real images per
 class drawn from the dataset's train split. Results are written one file per row::
 
-    transfer/generated/GEN/METHOD.json
-    transfer/real/GEN.json
+    train_on_generated/generated/GEN/METHOD.json
+    train_on_generated/real/GEN.json
 
-each atomically and skipped when present, so a killed run resumes here too.
+each atomically and skipped when present, so a killed run resumes here too. (A run folder that
+an older pydevis started has them under ``transfer/``; it keeps using that folder, see
+:func:`rows_dir`.)
 
 The dataset is an ``.npz`` with ``{split}_jpeg`` (concatenated JPEG bytes), ``{split}_offsets``
 (N+1 byte offsets), ``{split}_labels`` for ``split`` in ``train``/``test``, and optionally
@@ -28,10 +30,21 @@ import numpy as np
 
 from ..image import decode_rgb, read_rgb
 from ..outputs import write_json
-from .config import MAX_DATASET_BYTES, ConfigError, TransferSpec
+from .config import MAX_DATASET_BYTES, ConfigError, TrainOnGeneratedSpec
 from .cross_score import _key
 from .smallnet import fit_predict
-from .validate import OutputError, read_sidecar, read_transfer_row
+from .validate import OutputError, read_sidecar, read_train_row
+
+#: the folder of the rows in a run folder; LEGACY_FOLDER is its name before pydevis 0.1.x
+#: called it after what it does (it read like the same-vs-other-model "transfer gap")
+FOLDER, LEGACY_FOLDER = "train_on_generated", "transfer"
+
+
+def rows_dir(out: Path) -> Path:
+    """``out/train_on_generated``, or ``out/transfer`` when an older pydevis started the run
+    there (its rows are kept and the run resumes in it)."""
+    legacy = out / LEGACY_FOLDER
+    return legacy if legacy.is_dir() else out / FOLDER
 
 
 def check_npz(path: Path) -> None:
@@ -143,7 +156,7 @@ def train_indices(labels: np.ndarray, counts: dict[int, int], rng: np.random.Gen
 
 
 def evaluate(train_px: np.ndarray, train_c: np.ndarray, test: tuple[np.ndarray, np.ndarray],
-             spec: TransferSpec, seed: int, names: dict[int, str]) -> dict:
+             spec: TrainOnGeneratedSpec, seed: int, names: dict[int, str]) -> dict:
     """Train on (pixels, dataset classes), test on ``test``; the numbers of one row."""
     classes = sorted(names)
     index = {c: k for k, c in enumerate(classes)}
@@ -164,7 +177,7 @@ def evaluate(train_px: np.ndarray, train_c: np.ndarray, test: tuple[np.ndarray, 
             "per_class_accuracy": {names[c]: rate(truth == k) for k, c in enumerate(classes)}}
 
 
-def _fill(row: dict, px: np.ndarray, cls: np.ndarray, ds: Dataset, spec: TransferSpec,
+def _fill(row: dict, px: np.ndarray, cls: np.ndarray, ds: Dataset, spec: TrainOnGeneratedSpec,
           seed: int, tests: dict) -> dict:
     """``row`` with its status and, when there is something to learn and test, its numbers."""
     classes = sorted({int(c) for c in cls})
@@ -179,11 +192,11 @@ def _fill(row: dict, px: np.ndarray, cls: np.ndarray, ds: Dataset, spec: Transfe
     return row
 
 
-def _write_generated(out: Path, folder: Path, ds: Dataset, spec: TransferSpec, seed: int,
+def _write_generated(out: Path, folder: Path, ds: Dataset, spec: TrainOnGeneratedSpec, seed: int,
                      tests: dict) -> dict[int, int]:
     """Train/test one method's images; returns its per-class image counts."""
     gname, method = folder.parent.name, folder.name
-    target = out / "transfer" / "generated" / gname / f"{method}.json"
+    target = rows_dir(out) / "generated" / gname / f"{method}.json"
     px, cls, skipped = generated(folder, ds)
     counts = {int(c): int((cls == c).sum()) for c in np.unique(cls)}
     if not _valid_row(target):
@@ -193,7 +206,7 @@ def _write_generated(out: Path, folder: Path, ds: Dataset, spec: TransferSpec, s
     return counts
 
 
-def _test(ds: Dataset, classes: list[int], spec: TransferSpec, tests: dict):
+def _test(ds: Dataset, classes: list[int], spec: TrainOnGeneratedSpec, tests: dict):
     """The test subset of ``classes`` (pixels, dataset classes), cached in ``tests``."""
     key = tuple(classes)
     if key not in tests:  # decoded once per class set
@@ -203,8 +216,8 @@ def _test(ds: Dataset, classes: list[int], spec: TransferSpec, tests: dict):
 
 
 def _write_baseline(out: Path, gname: str, counts: dict[int, int], ds: Dataset,
-                    spec: TransferSpec, seed: int, tests: dict) -> None:
-    target = out / "transfer" / "real" / f"{gname}.json"
+                    spec: TrainOnGeneratedSpec, seed: int, tests: dict) -> None:
+    target = rows_dir(out) / "real" / f"{gname}.json"
     if _valid_row(target) or len(counts) < 2:
         return
     labels = ds.labels("train")
@@ -217,12 +230,12 @@ def _write_baseline(out: Path, gname: str, counts: dict[int, int], ds: Dataset,
 def _valid_row(target: Path) -> bool:
     """Whether a row file from an earlier run can be kept (else it is redone)."""
     try:
-        return target.exists() and bool(read_transfer_row(target))
+        return target.exists() and bool(read_train_row(target))
     except OutputError:
         return False
 
 
-def run_transfer(out: Path, spec: TransferSpec, seed: int,
+def run_train_on_generated(out: Path, spec: TrainOnGeneratedSpec, seed: int,
                  progress: Callable[[str, int, int], None] | None = None) -> None:
     """Every (generating model, method) of the run folder ``out``, plus one real-data baseline
     per generating model (not for the weight-randomized copies, whose classes are the same)."""
@@ -244,9 +257,9 @@ def run_transfer(out: Path, spec: TransferSpec, seed: int,
         progress("train on real (baseline)", len(folders) + 1, len(folders) + 1)
 
 
-def collect_transfer(out: Path) -> list[dict]:
+def collect_train_on_generated(out: Path) -> list[dict]:
     """The rows written so far: per generating model, its methods then its real baseline."""
-    files = sorted((out / "transfer").rglob("*.json"), key=str)
-    rows = [read_transfer_row(f) for f in files if not f.name.startswith(".tmp-")]
+    files = sorted(rows_dir(out).rglob("*.json"), key=str)
+    rows = [read_train_row(f) for f in files if not f.name.startswith(".tmp-")]
     return sorted(rows, key=lambda r: (r["generating_model"], r["source"] == "real",
                                        r["method"]))
