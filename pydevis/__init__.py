@@ -11,7 +11,7 @@ from .api import cross_score, deconvolve, isolate, project, top9, tune, visualiz
 from .errors import ImageError, ModelError, PydevisError, TargetError, UnsupportedOpError
 from .evaluation.experiment import report, run_experiment
 from .export import export_backward
-from .model import MODES, Model, Signal, load
+from .model import MODES, BackwardPass, Model, Signal, load
 
 try:  # the one version is pyproject.toml's, read from the installed metadata
     __version__ = _version("pydevis")
@@ -20,6 +20,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 __all__ = [
     "MODES",
+    "BackwardPass",
     "ImageError",
     "Model",
     "ModelError",

@@ -26,12 +26,15 @@ _PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze")
 
 
 @dataclass
-class Signal:
+class BackwardPass:
     """One backward pass: the signal at the input and the objective per row."""
 
     grad: np.ndarray  # (N, C, H, W), d objective / d input (or its deconvnet/guided variant)
     objective: np.ndarray  # (N,) the target unit's value
     target_value: np.ndarray  # the whole target tensor (class scores for class targets)
+
+
+Signal = BackwardPass  # the old name ("signal" is the array at the input, ``grad`` here)
 
 
 def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
@@ -293,7 +296,7 @@ class Model:
         raise TargetError(f"no tensor or node named {name!r} in {self.path.name}"
                           + suggestion(name, self))
 
-    def signal(self, x: np.ndarray, target, mode: str = "gradient") -> Signal:
+    def backward_pass(self, x: np.ndarray, target, mode: str = "gradient") -> BackwardPass:
         """Forward then backward: the signal at the input for ``target`` in ``mode``.
 
         ``mode`` is ``gradient`` (Simonyan et al. 2013), ``deconvnet`` (Zeiler & Fergus 2014) or
@@ -308,15 +311,17 @@ class Model:
             raise TargetError("all rows of one call must target the same tensor")
         tensor = tensors.pop()
         if not self.runner.batches(x):
-            rows = [self.signal(x[i:i + 1], [units[i]], mode) for i in range(x.shape[0])]
-            return Signal(np.concatenate([r.grad for r in rows]),
+            rows = [self.backward_pass(x[i:i + 1], [units[i]], mode) for i in range(x.shape[0])]
+            return BackwardPass(np.concatenate([r.grad for r in rows]),
                           np.concatenate([r.objective for r in rows]),
                           np.concatenate([r.target_value for r in rows]))
         if self._ort is not None:
-            return self._ort.signal(x, tensor, units, mode)
+            return self._ort.backward_pass(x, tensor, units, mode)
         values, walk = self.pullback(x, tensor, mode)
         seed, objective = targets.seed(values[tensor], units)
-        return Signal(walk(seed), objective, values[tensor])
+        return BackwardPass(walk(seed), objective, values[tensor])
+
+    signal = backward_pass  # the old name, kept for scripts (bench/ calls it)
 
     def pullback(self, x: np.ndarray, tensor: str, mode: str = "gradient"
                  ) -> tuple[dict[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
@@ -368,8 +373,8 @@ class Model:
         return grad
 
     def backward(self, x: np.ndarray, target, mode: str = "gradient") -> np.ndarray:
-        """The signal at the input (same shape as ``x``); see :meth:`signal`."""
-        return self.signal(x, target, mode).grad
+        """The signal at the input (same shape as ``x``); see :meth:`backward_pass`."""
+        return self.backward_pass(x, target, mode).grad
 
     # ---- shapes ----------------------------------------------------------------------------
     def shapes(self, names: Iterable[str], batch: int) -> dict[str, tuple[int, ...]]:

@@ -290,10 +290,10 @@ def test_ort_backend_signals_and_ascent(tmp_path):
     own, viaort = pydevis.load(path), pydevis.load(path, backend="ort")
     x = np.random.default_rng(7).standard_normal((3, *own.input_dims())).astype(np.float32)
     for mode in MODES:
-        a, b = own.signal(x, [0, 4, 5], mode), viaort.signal(x, [0, 4, 5], mode)
+        a, b = own.backward_pass(x, [0, 4, 5], mode), viaort.backward_pass(x, [0, 4, 5], mode)
         assert_close(b.grad, a.grad, f"signal {mode}")
         np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5, atol=1e-6)
-        a, b = own.signal(x, "relu2:3", mode), viaort.signal(x, "relu2:3", mode)
+        a, b = own.backward_pass(x, "relu2:3", mode), viaort.backward_pass(x, "relu2:3", mode)
         assert_close(b.grad, a.grad, f"unit {mode}")
         cot = one_hot_units(own.run(x, ["r1"])["r1"])
         assert_close(viaort.vjp(x, "r1", cot, mode), own.vjp(x, "r1", cot, mode), "vjp")

@@ -154,13 +154,13 @@ def test_sixty_steps_make_the_class_on_the_saved_png(alexnet, monkeypatch):
     assert (prob >= 0.9).all(), prob
     assert all(r.status == "ok" and 0 <= r.pixels.min() and r.pixels.max() <= 255 for r in res)
 
-    signal = pixels.PixelSpace.signal
+    signal = pixels.PixelSpace.backward_pass
 
     def zeroed(self, v, target, mode):
         sig, g = signal(self, v, target, mode)
         return sig, np.zeros_like(g)
 
-    monkeypatch.setattr(pixels.PixelSpace, "signal", zeroed)
+    monkeypatch.setattr(pixels.PixelSpace, "backward_pass", zeroed)
     dead = ascend(alexnet, CLASSES, cfg, seed=0)
     prob = score_pixels(alexnet, np.stack([r.pixels for r in dead]))[range(3), CLASSES]
     assert (prob < 0.3).all(), prob

@@ -39,7 +39,7 @@ def test_every_method_runs_and_gradient_ones_raise_their_score(tiny, method):
     start = tiny.forward(tiny.preprocess(np.full((3, 20, 18, 3), 0.0) +
                                          PIXEL_CENTER))[[0, 1, 2], classes]
     best = np.array([r.best_objective for r in res])
-    if cfg.signal == "gradient":  # a true ascent; deconvnet/guided signals need not raise it
+    if cfg.mode == "gradient":  # a true ascent; deconvnet/guided signals need not raise it
         assert (best > start + 1e-4).all(), (method, start, best)
     for r in res:
         assert r.status == "ok" and np.isfinite(r.pixels).all()
@@ -74,7 +74,7 @@ def test_presets_keep_the_papers_regularizers(preset):
     p = YOSINSKI[preset]
     assert (p.decay, p.blur_sigma, p.blur_every, p.norm_pct, p.contrib_pct, p.steps) == \
         tuple(regularizers)
-    assert p.signal == "gradient"
+    assert p.mode == "gradient"
 
 
 @pytest.mark.parametrize("preset", [1, 2, 3, 4])
@@ -230,3 +230,12 @@ def test_top9_grid(tiny, tmp_path, rng):
     assert len({h.image for h in hits[3]}) == 9
     grid = np.asarray(Image.open(tmp_path / "out" / "deconvnet_top9_r2.png"))
     assert grid.ndim == 3 and grid.std() > 1
+
+
+def test_old_names_of_mode_and_backward_pass_still_work():
+    """``signal`` was the mode setting, the result class and the model's method; the old names
+    still reach the new ones."""
+    assert method_config("gradient", signal="guided").mode == "guided"
+    assert method_config("gradient", signal="guided", mode="deconvnet").mode == "deconvnet"
+    assert pydevis.Signal is pydevis.BackwardPass
+    assert pydevis.Model.signal is pydevis.Model.backward_pass

@@ -89,7 +89,7 @@ def test_big_models_keep_one_session_per_batch_mode(tmp_path, monkeypatch):
     model = pydevis.load(_model(tmp_path / "m.onnx", big=True))
     x = np.random.default_rng(3).standard_normal((4, C, H, W)).astype(np.float32)
     scores = model.forward(x)
-    model.signal(x, [0, 1, 2, 3])
+    model.backward_pass(x, [0, 1, 2, 3])
     a = model.runner.run(x, ["r"])
     b = model.runner.run(x, ["n", "p"])
     assert model.runner.batchable

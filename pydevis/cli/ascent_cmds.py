@@ -50,7 +50,7 @@ def _g(v: float) -> str:
 
 def defaults_table() -> str:
     """The per-method defaults, as shown in ``visualize --help``."""
-    rows = [("method", "signal", "steps", "step-size", "rule", "jitter", "decay", "blur σ/every",
+    rows = [("method", "mode", "steps", "step-size", "rule", "jitter", "decay", "blur σ/every",
              "clip %norm/%contrib", "prior")]
     configs = [(name, c) for name, c in METHODS.items() if name != "yosinski"]
     configs[1:1] = [(f"yosinski --preset {p}" + (" (default)" if p == api.DEFAULT_PRESET
@@ -58,7 +58,7 @@ def defaults_table() -> str:
     for name, c in configs:
         prior = f"TV {c.tv_weight:g}, α {c.alpha_weight:g}" if c.tv_weight or c.alpha_weight \
             else "-"
-        rows.append((name, c.signal, str(c.steps), _g(c.step_size), c.step_rule, str(c.jitter),
+        rows.append((name, c.mode, str(c.steps), _g(c.step_size), c.step_rule, str(c.jitter),
                      f"{c.decay:g}", f"{c.blur_sigma:g}/{c.blur_every}",
                      f"{c.norm_pct:g}/{c.contrib_pct:g}", prior))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -27,7 +27,7 @@ import onnxruntime as ort
 from .. import targets as targets_mod
 from ..methods import regularizers as R
 from ..methods.ascent_state import HostImage
-from ..model import Signal
+from ..model import BackwardPass
 from . import ACTIVATION, SCORES, SEED, SIGNAL
 from .ort_backend import device
 
@@ -61,13 +61,13 @@ class BoundImage(HostImage):
             return DeviceImage(space, v, lo, hi, binding)
         return cls(space, v, lo, hi, binding)
 
-    def signal(self, targets: list, mode: str, dy: int, dx: int) -> Signal:
+    def backward_pass(self, targets: list, mode: str, dy: int, dx: int) -> BackwardPass:
         b = self.b
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked by the caller
             b.x[...] = self.space.to_input(R.roll(self.v, dy, dx))
             b.run()
             self.g = R.roll(self.space.grad_to_pixels(b.gx), -dy, -dx)
-        return b.signal()
+        return b.backward_pass()
 
 
 class _Binding:
@@ -105,7 +105,7 @@ class _Binding:
     def run(self) -> None:
         self.sess.run_with_iobinding(self.binding)
 
-    def signal(self) -> Signal:
+    def backward_pass(self) -> BackwardPass:
         """The objective and target value of the last run, on the host (a copy: the buffers
         are reused); the signal stays in its buffer (an empty grad on CUDA)."""
         if self.device == "cpu":
@@ -113,7 +113,7 @@ class _Binding:
         else:
             value, grad = self.value_ov.numpy(), np.empty((0,), np.float32)
         _, objective = targets_mod.seed(value, self.units)
-        return Signal(grad, objective, value)
+        return BackwardPass(grad, objective, value)
 
     def device_views(self):
         """(input, signal) as ``__cuda_array_interface__`` objects (CUDA provider)."""
@@ -160,11 +160,11 @@ class DeviceImage:
         self.set_image(v)
         self.keep_best(np.ones(v.shape[0], bool))
 
-    def signal(self, targets: list, mode: str, dy: int, dx: int) -> Signal:
+    def backward_pass(self, targets: list, mode: str, dy: int, dx: int) -> BackwardPass:
         self.ws.to_input(self.x, dy, dx)
         self.b.run()
         self.ws.grad_from_input(self.gx, dy, dx)
-        return self.b.signal()
+        return self.b.backward_pass()
 
     def grad_sumsq(self) -> np.ndarray:
         return self.ws.grad_sumsq()

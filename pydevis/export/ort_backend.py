@@ -71,15 +71,15 @@ class OrtBackward:
             signal, act = b.binding.copy_outputs_to_cpu()  # copies: the buffers are reused
         return signal, act
 
-    def signal(self, x: np.ndarray, tensor: str, units, mode: str):
+    def backward_pass(self, x: np.ndarray, tensor: str, units, mode: str):
         """:meth:`pydevis.Model.signal` for ``units`` at ``tensor``."""
-        from ..model import Signal
+        from ..model import BackwardPass
 
         shape = self.model.shapes((tensor,), x.shape[0])[tensor]
         seed, _ = targets.seed(np.zeros(shape, np.float32), units)
         grad, value = self.run(x, tensor, seed, mode)
         _, objective = targets.seed(value, units)
-        return Signal(grad, objective, value)
+        return BackwardPass(grad, objective, value)
 
     def vjp(self, x: np.ndarray, tensor: str, cotangent, mode: str) -> np.ndarray:
         """:meth:`pydevis.Model.vjp`."""

@@ -32,7 +32,7 @@ MAX_STEPS = 100_000
 class AscentConfig:
     """Hyper-parameters of one ascent; pixel units (0..255 scale) throughout."""
 
-    signal: str = "gradient"  # backward mode: gradient | deconvnet | guided
+    mode: str = "gradient"  # the backward mode (kernels.MODES): gradient | deconvnet | guided
     steps: int = 200
     # "constant": a step of step_size; "progress": the step that gains 2 in the objective
     # (η = 2/‖g‖², Yosinski's toolbox), at most step_size.
@@ -63,7 +63,7 @@ class AscentConfig:
                 raise TypeError(f"invalid ascent setting: {f.name} must be {f.type}, got {v!r}")
             if not isinstance(v, (numbers.Integral, str)) and not np.isfinite(v):
                 raise ValueError(f"invalid ascent setting: {f.name} must be finite, got {v!r}")
-        checks = [(self.signal in ("gradient", "deconvnet", "guided"), "signal"),
+        checks = [(self.mode in ("gradient", "deconvnet", "guided"), "mode"),
                   (self.steps >= 1, "steps must be >= 1"),
                   (self.steps <= MAX_STEPS, f"steps must be <= {MAX_STEPS}"),
                   (self.blur_sigma <= 100 and self.blur_every <= MAX_STEPS,
@@ -134,7 +134,7 @@ class FourierConfig(AscentConfig):
                   (0 <= self.angle_max <= 180, "angle_max must be in [0, 180]"),
                   (0 <= self.decay_power <= 4, "decay_power must be in [0, 4]"),
                   (self.init_std > 0, "init_std must be > 0"),
-                  (self.signal == "gradient", "fourier ascends the gradient only")]
+                  (self.mode == "gradient", "fourier ascends the gradient only")]
         for ok, what in checks:
             if not ok:
                 raise ValueError(f"invalid fourier setting: {what} ({self})")
@@ -142,12 +142,12 @@ class FourierConfig(AscentConfig):
 
 
 METHODS: dict[str, AscentConfig] = {
-    "gradient": AscentConfig(signal="gradient", decay=1e-4, **_SIGNAL_STEP),
+    "gradient": AscentConfig(mode="gradient", decay=1e-4, **_SIGNAL_STEP),
     "yosinski": YOSINSKI[3],
-    "guided": AscentConfig(signal="guided", **_SIGNAL_STEP),
-    "deconv": AscentConfig(signal="deconvnet", **_SIGNAL_STEP),
-    "deconv-prior": AscentConfig(signal="deconvnet", **_SIGNAL_STEP, **_PRIOR),
-    "deconv-prior-reg": replace(YOSINSKI[3], signal="deconvnet", steps=200, **_PRIOR),
+    "guided": AscentConfig(mode="guided", **_SIGNAL_STEP),
+    "deconv": AscentConfig(mode="deconvnet", **_SIGNAL_STEP),
+    "deconv-prior": AscentConfig(mode="deconvnet", **_SIGNAL_STEP, **_PRIOR),
+    "deconv-prior-reg": replace(YOSINSKI[3], mode="deconvnet", steps=200, **_PRIOR),
     "fourier": FourierConfig(),
 }
 
@@ -161,7 +161,10 @@ def method_config(name: str, preset: int | None = None, **overrides) -> AscentCo
     if name == "yosinski" and preset is not None and preset not in YOSINSKI:
         raise ValueError(f"yosinski preset must be 1-4, got {preset!r}")
     base = YOSINSKI[preset] if name == "yosinski" and preset else METHODS[name]
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "signal" in given:  # the old name of ``mode``
+        given.setdefault("mode", given.pop("signal"))
+    return replace(base, **given).validate()
 
 
 @dataclass
@@ -209,7 +212,7 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     v = kernels.clamp_channels(v, lo, hi)
     priors = [p for p in (R.TotalVariation(config.tv_weight, config.tv_beta),
                           R.AlphaNorm(config.alpha_weight, config.alpha)) if p.weight > 0]
-    state = image_state(model, space, v, lo, hi, targets, config.signal, bool(priors))
+    state = image_state(model, space, v, lo, hi, targets, config.mode, bool(priors))
     best_obj = np.full(n, -np.inf)
     best_step = np.zeros(n, int)
     success = np.full(n, -1)
@@ -219,9 +222,9 @@ def ascend(model: Model, targets: list, config: AscentConfig, seed: int = 0,
     restart = np.zeros(n)
     for t in range(config.steps + 1):
         dy, dx = R.jitter_offsets(rng, config.jitter)
-        sig = state.signal(targets, config.signal, dy, dx)
+        sig = state.backward_pass(targets, config.mode, dy, dx)
         if t == 0 and start is None and config.start == "mean":
-            sig, restart = _revive(state, sig, targets, config.signal, (dy, dx), seed, lo, hi)
+            sig, restart = _revive(state, sig, targets, config.mode, (dy, dx), seed, lo, hi)
             if restart.any():
                 state.keep_best(np.ones(n, bool))
         obj = sig.objective
@@ -297,13 +300,13 @@ def _revive(state, sig, targets: list, mode: str, shift: tuple[int, int], seed: 
             rng.normal(0, std, v[dead].shape).astype(np.float32), lo, hi)
         restart[dead] = std
         state.set_image(v)
-        sig = state.signal(targets, mode, *shift)
+        sig = state.backward_pass(targets, mode, *shift)
         dead &= state.grad_sumsq() == 0
         if not dead.any():
             return sig, restart
     v[dead], restart[dead] = mean[dead], 0.0
     state.set_image(v)
-    return state.signal(targets, mode, *shift), restart
+    return state.backward_pass(targets, mode, *shift), restart
 
 
 def _step_sizes(sq: np.ndarray, size: int, config: AscentConfig) -> np.ndarray:

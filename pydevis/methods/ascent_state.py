@@ -11,7 +11,7 @@
   the CPU provider: numpy buffers the session reads and writes in place, updated by the host
   kernels), and only per-row numbers cross to the host each step.
 
-A state offers: ``signal(targets, mode, dy, dx) -> Signal`` (objective and target value on the
+A state offers: ``signal(targets, mode, dy, dx) -> BackwardPass`` (objective and target value on the
 host, the gradient kept inside), ``grad_sumsq()`` (per row, float64), ``add_prior_grads(priors)``,
 ``step(eta, decay, blur_sigma, norm_pct, contrib_pct, active)`` (the active rows only),
 ``keep_best(mask)``, ``image()`` / ``set_image(v)`` (host copies: the start and the restarts of
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..model import Signal
+from ..model import BackwardPass
 from . import regularizers as R
 from .pixels import PixelSpace
 
@@ -37,10 +37,10 @@ class HostImage:
         self.best = v.copy()
         self.g = np.zeros_like(v)
 
-    def signal(self, targets: list, mode: str, dy: int, dx: int) -> Signal:
+    def backward_pass(self, targets: list, mode: str, dy: int, dx: int) -> BackwardPass:
         """The signal at v shifted by the jitter (dy, dx); its gradient is kept shifted back."""
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked by the caller
-            sig, g = self.space.signal(R.roll(self.v, dy, dx), targets, mode)
+            sig, g = self.space.backward_pass(R.roll(self.v, dy, dx), targets, mode)
         self.g = R.roll(g, -dy, -dx)
         return sig
 

@@ -112,7 +112,7 @@ def fourier_ascend(model: Model, targets: list, config, seed: int = 0, progress=
         tr = RandomTransform.draw(rng, (h, w), pad, jit, config.scale_range, config.angle_max)
         v = (tr(pixels - center)).astype(np.float32)
         with np.errstate(over="ignore", invalid="ignore"):
-            sig, g = space.signal(v, targets, "gradient")
+            sig, g = space.backward_pass(v, targets, "gradient")
         obj = sig.objective
         last_obj = obj.astype(np.float64)
         better = obj > best_obj

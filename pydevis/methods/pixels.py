@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model import Model, Signal
+from ..model import BackwardPass, Model
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class PixelSpace:
             return np.ascontiguousarray(g * w)
         return g
 
-    def signal(self, v: np.ndarray, target, mode: str) -> tuple[Signal, np.ndarray]:
+    def backward_pass(self, v: np.ndarray, target, mode: str) -> tuple[BackwardPass, np.ndarray]:
         """The model's signal at ``v`` and its gradient in pixel units."""
-        sig = self.model.signal(self.to_input(v), target, mode)
+        sig = self.model.backward_pass(self.to_input(v), target, mode)
         return sig, self.grad_to_pixels(sig.grad)

@@ -20,7 +20,7 @@ import pydevis.kernels as K
 from pydevis import targets as targets_mod
 from pydevis.export import ort_ascent
 from pydevis.methods import ascent as A
-from pydevis.model import Signal
+from pydevis.model import BackwardPass
 from tiny import tiny_classifier
 
 _REASON = K.available()["cuda"]
@@ -48,13 +48,13 @@ class StandInBinding:
         self.value = None
 
     def run(self):
-        sig = self.model.signal(self.x.to_host(), self.units, self.mode)
+        sig = self.model.backward_pass(self.x.to_host(), self.units, self.mode)
         self.gx.copy_from(np.ascontiguousarray(sig.grad, np.float32))
         self.value = sig.target_value
 
-    def signal(self):
+    def backward_pass(self):
         _, objective = targets_mod.seed(self.value, self.units)
-        return Signal(np.empty((0,), np.float32), objective, self.value)
+        return BackwardPass(np.empty((0,), np.float32), objective, self.value)
 
     def device_views(self):
         return self.x, self.gx
