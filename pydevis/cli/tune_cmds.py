@@ -46,11 +46,15 @@ model's, is refused: pass --card, a copy of the card is made there). From then o
 `visualize` (with the same --card, or the sidecar) and `experiment` use these settings for
 the model; each image's JSON says so (settings_source "card").
 
-Resumable: TRIAL folders in --out are written one by one, the marker last; the same command
-again skips the finished trials, and a larger --trials extends the search.
+Resumable: the trial_K folders in --out are written one by one, each one's trial.json
+last; the same command again skips the finished trials, and a larger --trials extends the
+search.
 
-Example: pydevis tune model.onnx --method yosinski --class 1 --class goldfish --trials 20
-         --scorer other.onnx --card my_card.json
+Example:
+
+\b
+    pydevis tune model.onnx --method yosinski --class 1 --class goldfish
+        --trials 20 --scorer other.onnx --card my_card.json
 """
 
 
