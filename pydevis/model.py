@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import external_data_helper
 
 from . import graph as graph_mod
 from . import preprocess, targets
 from .backward import engine
 from .backward.registry import NONDIFF, lookup
+from .class_scores import DefaultLabels, softmax
 from .errors import ModelError, TargetError
 from .kernels import MODES
+from .onnx_file import read_onnx
 from .session import Runner
 
 _PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze")
@@ -59,49 +60,12 @@ def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
 
         backend = signal_backend()  # "ort" with PYDEVIS_BACKEND=ort; a bad value fails here
     p = Path(path)
-    proto = _read(p)
+    proto = read_onnx(p)
     model = Model(p, proto, spec_overrides, Path(card) if card else None, threads)
     model.set_signal_backend(backend)
     if model.spec.labels is not None:
         model.labels  # noqa: B018  (a label list of the wrong length is a load-time error)
     return model
-
-
-def _read(p: Path) -> onnx.ModelProto:
-    if not p.is_file():
-        raise ModelError(f"{p}: no such file")
-    try:
-        proto = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:
-        raise ModelError(f"{p}: not an ONNX model ({type(exc).__name__})") from None
-    if not proto.graph.node:
-        raise ModelError(f"{p}: not an ONNX model (no graph nodes)")
-    newest = onnx.defs.onnx_opset_version()
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx") and not 1 <= imp.version <= newest:
-            raise ModelError(f"{p}: ONNX opset {imp.version} is not supported "
-                             f"(this onnx knows opsets 1..{newest})")
-    _check_external(p, proto)
-    try:
-        external_data_helper.load_external_data_for_model(proto, str(p.parent))
-        onnx.checker.check_model(proto)
-    except Exception as exc:
-        raise ModelError(f"{p}: invalid ONNX model: {str(exc).strip().splitlines()[0]}") from None
-    return proto
-
-
-def _check_external(p: Path, proto: onnx.ModelProto) -> None:
-    """Refuse external-data locations outside the model's folder, before reading any of them."""
-    root = p.parent.resolve()
-    for tensor in external_data_helper._get_all_tensors(proto):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        loc = info.get("location", "")
-        target = (root / loc).resolve()
-        if os.path.isabs(loc) or ".." in Path(loc).parts or not target.is_relative_to(root):
-            raise ModelError(f"{p}: tensor {tensor.name!r} has external data outside the model's "
-                             f"folder ({loc!r}); refused")
 
 
 class Model:
@@ -408,51 +372,3 @@ class Model:
             s2, s3 = runs[0][name].shape, runs[1][name].shape
             self._templates[name] = tuple((d2 - 2 * (d3 - d2), d3 - d2)
                                           for d2, d3 in zip(s2, s3, strict=True))
-
-
-class DefaultLabels(Sequence[str]):
-    """``class_0`` ... ``class_{n-1}``, made on demand (O(1) per lookup, no memory)."""
-
-    def __init__(self, n: int):
-        self._n = n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return tuple(f"class_{k}" for k in range(*i.indices(self._n)))
-        k = int(i)
-        k = k + self._n if k < 0 else k
-        if not 0 <= k < self._n:
-            raise IndexError(f"class index {i} out of range")
-        return f"class_{k}"
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, DefaultLabels):
-            return self._n == other._n
-        return isinstance(other, (tuple, list)) and len(other) == self._n and \
-            all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def top_k(p: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest values of a 1-D array, largest first, ties by index: what
-    ``np.argsort(-p, kind="stable")[:k]`` gives, in O(n) for small k (10^7 classes: ~50 ms)."""
-    p = np.asarray(p).ravel()
-    k = max(0, min(int(k), p.size))
-    if k == 0:
-        return np.zeros(0, np.int64)
-    if 4 * k >= p.size:
-        return np.argsort(-p, kind="stable")[:k]
-    thr = np.partition(p, p.size - k)[p.size - k]
-    above = np.flatnonzero(p > thr)
-    idx = np.sort(np.concatenate([above, np.flatnonzero(p == thr)[:k - len(above)]]))
-    return idx[np.argsort(-p[idx], kind="stable")]
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)

@@ -116,7 +116,7 @@ def predict(model: ModelArg,
 
     Example: pydevis predict model.onnx cat.jpg dog.png --top 3
     """
-    from ..model import top_k
+    from ..class_scores import top_k
     from ..scoring import expand_paths, pixels_for
 
     m = load_model(model, size, bgr, mean, std, labels)

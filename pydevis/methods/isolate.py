@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model import Model, softmax
+from ..class_scores import softmax
+from ..model import Model
 from .pixels import PixelSpace
 
 

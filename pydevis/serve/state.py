@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..class_scores import softmax
 from ..errors import TargetError
 from ..image import load_for, to_uint8
 from ..kernels import MODES
 from ..methods import deconvnet as dn
-from ..model import Model, softmax
+from ..model import Model
 from ..render import projection_figure
 from ..tensors import list_tensors
 
