@@ -5,8 +5,8 @@ already complete in the run folder are left out of the cost). Then a short timed
 (generating model, method), in a child process set up as a Ray worker is (ONNX Runtime on one
 intra-op thread, one OpenMP/numba/OpenBLAS thread) and timed in CPU seconds (other work on the
 machine does not count): the method through the run's own image-generation path on
-``PROBE_ROWS`` classes, once with 1 step (warm-up: sessions, caches) and once with
-``1 + PROBE_STEPS`` steps; the difference gives the time per step, extrapolated to the
+``PROBE_ROWS`` classes, after a warm-up (sessions, JIT compiles), once with 1 step and once
+with ``1 + PROBE_STEPS`` steps; the difference gives the time per step, extrapolated to the
 configured steps, and the time per row scales to the cell's rows. Scoring is probed per scoring
 model (every image is scored on each, with the four perturbations). A cell's estimate is its
 ascent plus its scoring; core-hours are their sum, and the wall time on N workers is the longest
@@ -56,6 +56,7 @@ def probe_method(gen: Model, cell: Cell) -> dict[str, float]:
 
     configured = method_config(spec.name, spec.preset, **spec.settings).steps
     short = min(PROBE_STEPS, configured - 1)
+    run(1)  # sessions for this batch, JIT compiles: not part of a step
     t_warm = _timed(lambda: run(1))
     t_probe = _timed(lambda: run(1 + short)) if short else t_warm
     per_step = max((t_probe - t_warm) / short, 0.0) if short else t_warm / 2
@@ -146,7 +147,9 @@ def _duration(hours: float) -> str:
         return f"{hours / 24:.1f} days"
     if hours >= 1:
         return f"{hours:.1f} h"
-    return f"{hours * 60:.1f} min"
+    if hours >= 1 / 60:
+        return f"{hours * 60:.1f} min"
+    return f"{hours * 3600:.1f} s"
 
 
 def format_plan(plan: dict[str, Any]) -> str:
@@ -158,7 +161,7 @@ def format_plan(plan: dict[str, Any]) -> str:
                      f"{p['cell_row_s']:.2f} s/image")
     score = plan["scoring_s_per_image"]
     lines.append(f"scoring: {sum(score.values()):.3f} s per image on {len(score)} models")
-    lines.append(f"estimate: {plan['core_hours']:.2f} core-hours")
+    lines.append(f"estimate: {plan['core_hours']:.3g} core-hours")
     for n, h in plan["wall_hours"].items():
         mark = "  <- --workers" if int(n) == plan["workers"] else ""
         lines.append(f"  wall time on {n:>4s} workers: {_duration(h)}{mark}")
