@@ -15,191 +15,28 @@ Signals are compared norm-wise per batch row: ``||a - b|| / ||b|| <= 1e-4`` in f
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import warnings
-
 import numpy as np
 import onnx  # dependencies of pydevis: missing means a broken install, a failure, not a skip
-import onnxruntime as ort
 import pytest
 
 import pydevis
 
 torch = pytest.importorskip("torch")  # optional (the test extra): the oracle's own dependency
 
-try:
+try:  # the test helpers, from wherever pytest put tests/ (one module object each)
     from tests import nets
+    from tests import torch_oracle as O
 except ImportError:
     import nets
+    import torch_oracle as O
 
 pytestmark = pytest.mark.torch
 
-TOL = 1e-4  # float32 signal, norm-wise per row
 FWD_TOL = 1e-5  # onnxruntime vs torch logits, norm-wise per row
 MODES = pydevis.MODES  # the modes pydevis offers, each checked against torch below
 NAMES = sorted(nets.ZOO)
 FIXED = sorted(n for n, z in nets.ZOO.items() if z.fixed_batch)
 BATCH = 4
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-def row_errors(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Per batch row ``||a - b|| / ||b||``; a row where ``b`` is exactly zero is measured
-    against the largest row norm of ``b`` instead."""
-    a = np.asarray(actual, dtype=np.float64).reshape(len(actual), -1)
-    b = np.asarray(expected, dtype=np.float64).reshape(len(expected), -1)
-    nb = np.linalg.norm(b, axis=1)
-    scale = np.where(nb > 0, nb, nb.max(initial=0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.linalg.norm(a - b, axis=1) / scale
-    return np.where(np.isnan(err), np.inf, err)
-
-
-def assert_rows_close(actual, expected, tol: float = TOL, what: str = "") -> None:
-    """Fail unless every row of ``actual`` is within ``tol`` (norm-wise) of ``expected``."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.isfinite(actual).all(), f"{what}: non-finite values"
-    assert np.linalg.norm(expected) > 0, f"{what}: the reference is zero, the test is vacuous"
-    err = row_errors(actual, expected)
-    norms = np.linalg.norm(expected.reshape(len(expected), -1), axis=1)
-    assert (err <= tol).all(), (
-        f"{what}: relative error per row {np.array2string(err, precision=3)} > {tol:g} "
-        f"(|ref| per row {np.array2string(norms, precision=3)})"
-    )
-
-
-# --------------------------------------------------------------------------- torch oracles
-
-
-class _Rectifier(torch.autograd.Function):
-    """ReLU / ReLU6 forward with the deconvnet or guided backward rule."""
-
-    @staticmethod
-    def forward(ctx, x, upper, mode):  # type: ignore[override]
-        ctx.mode = mode
-        inside = x > 0 if upper is None else (x > 0) & (x < upper)
-        ctx.save_for_backward(inside)
-        return x.clamp(0, upper)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        (inside,) = ctx.saved_tensors
-        g = g.clamp(min=0)
-        return (g if ctx.mode == "deconvnet" else g * inside), None, None
-
-
-def _rectify(x, upper, mode):
-    return _Rectifier.apply(x, upper, mode)
-
-
-@contextlib.contextmanager
-def rectifier_override(model, mode: str, relu6_upper_mask: bool = True):
-    """Within the block every ``nn.ReLU`` module (``ReLU6R`` included) of ``model`` uses the
-    backward rule of ``mode``; ``gradient`` leaves the model as it is."""
-    patched = []
-    if mode != "gradient":
-        for m in model.modules():
-            if isinstance(m, torch.nn.ReLU):
-                upper = getattr(m, "upper", None)  # nets.ReLU6R: 6
-                if upper is not None and not relu6_upper_mask:
-                    upper = float("inf")
-                m.forward = functools.partial(_rectify, upper=upper, mode=mode)
-                patched.append(m)
-    try:
-        yield model
-    finally:
-        for m in patched:
-            del m.forward
-
-
-def _class_rows(classes, n: int) -> torch.Tensor:
-    rows = [classes] * n if isinstance(classes, int) else list(classes)
-    return torch.tensor(rows, dtype=torch.long).view(n, 1)
-
-
-def torch_signal(exp, x: np.ndarray, target, mode: str, **override) -> np.ndarray:
-    """d(target scalar of row n)/d(x[n]) in torch with the rectifier rules of ``mode``.
-
-    ``target``: an int or list of ints (pre-softmax class score) or ``(channel, pos)`` on the
-    probe tensor, ``pos`` None for the spatial mean."""
-    model = exp.model
-    xt = torch.from_numpy(x).requires_grad_(True)
-    captured = []
-    handle = None
-    if isinstance(target, tuple):
-        probe = nets.find_probe_module(model, xt.detach(), exp.net.probe[1], exp.net.probe[2])
-        handle = probe.register_forward_hook(lambda m, i, o: captured.append(o))
-    try:
-        with rectifier_override(model, mode, **override):
-            logits = nets.logit_module(model)(xt)
-            if isinstance(target, tuple):
-                (act,) = captured
-                c, pos = target
-                obj = act[:, c].mean(dim=(1, 2)) if pos is None else act[:, c, pos[0], pos[1]]
-            else:
-                obj = logits.gather(1, _class_rows(target, len(x))).view(-1)
-            (g,) = torch.autograd.grad(obj.sum(), xt)
-    finally:
-        if handle is not None:
-            handle.remove()
-    return g.numpy()
-
-
-def captum_signal(exp, x: np.ndarray, classes, mode: str) -> np.ndarray:
-    """Captum's Deconvolution (``deconvnet``) or GuidedBackprop (``guided``) of a class score."""
-    attr = pytest.importorskip("captum.attr")
-    method = {"deconvnet": attr.Deconvolution, "guided": attr.GuidedBackprop}[mode]
-    target = classes if isinstance(classes, int) else list(classes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Setting backward hooks on ReLU activations..."
-        a = method(nets.logit_module(exp.model)).attribute(torch.from_numpy(x), target=target)
-    return a.detach().numpy()
-
-
-def torch_logits(exp, x: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return nets.logit_module(exp.model)(torch.from_numpy(x)).numpy()
-
-
-def probe_activation(exp, x: np.ndarray) -> np.ndarray:
-    """The probe tensor in torch (forward hook on the probe module)."""
-    xt = torch.from_numpy(x)
-    probe = nets.find_probe_module(exp.model, xt, exp.net.probe[1], exp.net.probe[2])
-    out = []
-    handle = probe.register_forward_hook(lambda m, i, o: out.append(o.detach()))
-    try:
-        with torch.no_grad():
-            exp.model(xt)
-    finally:
-        handle.remove()
-    return out[0].numpy()
-
-
-def hidden_unit(exp, x: np.ndarray) -> tuple[int, tuple[int, int]]:
-    """A live channel of the probe tensor (largest mean on row 0) and its arg-max position."""
-    act = probe_activation(exp, x)
-    c = int(np.argmax(act[0].mean(axis=(1, 2))))
-    y, xx = np.unravel_index(int(np.argmax(act[0, c])), act.shape[2:])
-    return c, (int(y), int(xx))
-
-
-def classes_for(net, n: int) -> list[int]:
-    k = net.num_classes
-    return [3, 0, k - 1, 5 % k][:n] if n <= 4 else [(3 * i + 1) % k for i in range(n)]
-
-
-def ort_run(path, x: np.ndarray, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
-    proto = onnx.load(str(path))
-    for name in extra:
-        info = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        proto.graph.output.append(info)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"input": x})
 
 
 # --------------------------------------------------------------------------- the zoo itself
@@ -212,7 +49,7 @@ def test_row_comparison_rejects_wrong_signals():
     spike = np.zeros_like(b)
     spike[3, 2, 36, 28] = 0.1 * np.abs(b).max()
     noise = rng.standard_normal(b.shape) * np.linalg.norm(b[0]) / np.sqrt(b[0].size)
-    assert_rows_close(b + 1e-6 * rng.standard_normal(b.shape).astype(np.float32), b)
+    O.assert_rows_close(b + 1e-6 * rng.standard_normal(b.shape).astype(np.float32), b)
     bad = {
         "noise 1e-3": b + 1e-3 * noise,
         "one row negated": np.concatenate([b[:1], -b[1:2], b[2:]]),
@@ -224,18 +61,18 @@ def test_row_comparison_rejects_wrong_signals():
     }
     for what, a in bad.items():
         with pytest.raises(AssertionError):
-            assert_rows_close(a.astype(np.float32), b, what=what)
+            O.assert_rows_close(a.astype(np.float32), b, what=what)
     with pytest.raises(AssertionError, match="vacuous"):
-        assert_rows_close(np.zeros_like(b), np.zeros_like(b))
+        O.assert_rows_close(np.zeros_like(b), np.zeros_like(b))
     with pytest.raises(AssertionError, match="shape"):
-        assert_rows_close(b[:1], b)
+        O.assert_rows_close(b[:1], b)
     zero_row = b.copy()
     zero_row[2] = 0
-    assert_rows_close(zero_row, zero_row)
+    O.assert_rows_close(zero_row, zero_row)
     leak = zero_row.copy()
     leak[2] = 1e-3 * b[2]  # a signal where the reference row is exactly zero
     with pytest.raises(AssertionError):
-        assert_rows_close(leak, zero_row)
+        O.assert_rows_close(leak, zero_row)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -269,9 +106,9 @@ def test_zoo_export_matches_torch(torch_zoo, name, fixed):
     assert (dim0.dim_value == 1) if fixed else (dim0.dim_param == "N")
     x = nets.make_input(exp.net, BATCH, seed=11)
     for rows in ([slice(0, 1)] if fixed else [slice(0, 1), slice(0, BATCH)]):
-        (y,) = ort_run(exp.path, x[rows])
+        (y,) = O.ort_run(exp.path, x[rows])
         ref = exp.model(torch.from_numpy(x[rows])).detach().numpy()
-        assert_rows_close(y, ref, FWD_TOL, f"{name} onnxruntime vs torch")
+        O.assert_rows_close(y, ref, FWD_TOL, f"{name} onnxruntime vs torch")
     if exp.net.softmax:
         assert exp.proto.graph.node[-1].op_type == exp.net.softmax
 
@@ -281,10 +118,10 @@ def test_zoo_probe_tensor_is_the_hooked_torch_tensor(torch_zoo, name):
     exp = torch_zoo.get(name)
     assert ":" not in exp.probe_tensor
     x = nets.make_input(exp.net, BATCH, seed=12)
-    _, act = ort_run(exp.path, x, extra=(exp.probe_tensor,))
-    ref = probe_activation(exp, x)
+    _, act = O.ort_run(exp.path, x, extra=(exp.probe_tensor,))
+    ref = O.probe_activation(exp, x)
     assert act.ndim == 4 and len({*act.shape}) == 4, act.shape
-    assert_rows_close(act, ref, FWD_TOL, f"{name} probe {exp.probe_tensor}")
+    O.assert_rows_close(act, ref, FWD_TOL, f"{name} probe {exp.probe_tensor}")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -320,9 +157,9 @@ def test_zoo_captum_agrees_with_rectifier_override(torch_zoo, name, mode):
     """Captum and the override implement the same rule here, so either can be the oracle."""
     exp = torch_zoo.get(name)
     x = nets.make_input(exp.net, BATCH, seed=13)
-    classes = classes_for(exp.net, BATCH)
-    ref = torch_signal(exp, x, classes, mode)
-    assert_rows_close(captum_signal(exp, x, classes, mode), ref, 1e-6, f"{name} {mode}")
+    classes = O.classes_for(exp.net, BATCH)
+    ref = O.torch_signal(exp, x, classes, mode)
+    O.assert_rows_close(O.captum_signal(exp, x, classes, mode), ref, 1e-6, f"{name} {mode}")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -330,15 +167,15 @@ def test_zoo_modes_are_distinguishable(torch_zoo, name):
     """The three signals differ enough on each net that a mode mix-up fails the 1e-4 bound."""
     exp = torch_zoo.get(name)
     x = nets.make_input(exp.net, BATCH, seed=14)
-    classes = classes_for(exp.net, BATCH)
-    s = {mode: torch_signal(exp, x, classes, mode) for mode in MODES}
+    classes = O.classes_for(exp.net, BATCH)
+    s = {mode: O.torch_signal(exp, x, classes, mode) for mode in MODES}
     for mode, sig in s.items():
         assert np.linalg.norm(sig.reshape(BATCH, -1), axis=1).min() > 0, f"dead class ({mode})"
     for a, b in [("gradient", "deconvnet"), ("gradient", "guided"), ("deconvnet", "guided")]:
-        assert row_errors(s[a], s[b]).min() > 100 * TOL, (a, b, row_errors(s[a], s[b]))
+        assert O.row_errors(s[a], s[b]).min() > 100 * O.TOL, (a, b, O.row_errors(s[a], s[b]))
     if any(getattr(m, "upper", None) for m in exp.model.modules()):
-        loose = torch_signal(exp, x, classes, "guided", relu6_upper_mask=False)
-        assert row_errors(loose, s["guided"]).min() > 100 * TOL, "ReLU6's upper bound unused"
+        loose = O.torch_signal(exp, x, classes, "guided", relu6_upper_mask=False)
+        assert O.row_errors(loose, s["guided"]).min() > 100 * O.TOL, "ReLU6's upper bound unused"
 
 
 # --------------------------------------------------------------------------- the engine
@@ -362,11 +199,11 @@ def engine(torch_zoo):
 def test_forward_and_predict_match_torch(engine, name):
     exp, m = engine(name)
     x = nets.make_input(exp.net, BATCH, seed=21)
-    logits = torch_logits(exp, x)
-    assert_rows_close(m.forward(x), logits, FWD_TOL, f"{name} forward (pre-softmax scores)")
+    logits = O.torch_logits(exp, x)
+    O.assert_rows_close(m.forward(x), logits, FWD_TOL, f"{name} forward (pre-softmax scores)")
     probs = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()
     p = m.predict(x)
-    assert_rows_close(p, probs, FWD_TOL, f"{name} predict")
+    O.assert_rows_close(p, probs, FWD_TOL, f"{name} predict")
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
 
 
@@ -378,11 +215,11 @@ _CLASS_CASES = [(1, "int"), (BATCH, "list"), (BATCH, "int")]
 def test_gradient_of_class_score(engine, name, batch, kind):
     exp, m = engine(name)
     x = nets.make_input(exp.net, batch, seed=22 + batch)
-    classes = exp.net.num_classes - 2 if kind == "int" else classes_for(exp.net, batch)
+    classes = exp.net.num_classes - 2 if kind == "int" else O.classes_for(exp.net, batch)
     got = m.backward(x, classes, "gradient")
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
-    ref = torch_signal(exp, x, classes, "gradient")
-    assert_rows_close(got, ref, what=f"{name} gradient class {classes}")
+    ref = O.torch_signal(exp, x, classes, "gradient")
+    O.assert_rows_close(got, ref, what=f"{name} gradient class {classes}")
 
 
 def _hidden_target(exp, c: int, pos) -> str:
@@ -395,11 +232,11 @@ def _hidden_target(exp, c: int, pos) -> str:
 def test_signal_of_hidden_unit(engine, name, where, mode):
     exp, m = engine(name)
     x = nets.make_input(exp.net, BATCH, seed=31)
-    c, pos = hidden_unit(exp, x)
+    c, pos = O.hidden_unit(exp, x)
     pos = None if where == "mean" else pos
     target = _hidden_target(exp, c, pos)
     got = m.backward(x, target, mode)
-    assert_rows_close(got, torch_signal(exp, x, (c, pos), mode), what=f"{name} {mode} {target}")
+    O.assert_rows_close(got, O.torch_signal(exp, x, (c, pos), mode), what=f"{name} {mode} {target}")
 
 
 @pytest.mark.parametrize("kind", ["list", "int"])
@@ -408,10 +245,10 @@ def test_signal_of_hidden_unit(engine, name, where, mode):
 def test_rectifier_modes_match_captum(engine, name, mode, kind):
     exp, m = engine(name)
     x = nets.make_input(exp.net, BATCH, seed=41)
-    classes = exp.net.num_classes - 3 if kind == "int" else classes_for(exp.net, BATCH)
+    classes = exp.net.num_classes - 3 if kind == "int" else O.classes_for(exp.net, BATCH)
     got = m.backward(x, classes, mode)
-    ref = captum_signal(exp, x, classes, mode)
-    assert_rows_close(got, ref, what=f"{name} {mode} class {classes}")
+    ref = O.captum_signal(exp, x, classes, mode)
+    O.assert_rows_close(got, ref, what=f"{name} {mode} class {classes}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -419,12 +256,13 @@ def test_rectifier_modes_match_captum(engine, name, mode, kind):
 def test_fixed_batch1_export_runs_any_batch(engine, name, mode):
     exp, m = engine(name, fixed_batch=True)
     x = nets.make_input(exp.net, BATCH, seed=51)
-    classes = classes_for(exp.net, BATCH)
-    assert_rows_close(m.forward(x), torch_logits(exp, x), FWD_TOL, f"{name}-b1 forward")
+    classes = O.classes_for(exp.net, BATCH)
+    O.assert_rows_close(m.forward(x), O.torch_logits(exp, x), FWD_TOL, f"{name}-b1 forward")
     got = m.backward(x, classes, mode)
     rows = np.concatenate([m.backward(x[i : i + 1], classes[i], mode) for i in range(BATCH)])
-    assert_rows_close(got, rows, 1e-6, f"{name}-b1 {mode}: batch of 4 vs 4 batches of 1")
-    assert_rows_close(got, torch_signal(exp, x, classes, mode), what=f"{name}-b1 {mode} class")
-    c, pos = hidden_unit(exp, x)
+    O.assert_rows_close(got, rows, 1e-6, f"{name}-b1 {mode}: batch of 4 vs 4 batches of 1")
+    O.assert_rows_close(got, O.torch_signal(exp, x, classes, mode), what=f"{name}-b1 {mode} class")
+    c, pos = O.hidden_unit(exp, x)
     got = m.backward(x, _hidden_target(exp, c, pos), mode)
-    assert_rows_close(got, torch_signal(exp, x, (c, pos), mode), what=f"{name}-b1 {mode} hidden")
+    O.assert_rows_close(got, O.torch_signal(exp, x, (c, pos), mode),
+                        what=f"{name}-b1 {mode} hidden")
