@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba_ascent import (
+from ._numba_ascent import (  # noqa: F401 (this module is the backend: it has every name)
     ascent_step,
     ascent_update,
     clamp_channels,
@@ -39,8 +39,8 @@ from ._numba_base import (
     njit,
     prange,
 )
-from ._numba_conv import _conv_path, conv2d_backward_data  # noqa: F401 (the front asks _conv_path)
-from ._numba_pool import (
+from ._numba_conv import _conv_path, conv2d_backward_data  # noqa: F401 (front: _conv_path)
+from ._numba_pool import (  # noqa: F401
     avg_pool2d_backward,
     global_avg_pool_backward,
     max_pool2d_backward,
@@ -188,21 +188,3 @@ def lrn_backward(g, x, size, alpha, beta, bias):
     else:
         _lrn_par(g3, x3, gs, t, o3, size, a, b, k)
     return out
-
-
-__all__ = [
-    "NAME",
-    "ascent_step",
-    "ascent_update",
-    "avg_pool2d_backward",
-    "clamp_channels",
-    "clip_small_contribution",
-    "clip_small_norm",
-    "conv2d_backward_data",
-    "gaussian_blur",
-    "global_avg_pool_backward",
-    "lrn_backward",
-    "max_pool2d_backward",
-    "rectifier_backward",
-    "unavailable_reason",
-]
