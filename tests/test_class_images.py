@@ -20,7 +20,8 @@ from PIL import Image
 
 import pydevis
 from pydevis import api
-from pydevis.methods.ascent import METHODS, _step_sizes, method_config
+from pydevis.methods.ascent import METHODS, method_config
+from pydevis.methods.ascent import _step_sizes as step_sizes
 from tiny import tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,10 @@ def test_rms_step_moves_pixels_by_the_step_size():
     gradient scale; "none" multiplies the raw gradient (the papers' literal rule)."""
     g = np.random.default_rng(0).normal(size=(3, 3, 5, 4)).astype(np.float32)
     g *= np.array([1e-5, 1.0, 300.0], np.float32)[:, None, None, None]
+    def _step_sizes(g, cfg):  # the ascent's rule on the gradient's per-row sums of squares
+        sq = (g.astype(np.float64) ** 2).reshape(g.shape[0], -1).sum(axis=1)
+        return step_sizes(sq, g[0].size, cfg)
+
     cfg = method_config("yosinski", 2)
     eta = _step_sizes(g, cfg)
     rms = np.sqrt(((eta[:, None, None, None] * g) ** 2).reshape(3, -1).mean(axis=1))
