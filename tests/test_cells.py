@@ -150,3 +150,17 @@ def test_plan_counts_probes_and_writes_nothing(d):
     code, text, _ = run_cli("experiment", cfg, "--plan", cwd=d)
     assert code == 0 and text.startswith(f"{CELLS} cells ({CELLS} to run, 10 images)")
     assert "core-hours" in text and "wall time on" in text
+
+
+def test_executor_table_is_not_part_of_the_run(d):
+    cfg = _config(d, "switch")
+    run_experiment(cfg)
+    marker = d / "switch" / "scores" / "g" / "gradient" / "chunk0.json"
+    before = marker.stat().st_mtime_ns
+    cfg.write_text(cfg.read_text() + '[executor]\nkind = "local"\nworkers = 2\n')
+    started: list[str] = []
+    run_experiment(cfg, watch=lambda e, c, i: started.append(c.key))  # resumes: nothing to do
+    assert started == [] and marker.stat().st_mtime_ns == before
+    cfg.write_text(cfg.read_text().replace("seed = 2", "seed = 3"))
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(cfg)

@@ -172,10 +172,10 @@ def test_report_refuses_a_hostile_bootstrap(tmp_path):
     assert (run / "results.csv").read_bytes() == before
 
 
-SLOW = ("import time, pydevis.evaluation.experiment as e\n"
-        "_chunk = e._run_chunk\n"
-        "def _slow(*a, **k):\n    time.sleep(0.4)\n    return _chunk(*a, **k)\n"
-        "e._run_chunk = _slow\n")
+SLOW = ("import time, pydevis.evaluation.executors as e\n"
+        "_cell = e.run_cell\n"
+        "def _slow(*a, **k):\n    time.sleep(0.4)\n    return _cell(*a, **k)\n"
+        "e.run_cell = _slow\n")
 
 
 def test_a_second_run_is_refused_while_the_first_holds_the_folder(tmp_path):

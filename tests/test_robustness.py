@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import pydevis
+from pydevis.evaluation.cells import image_status
 from pydevis.evaluation.cross_score import score_images
-from pydevis.evaluation.experiment import _image_status
 from pydevis.evaluation.perturb import PERTURBATIONS, perturb, perturb_all
 from tiny import tiny_classifier
 
@@ -83,10 +83,10 @@ def test_low_when_top1_during_the_ascent_but_not_on_the_saved_png():
     rows = [_row("a.png", "g", "g", False), _row("a.png", "g", "h", True),
             _row("b.png", "g", "g", False), _row("c.png", "g", "g", True),
             _row("d.png", "g", "g", False)]
-    _image_status(rows, res)
+    image_status(rows, res)
     assert [r["status"] for r in rows] == ["low", "low", "ok", "ok", "diverged"]
     rand = [_row("a.png", "g~randomized", "g", False)]  # scored by the original, not its maker
-    _image_status(rand, res)
+    image_status(rand, res)
     assert rand[0]["status"] == "ok"
 
 

@@ -101,10 +101,24 @@ _RUN_ENTRIES = {"config.toml", "images", "scores", "failed", "sanity", "train_on
 
 
 def _differs(saved: Path, text: str) -> bool:
-    """Whether the run folder holds another config's run."""
+    """Whether the run folder holds another config's run. Where the cells run (the
+    ``[executor]`` table) is not part of a run: a run started locally resumes on Ray."""
     if not saved.exists():
         return False
-    return read_text(saved, "saved config", MAX_CONFIG_BYTES, ConfigError) != text
+    old = read_text(saved, "saved config", MAX_CONFIG_BYTES, ConfigError)
+    return old != text and _run_part(old) != _run_part(text)
+
+
+def _run_part(text: str) -> object:
+    """The config without its ``[executor]`` table (the text itself if it does not parse)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return text
+    data.pop("executor", None)
+    return data
 
 
 def _check_same_config(cfg: Config, force: bool) -> RunLock:
@@ -254,7 +268,7 @@ def collect(out: Path) -> tuple[list[dict], list[str]]:
     rows: list[dict] = []
     skipped: list[str] = []
     for f in sorted((out / "scores").rglob("chunk*.json"), key=lambda p: str(p)):
-        data = read_chunk(f)  # the shape _run_chunk writes, or a one-line error naming f
+        data = read_chunk(f)  # the shape run_cell returns, or a one-line error naming f
         rows += data["rows"]
         skipped += data["skipped"]
     return rows, skipped
