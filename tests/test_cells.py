@@ -164,3 +164,12 @@ def test_executor_table_is_not_part_of_the_run(d):
     cfg.write_text(cfg.read_text().replace("seed = 2", "seed = 3"))
     with pytest.raises(ConfigError, match="different config"):
         run_experiment(cfg)
+
+
+def test_unreachable_cluster_is_one_line_before_any_work(d):
+    pytest.importorskip("ray", reason="Ray is not installed (the test extra installs it)")
+    cfg = _config(d, "unreachable")
+    assert_user_error(run_cli("experiment", cfg, "--executor", "ray", "--address",
+                              "127.0.0.1:1", cwd=d, timeout=60),
+                      "cannot join the Ray cluster at 127.0.0.1:1")
+    assert not (d / "unreachable").exists()

@@ -185,6 +185,8 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
+            if self.address:
+                _reachable(self.address)
             try:
                 if self.address:
                     ray.init(address=self.address, log_to_driver=False,
@@ -257,6 +259,21 @@ class RayExecutor:
     def _actor(ray, actor_cls, refs) -> tuple[Any, int]:
         actor = actor_cls.options(runtime_env={"env_vars": worker_env()}).remote(refs)
         return actor, ray.get(actor.pid.remote())
+
+
+def _reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` address must accept a TCP connection (Ray itself
+    retries an unreachable one for minutes); ``auto`` is Ray's own, quick, lookup."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise PydevisError(f"cannot join the Ray cluster at {address}: {exc.strerror or exc}"
+                           ) from None
 
 
 def worker_env() -> dict[str, str]:
