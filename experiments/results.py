@@ -25,6 +25,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+LATER = ("## Since then: `fourier`, tuned Yosinski and the presets (issue 18)\n\n"
+         "This run predates the `fourier` method (Olah et al. 2017) and `pydevis tune`. Both are "
+         "measured beside the paper's presets on four shared nets, with picture grids and a "
+         "by-eye reading, in [fourier.md](fourier.md) (`experiments/fourier_results.py`); every "
+         "preset at the paper's iterations on the shared nets in [presets.md](presets.md) "
+         "(`experiments/presets.py`).")
 
 
 def _cpu() -> str:
@@ -147,6 +153,8 @@ def write_doc(run: Path, doc: Path, command: str) -> Path:
     conclusions = HERE / "conclusions.md"
     if conclusions.is_file():
         lines += [conclusions.read_text().strip(), ""]
+    if (doc.parent / "fourier.md").is_file():  # issue 18's measurements, a later document
+        lines += [LATER, ""]
     lines += ["## Per method", "",
               "Mean probability of the intended class, 95 % bootstrap interval over images. "
               "*Same model*: images of the three trained generators scored by the net that made "
