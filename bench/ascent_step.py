@@ -116,6 +116,9 @@ def check_batch(ctx, case, x, args, checks):
         out = model(xg)
         return torch.autograd.grad(out.gather(1, classes[:, None]).sum(), xg)[0]
 
+    if args.check_max_batch is not None and x.shape[0] > args.check_max_batch:
+        ctx["ort_setup_ms"] = None
+        return torch_step, cls_list, classes  # --scaling: the large batches are timed only
     ref = torch_step().numpy()
     ref64 = Q.grad64(model, x, classes)
     replay = Q.grad64(model, x, classes, Q.ort_decisions(pm, x))
@@ -173,8 +176,12 @@ def bench_batch(ctx, batch, args, rows, checks, worker):
         fns[O.NAME] = O.step(ctx["pm_ort"], x, cls_list)
     steps = C.timeit_interleaved(fns, repeats=args.repeats, warmup=args.warmup,
                                  budget_s=args.budget * len(fns))
-    parts = time_parts(ctx, x, xt, classes, cls_list, args)
+    parts = None if args.scaling else time_parts(ctx, x, xt, classes, cls_list, args)
     new = step_rows(ctx, base, steps, parts, flops)
+    checked = args.check_max_batch is None or batch <= args.check_max_batch
+    for r in new:
+        r.update(checked=checked,
+                 rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if ctx["o2t"] is not None:
         to = timed(args, lambda: torch_step(ctx["o2t"]))
         new.append(dict(base, impl="onnx2torch", **spread(to), x_torch=to.median_ms /
@@ -226,26 +233,32 @@ def time_parts(ctx, x, xt, classes, cls_list, args) -> dict:
 
 
 def step_rows(ctx, base, steps, parts, flops) -> list[dict]:
+    """The rows of one (net, batch); ``parts`` None (``--scaling``): the step times only."""
+    if parts is None:
+        parts = {}
     tt = steps["torch"]
+
+    def ms(key):
+        return parts[key].median_ms if key in parts else None
+
     peak = ctx["peak"]
 
     def rates(ms):
         return {"gflops": flops / (ms * 1e6), "pct_peak": 100 * flops / (ms * 1e6) / peak}
 
-    rows = [dict(base, impl="torch", **spread(tt), fwd_ms=parts["torch_fwd"].median_ms,
-                 bwd_ms=parts["torch_bwd"].median_ms, x_torch=1.0, speedup=1.0,
+    rows = [dict(base, impl="torch", **spread(tt), fwd_ms=ms("torch_fwd"),
+                 bwd_ms=ms("torch_bwd"), x_torch=1.0, speedup=1.0,
                  **rates(tt.median_ms))]
     for b in ctx["backends"]:
         ts = steps[b]
-        rows.append(dict(base, impl=f"pydevis[{b}]", **spread(ts), fwd_ms=parts["fwd"].median_ms,
-                         fwd_plain_ms=parts["plain"].median_ms,
-                         bwd_ms=parts[f"bwd:{b}"].median_ms,
+        rows.append(dict(base, impl=f"pydevis[{b}]", **spread(ts), fwd_ms=ms("fwd"),
+                         fwd_plain_ms=ms("plain"), bwd_ms=ms(f"bwd:{b}"),
                          x_torch=ts.median_ms / tt.median_ms,
                          speedup=tt.median_ms / ts.median_ms,
                          x_torch_paired=float(np.median(np.divide(ts.times_ms, tt.times_ms))),
                          **rates(ts.median_ms)))
     if ctx["pm_ort"] is not None:
-        rows.append(O.row(base, ctx["pm_ort"], steps[O.NAME], tt, parts["plain"],
+        rows.append(O.row(base, ctx["pm_ort"], steps[O.NAME], tt, parts.get("plain"),
                           ctx["ort_setup_ms"], flops, peak))
     return rows
 
@@ -288,6 +301,11 @@ def parse(argv):
     p.add_argument("--budget", type=float, default=20.0,
                    help="seconds of timed runs per figure before stopping early (min 3 runs)")
     p.add_argument("--onnx-dir", default=None, help="keep the ONNX exports here (default: temp)")
+    p.add_argument("--scaling", action="store_true",
+                   help="step times only (no fwd/bwd parts), with the worker's max RSS after each "
+                        "batch; batches above --check-max-batch (default 8 here) are not checked")
+    p.add_argument("--check-max-batch", type=int, default=None,
+                   help="check the gradients only up to this batch (timing only above it)")
     p.add_argument("--profile", action="store_true",
                    help="per-op profiles of the pydevis and torch steps (bench/op_profile.py)")
     return p.parse_args(argv)
@@ -302,6 +320,8 @@ def main(argv=None) -> int:
         args.warmup = 0
     args.nets = args.nets or list(QUICK_NETS if args.quick else N.NETS)
     args.batches = args.batches or ([1, 2] if args.quick else [1, 8])
+    if args.scaling and args.check_max_batch is None:
+        args.check_max_batch = 8
     if args.omp_wait_policy is None:
         args.omp_wait_policy = ["passive"] if args.quick else ["passive", "default"]
     if args.worker_out:
@@ -315,6 +335,9 @@ def main(argv=None) -> int:
                str(args.budget), "--nets", *args.nets, "--batches", *map(str, args.batches),
                "--onnx-dir", str(args.onnx_dir)]
         fwd += ["--quick"] * args.quick + ["--profile"] * args.profile
+        fwd += ["--scaling"] * args.scaling
+        if args.check_max_batch is not None:
+            fwd += ["--check-max-batch", str(args.check_max_batch)]
         if args.backends:
             fwd += ["--backends", *args.backends]
         parts = []

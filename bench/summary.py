@@ -79,7 +79,36 @@ def print_all(parts: list[dict], rows: list[dict], args) -> None:
         if "peak_met" in t:
             cells["met"] += ", peak " + ("yes" if t["peak_met"] else "NO")
         lines.append(cells)
+    if getattr(args, "scaling", False):
+        print("\nScaling (pydevis[cpp] and torch, interleaved):")
+        print(scaling_table(rows))
     pols = sorted({p for t in targets(rows) for p in t["by_policy"]})
     print(C.table(lines, ["net", "batch", "threads", *pols, "speedup", "pct_peak", "met"],
                   ["net", "batch", "thr", *[f"{p}: torch/pydevis ms" for p in pols],
                    "speedup", "% peak", "met"]))
+
+
+def scaling_table(rows: list[dict]) -> str:
+    """``--scaling``: per net, threads and batch, torch and pydevis[cpp] step ms, ms per image,
+    the speedup and the worker's max RSS after that batch (batches run in ascending order)."""
+    lines: dict[tuple, dict] = {}
+    for r in rows:
+        if r["impl"] not in ("torch", IMPL):
+            continue
+        line = lines.setdefault((r["net"], r["threads"], r["batch"]),
+                                {"net": r["net"], "threads": r["threads"], "batch": r["batch"]})
+        key = "torch" if r["impl"] == "torch" else "pydevis"
+        line[f"{key}_ms"] = r["step_ms"]
+        line[f"{key}_per_image"] = r["step_ms"] / r["batch"]
+        line["rss_mb"] = max(line.get("rss_mb", 0), r.get("rss_mb") or 0)
+        line["checked"] = "yes" if r.get("checked", True) else "no"
+    out = []
+    for line in lines.values():
+        if "torch_ms" in line and "pydevis_ms" in line:
+            line["speedup"] = line["torch_ms"] / line["pydevis_ms"]
+        out.append(line)
+    out.sort(key=lambda v: (v["net"], v["threads"], v["batch"]))
+    return C.table(out, ["net", "threads", "batch", "torch_ms", "pydevis_ms", "torch_per_image",
+                         "pydevis_per_image", "speedup", "rss_mb", "checked"],
+                   ["net", "thr", "batch", "torch ms", "pydevis ms", "torch ms/img",
+                    "pydevis ms/img", "speedup", "max RSS MB", "checked"])

@@ -129,3 +129,16 @@ def test_ascent_step_quick_profile_mobilenet(tmp_path):
     assert target["speedup"] > 0 and set(target["by_policy"]) == {"passive"}
     for r in data["rows"]:
         assert r["step_min_ms"] <= r["step_ms"] <= r["step_max_ms"]
+
+
+def test_ascent_step_quick_scaling(tmp_path):
+    """``--scaling``: step times only, the worker's RSS per batch, batches above
+    ``--check-max-batch`` timed but marked unchecked."""
+    data = _run("ascent_step", tmp_path, "--nets", "squeezenet", "--batches", "1", "3",
+                "--backends", "cpp", "--scaling", "--check-max-batch", "1")
+    rows = data["rows"]
+    assert {(r["impl"], r["batch"]) for r in rows} >= {("torch", 1), ("pydevis[cpp]", 3)}
+    assert all(r["checked"] is (r["batch"] == 1) for r in rows)
+    assert all(r["rss_mb"] > 0 and r["fwd_ms"] is None for r in rows)
+    checked = {c["case"].split()[1] for c in data["checks"]}
+    assert checked == {"b1"}
