@@ -3,6 +3,10 @@ saved picture? Writes docs/presets.md (issue 18: presets 2 and 4 are styles, not
 reach p >= 0.9 on 1000-class nets; this table replaces their strict xfails).
 
     nice -n 10 python experiments/presets.py [--classes 1 401 801] [--nets NAME ...]
+    python experiments/presets.py --doc-only     # the document from what is on disk
+
+Several processes may run at once on different ``--nets`` (each writes its own result files);
+``--doc-only`` then gathers them all into the document.
 
 Each (net, preset) runs ``pydevis.api.visualize`` with the preset as published (Table 1: decay,
 blur, percentiles and iterations; the RMS step rule of ``methods/ascent.py``) on a few classes
@@ -71,11 +75,13 @@ def write_doc(results: dict, classes: list[int], doc: Path, labels: list[str]) -
     lines = [
         "# Yosinski et al.'s presets on the shared ImageNet nets", "",
         f"Made by `{COMMAND}` (script: `experiments/presets.py`) on {_cpu()}, 2 cores shared "
-        f"with other work; {secs / 60:.0f} min of ascents so far.", "",
+        f"with other work; {secs / 60:.0f} min of wall time so far, summed over the (net, "
+        "preset) runs (they ran beside other jobs, some in parallel, one paused for a while: "
+        "not a speed measure).", "",
         f"Per shared net and preset (Table 1 of Yosinski et al. 2015, with their iterations "
         f"and the RMS step rule of `pydevis/methods/ascent.py`): the min / mean probability "
         f"of the intended class on the saved 8-bit PNG, over only {len(classes)} classes "
-        f"({names}) to keep the run to about an hour per net on this machine; a few classes "
+        f"({names}) to keep the run within a 2-core budget; a few classes "
         "give a rough figure, not a distribution. Presets 2 and 4 are styles in the paper "
         "(strong decay; a 90th-percentile contribution clip), not expected to reach "
         "p ≥ 0.9 on 1000-class nets; `tests/test_class_images.py` no longer asks them to.", "",
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, nargs="+", default=[1, 401, 801])
     ap.add_argument("--nets", nargs="+", default=NETS, choices=NETS)
     ap.add_argument("--doc", default=str(ROOT / "docs" / "presets.md"))
+    ap.add_argument("--doc-only", action="store_true",
+                    help="rewrite the document from the results on disk, run nothing")
     args = ap.parse_args(argv)
     runs = ROOT / "runs" / "presets"
     labels = (SHARED.parent / "labels" / "imagenet1000_names.txt").read_text().splitlines()
@@ -111,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             f = runs / net / f"yosinski{p}" / "result.json"
             if f.is_file() and json.loads(f.read_text())["classes"] == args.classes:
                 results[(net, p)] = json.loads(f.read_text())
+    if args.doc_only:
+        write_doc(results, args.classes, Path(args.doc), labels)
+        return 0
     for net in args.nets:
         for p in PRESETS:
             results[(net, p)] = r = measure(net, p, args.classes, runs)
