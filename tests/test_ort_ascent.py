@@ -111,7 +111,8 @@ def test_priors_keep_the_image_on_the_host(tmp_path, monkeypatch):
 
 def test_pixel_map_states_the_preprocessing(tmp_path):
     """The (A, center, mean, std) handed to the CUDA workspace reproduce PixelSpace.to_input
-    (checked here with numpy; the CUDA kernel against it in tests/kernels/test_cuda.py)."""
+    (checked here with numpy; the CUDA kernel against it in
+    tests/kernels/test_cuda_conv_workspace.py)."""
     from pydevis.methods.pixels import PixelSpace
 
     path = tiny_classifier(tmp_path / "tiny.onnx")

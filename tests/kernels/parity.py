@@ -20,6 +20,8 @@ seeds = st.integers(0, 2**32 - 1)
 
 def host(a) -> np.ndarray:
     """A backend's result as a numpy array (device arrays are copied back)."""
+    if hasattr(a, "to_host"):  # pydevis._cuda.DeviceArray
+        return a.to_host()
     if hasattr(a, "get"):  # cupy
         return a.get()
     if hasattr(a, "copy_to_host"):  # numba.cuda

@@ -2,7 +2,7 @@
 
 A call whose first array argument exposes ``__cuda_array_interface__`` goes to the CUDA backend,
 whatever the host backend is, with its device arrays passed on unconverted; numpy calls are
-unchanged. The same routing on a real GPU is checked in ``test_cuda.py``.
+unchanged. The same routing on a real GPU is checked in ``test_cuda_device.py``.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_numpy_arrays_stay_on_the_host_backend(monkeypatch):
 def test_device_array_without_cuda_raises_backend_error(name, forced, monkeypatch):
     reason = K.available()["cuda"]
     if reason is None:
-        pytest.skip("the CUDA backend is available here (test_cuda.py checks the routing)")
+        pytest.skip("the CUDA backend is available here (test_cuda_device.py checks the routing)")
     monkeypatch.setenv("PYDEVIS_BACKEND", forced)
     with pytest.raises(BackendError, match=r"^backend cuda is unavailable: ") as info:
         CALLS[name](FakeDeviceArray())
