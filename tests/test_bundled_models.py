@@ -114,7 +114,12 @@ def script():
     spec = importlib.util.spec_from_file_location(name, ROOT / "models" / "train_cifar10.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    # the script imports its siblings (cifar10_data, cifar10_nets) as `python models/...` would
+    sys.path.insert(0, str(ROOT / "models"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "models"))
     return module
 
 
