@@ -69,9 +69,8 @@ __global__ void conv2d_backward_data_kernel(const T* __restrict__ grad_out,
     }
 }
 
-template <typename T, typename I>
-void launch(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& s, int64_t total,
-            cudaStream_t stream) {
+template <typename I>
+ConvIdx<I> conv_idx(const ConvGeom& s) {
     ConvIdx<I> p{};
     p.C = static_cast<I>(s.C);
     p.H = static_cast<I>(s.H);
@@ -89,6 +88,13 @@ void launch(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& s, i
     p.dw = static_cast<I>(s.dw);
     p.Cg = static_cast<I>(s.C / s.group);
     p.Mg = static_cast<I>(s.M / s.group);
+    return p;
+}
+
+template <typename T, typename I>
+void launch(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& s, int64_t total,
+            cudaStream_t stream) {
+    const ConvIdx<I> p = conv_idx<I>(s);
     conv2d_backward_data_kernel<T, I>
         <<<detail::blocks_for(total), detail::kThreads, 0, stream>>>(grad_out, weight, grad_in, p,
                                                                      static_cast<I>(total));
@@ -126,28 +132,6 @@ __global__ void col2im_kernel(const T* __restrict__ cols, T* __restrict__ grad_i
         }
         grad_in[((n0 + nl) * p.C + g * p.Cg + cc) * plane + ih * p.W + iw] = acc;
     }
-}
-
-template <typename I>
-ConvIdx<I> conv_idx(const ConvGeom& s) {
-    ConvIdx<I> p{};
-    p.C = static_cast<I>(s.C);
-    p.H = static_cast<I>(s.H);
-    p.W = static_cast<I>(s.W);
-    p.M = static_cast<I>(s.M);
-    p.Ho = static_cast<I>(s.Ho);
-    p.Wo = static_cast<I>(s.Wo);
-    p.kH = static_cast<I>(s.kH);
-    p.kW = static_cast<I>(s.kW);
-    p.sh = static_cast<I>(s.sh);
-    p.sw = static_cast<I>(s.sw);
-    p.pt = static_cast<I>(s.pt);
-    p.pl = static_cast<I>(s.pl);
-    p.dh = static_cast<I>(s.dh);
-    p.dw = static_cast<I>(s.dw);
-    p.Cg = static_cast<I>(s.C / s.group);
-    p.Mg = static_cast<I>(s.M / s.group);
-    return p;
 }
 
 constexpr int64_t kGemmMinChannels = 8;          // M/group below this: the direct kernel
