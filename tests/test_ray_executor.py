@@ -21,6 +21,7 @@ import pytest
 
 from hostile import CLI, assert_ok, run_cli
 from pydevis.evaluation.config import ExecutorSpec
+from pydevis.evaluation.executors import RayExecutor, worker_env
 from pydevis.evaluation.experiment import run_experiment
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'pydevis[ray]'; "
@@ -43,9 +44,40 @@ ROWS = 24  # 12 images x 2 scoring models (the generator and the scorer)
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """Ray started the way the executor starts it (from a neutral folder: pytest runs in the
+    source checkout, whose pydevis has no compiled kernels when the package is installed
+    non-editable, as in CI)."""
+    RayExecutor({}, workers=2).connect()
     yield
     ray.shutdown()
+
+
+def test_workers_import_the_drivers_pydevis_and_kernels(cluster):
+    @ray.remote(runtime_env={"env_vars": worker_env()})
+    def where() -> tuple[str, str, list[str]]:
+        import sys
+
+        import pydevis
+        from pydevis import kernels
+
+        return pydevis.__file__, kernels.backend(), sys.path
+
+    import pydevis
+    from pydevis import kernels
+
+    path, backend, sys_path = ray.get(where.remote())
+    assert path == pydevis.__file__ and backend == kernels.backend()
+    assert os.getcwd() not in sys_path
+
+
+def test_worker_env_pins_the_drivers_kernel_backend(monkeypatch):
+    from pydevis import kernels
+
+    monkeypatch.delenv("PYDEVIS_BACKEND", raising=False)
+    if kernels.backend() in ("cpp", "numba"):  # a CUDA driver leaves each worker its own
+        assert worker_env()["PYDEVIS_BACKEND"] == kernels.backend()
+    monkeypatch.setenv("PYDEVIS_BACKEND", "numba")
+    assert worker_env()["PYDEVIS_BACKEND"] == "numba"
 
 
 def _config(d: Path, name: str) -> Path:

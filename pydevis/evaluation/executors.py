@@ -187,7 +187,12 @@ class RayExecutor:
         if not ray.is_initialized():
             if self.address:
                 _reachable(self.address)
+            # Ray puts the driver's working directory at the front of every worker's sys.path:
+            # started in a source checkout, the workers would import its pydevis (without the
+            # compiled kernels) instead of the driver's. So Ray starts from a neutral folder.
+            here = os.getcwd()
             try:
+                os.chdir(tempfile.gettempdir())
                 if self.address:
                     ray.init(address=self.address, log_to_driver=False,
                              logging_level=logging.WARNING)
@@ -197,6 +202,8 @@ class RayExecutor:
             except Exception as exc:
                 where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
                 raise PydevisError(f"cannot start or join {where}: {_short(exc)}") from None
+            finally:
+                os.chdir(here)
             self._started = True
         if self.workers is None:  # a cluster: one worker per CPU it has
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -279,8 +286,14 @@ def _reachable(address: str, timeout: float = 10.0) -> None:
 def worker_env() -> dict[str, str]:
     """One thread per worker for every native library (one CPU each): ONNX Runtime is set by
     ``load_payload``; these cover the C++ kernels (OpenMP), numba and OpenBLAS. A
-    ``PYDEVIS_BACKEND`` of the driver goes along."""
+    ``PYDEVIS_BACKEND`` of the driver goes along; else the driver's host kernel backend when it
+    is ``cpp`` or ``numba``, so that a worker runs the same kernels (the same floats) or fails
+    loudly where that backend cannot load, instead of quietly falling back to another."""
+    from .. import kernels
+
     env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     if "PYDEVIS_BACKEND" in os.environ:
         env["PYDEVIS_BACKEND"] = os.environ["PYDEVIS_BACKEND"]
+    elif kernels.backend() in ("cpp", "numba"):
+        env["PYDEVIS_BACKEND"] = kernels.backend()
     return env
