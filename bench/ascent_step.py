@@ -267,8 +267,12 @@ def worker(args) -> int:
     threads = args.threads[0]
     policy = args.omp_wait_policy[0]
     setup = C.set_threads(threads)
+    # pydevis.load sets it anyway; set before anything is timed, torch included (one process)
+    from pydevis.memory import keep_freed_memory
+
+    kept = keep_freed_memory()
     load0 = C.load_average()
-    peak = C.gemm_peak(threads, n=256 if args.quick else 2048, repeats=1 if args.quick else 3)
+    peak = C.gemm_peak(threads, n=256 if args.quick else 2048, repeats=1 if args.quick else 5)
     bw = C.stream(threads, n=1 << 16 if args.quick else 1 << 24)
     C.log(f"[ascent_step] threads={threads} policy={policy}: sgemm {peak['peak_gflops']:.1f} "
           f"GFLOP/s, triad {C.fmt(bw['triad_gbs'])} GB/s (load {C.load_average()})")
@@ -276,6 +280,7 @@ def worker(args) -> int:
     checks: list[dict] = []
     error = None
     payload = {"threads": threads, "policy": policy, "thread_setup": setup, "gemm": peak,
+               "allocator": "keeps freed memory (pydevis.memory)" if kept else "default",
                "stream": bw, "load_before": load0}
     try:
         for name in args.nets:

@@ -26,14 +26,17 @@ FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", 
 
 
 def _best_ms(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
+    """Least wall time of ``repeats`` calls after two warm-up calls: a peak is the best the
+    machine does (a median of 3 after one warm-up read 233-404 GFLOP/s on one quiet machine); a
+    bandwidth likewise."""
+    fn()
     fn()
     times = []
     for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+    return float(min(times))
 
 
 # ---- GEMM ---------------------------------------------------------------------------------------

@@ -60,7 +60,8 @@ def print_all(parts: list[dict], rows: list[dict], args) -> None:
               f"{gm['n']}^3 OpenBLAS(C++) {C.fmt(gm.get('openblas_gflops'))}, numpy "
               f"{C.fmt(gm.get('numpy_gflops'))}, torch {C.fmt(gm.get('torch_gflops'))} GFLOP/s; "
               f"triad {C.fmt(bw.get('triad_gbs'))} GB/s; load {part['load_before']} -> "
-              f"{part['load_after']}; max RSS {part['max_rss_mb']:.0f} MB")
+              f"{part['load_after']}; max RSS {part['max_rss_mb']:.0f} MB; allocator "
+              f"{part.get('allocator', 'default')} (torch and pydevis alike)")
     print(C.table(rows, ["net", "batch", "threads", "policy", "impl", "step_min_ms", "step_ms",
                          "step_max_ms", "fwd_ms", "bwd_ms", "fwd_plain_ms", "speedup",
                          "gflops", "pct_peak"],

@@ -20,6 +20,7 @@ from .backward.registry import NONDIFF, lookup
 from .class_scores import DefaultLabels, softmax
 from .errors import ModelError, TargetError
 from .kernels import MODES
+from .memory import keep_freed_memory
 from .onnx_file import read_onnx
 from .session import Runner
 
@@ -61,6 +62,7 @@ def load(path: str | os.PathLike, *, card: str | os.PathLike | None = None,
         backend = signal_backend()  # "ort" with PYDEVIS_BACKEND=ort; a bad value fails here
     p = Path(path)
     proto = read_onnx(p)
+    keep_freed_memory()  # the allocator keeps freed blocks: no page faults step after step
     model = Model(p, proto, spec_overrides, Path(card) if card else None, threads)
     model.set_signal_backend(backend)
     if model.spec.labels is not None:
