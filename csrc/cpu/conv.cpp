@@ -26,6 +26,8 @@
 // (group, channel block), runs its GEMMs over the columns of several samples at once (tiles of
 // whole samples), then col2im's each sample; it owns its channels in every sample.
 //
+// The col2im is col2im.h's scatter_tile (vectorised; strided convs through phase-split planes).
+//
 // Special cases: 1×1 kernels with unit stride and no padding GEMM straight into grad_in (col2im
 // is the identity; batched, the GEMM's rows are copied out per sample); depthwise convs
 // (Cg == Mg == 1) skip BLAS for a direct scatter loop (a plane of 56×56 stays in L1; walking it
@@ -35,6 +37,7 @@
 
 #include "../common/parallel.h"
 #include "blas.h"
+#include "col2im.h"
 #include "kernels.h"
 
 namespace pydevis::cpu {
@@ -45,19 +48,6 @@ constexpr int64_t kTileBytes = 512 * 1024;        // col tile target (half an L2
 constexpr int64_t kMinTileCols = 256;             // but GEMM tiles at least this wide
 constexpr int64_t kBatchedCols = 400;             // Ho·Wo below this: GEMMs over the batch
 constexpr int64_t kBatchedTileCols = 768;         // whose tiles are at least this wide
-
-// Output columns ow whose input column iw = ow*sw - pl + kw*dw lies in [0, W): [lo, hi).
-struct Span {
-  int64_t lo, hi;
-};
-inline Span valid_span(int64_t nout, int64_t nin, int64_t stride, int64_t offset) {
-  // offset = k*d - pad; need 0 <= o*stride + offset < nin
-  int64_t lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
-  int64_t hi = offset >= nin ? 0 : ceil_div(nin - offset, stride);
-  lo = std::min(lo, nout);
-  hi = std::clamp(hi, lo, nout);
-  return {lo, hi};
-}
 
 // dst (one input plane, H × W) += scatter of one col row restricted to output rows [oh0, oh1).
 template <typename T>
@@ -93,7 +83,8 @@ void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g
   });
 }
 
-template <typename T>
+// Per-thread scratch, reused across calls; Which tells apart buffers used at the same time.
+template <typename T, int Which = 0>
 std::vector<T>& thread_buffer(size_t n) {
   thread_local std::vector<T> buf;
   if (buf.size() < n) buf.resize(n);
@@ -116,18 +107,17 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
       gemm_tn(int(rows), int(HoWo), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
     return;
   }
-  std::fill(dst, dst + (c1 - c0) * HW, T(0));
+  const int64_t nc = c1 - c0, plane = g.H * split_row(g);
+  T* acc = g.sw > 1 ? thread_buffer<T, 1>(size_t(nc * plane)).data() : dst;
+  std::fill(acc, acc + nc * plane, T(0));
   T* col = thread_buffer<T>(size_t(rows * tile_oh * g.Wo)).data();
   for (int64_t oh0 = 0; oh0 < g.Ho; oh0 += tile_oh) {
     const int64_t oh1 = std::min(g.Ho, oh0 + tile_oh), cols = (oh1 - oh0) * g.Wo;
     gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), G + oh0 * g.Wo, int(HoWo), col,
             int(cols));
-    for (int64_t c = 0; c < c1 - c0; ++c)
-      for (int64_t kh = 0; kh < g.kH; ++kh)
-        for (int64_t kw = 0; kw < g.kW; ++kw)
-          scatter_row(col + ((c * g.kH + kh) * g.kW + kw) * cols, oh0, oh1, dst + c * HW, g, kh,
-                      kw, T(1));
+    scatter_tile(col, cols, nc, oh0, oh1, acc, g);
   }
+  if (g.sw > 1) unsplit(acc, nc, dst, g);
 }
 
 // One batched task: group gi, input channels [c0, c1) of that group, in every sample. B is the
@@ -137,6 +127,7 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
                       int64_t c0, int64_t c1, int64_t tile_n, bool direct) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, NP = g.N * HoWo, rows = (c1 - c0) * kk;
+  const int64_t nc = c1 - c0, plane = g.H * split_row(g);
   const T* A = weight + gi * Mg * Cg * kk + c0 * kk;
   T* col = thread_buffer<T>(size_t(rows * tile_n * HoWo)).data();
   for (int64_t n0 = 0; n0 < g.N; n0 += tile_n) {
@@ -150,12 +141,10 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
         for (int64_t c = 0; c < c1 - c0; ++c) std::copy_n(src + c * cols, HW, dst + c * HW);
         continue;
       }
-      std::fill(dst, dst + (c1 - c0) * HW, T(0));
-      for (int64_t c = 0; c < c1 - c0; ++c)
-        for (int64_t kh = 0; kh < g.kH; ++kh)
-          for (int64_t kw = 0; kw < g.kW; ++kw)
-            scatter_row(src + ((c * g.kH + kh) * g.kW + kw) * cols, 0, g.Ho, dst + c * HW, g, kh,
-                        kw, T(1));
+      T* acc = g.sw > 1 ? thread_buffer<T, 1>(size_t(nc * plane)).data() : dst;
+      std::fill(acc, acc + nc * plane, T(0));
+      scatter_tile(src, cols, nc, 0, g.Ho, acc, g);
+      if (g.sw > 1) unsplit(acc, nc, dst, g);
     }
   }
 }

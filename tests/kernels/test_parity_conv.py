@@ -148,6 +148,31 @@ def test_conv2d_backward_data_larger(backend, dtype, group):
           R.conv2d_backward_data(g, wt, *args), dtype)
 
 
+# label: n, c, m, group, (h, w), (kh, kw), strides, pads, dilations. Output planes of >= 400
+# pixels (the per-sample path) cut into several GEMM tiles: the phase-split col2im of strided
+# convs (col2im.h) and its unsplit, on rows that are and are not a multiple of the stride.
+PLANE_CASES = {
+    "11x11/4 (AlexNet conv1)": (2, 3, 8, 1, (87, 91), (11, 11), (4, 4), (2, 2, 2, 2), (1, 1)),
+    "3x3/2 pad 1": (1, 40, 6, 1, (45, 41), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    "3x2/(2,3) dilated, grouped": (2, 8, 6, 2, (50, 71), (3, 2), (2, 3), (2, 0, 1, 3), (2, 2)),
+    "3x3/1 pad 1 (VGG)": (2, 24, 5, 1, (30, 27), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    "5x5/3 no pad, unreached edge": (3, 4, 7, 1, (67, 68), (5, 5), (3, 3), (0, 0, 0, 0), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label", list(PLANE_CASES))
+def test_conv2d_backward_data_large_planes(backend, dtype, label):
+    n, c, m, group, hw, k, strides, pads, dil = PLANE_CASES[label]
+    case = dict(n=n, c=c, m=m, group=group, hw=hw, k=k, strides=strides, pads=pads,
+                dilations=dil, dtype=dtype, seed=len(label))
+    g, w = _conv_args(case)
+    assert g.shape[2] * g.shape[3] >= 400  # the per-sample (not batched) path
+    args = (hw, strides, pads, dil, group)
+    check(K.conv2d_backward_data(g, w, *args, module=backend),
+          R.conv2d_backward_data(g, w, *args), dtype)
+
+
 def test_numba_conv2d_backward_data_images_end_to_end(monkeypatch):
     """The numba kernel lays the planes of several images end to end in one task when maps are
     small and tasks plentiful; force that path (it is rare on the small shapes above)."""
