@@ -61,6 +61,30 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   return f64 ? conv_impl<double>(grad_out, weight, g) : conv_impl<float>(grad_out, weight, g);
 }
 
+// ---- linear_backward_data -----------------------------------------------------------------
+template <typename T>
+py::array linear_impl(const py::array& go, const py::array& w, int isa) {
+  const Ints gs = shape_of(go), ws = shape_of(w);
+  auto out = new_array<T>({gs[0], ws[1]});
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::linear_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, gs[0], gs[1], ws[1], isa);
+  }
+  return std::move(out);
+}
+
+py::array linear_backward_data(const py::array& grad_out, const py::array& weight, int isa) {
+  pydevis::check_layout(grad_out, "grad_out", 2);
+  pydevis::check_layout(weight, "weight", 2);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  pydevis::check_same_dtype(weight, "weight", grad_out, "grad_out");
+  pydevis::linear_front(shape_of(grad_out), shape_of(weight));
+  CHECK(isa >= 0 && isa <= 2, "isa: expected 0 (baseline), 1 (AVX2) or 2 (AVX-512), got ", isa);
+  return f64 ? linear_impl<double>(grad_out, weight, isa)
+             : linear_impl<float>(grad_out, weight, isa);
+}
+
 // ---- max_pool2d_backward ------------------------------------------------------------------
 template <typename T>
 py::array maxpool_impl(const py::array& go, const py::array& x,
@@ -311,6 +335,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"), "dL/dX of ONNX Conv (the transposed convolution).");
+  m.def("linear_backward_data", &linear_backward_data, py::arg("grad_out"), py::arg("weight"),
+        py::arg("isa") = 2,
+        "grad_out (N, M) · weight (M, K): dL/dX of Gemm with transB = 1, streaming W once "
+        "(small N). isa caps the vector code: 0 baseline, 1 AVX2+FMA, 2 AVX-512.");
+  m.attr("linear_isa_level") = pydevis::cpu::linear_isa_level();
   m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"),
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum).");

@@ -13,6 +13,7 @@ _Float = np.float32 | np.float64
 _Array = npt.NDArray[_Float]
 
 has_openmp: bool
+linear_isa_level: int  # 2 AVX-512, 1 AVX2 + FMA, 0 neither: the code linear_backward_data runs
 
 def conv2d_backward_data(
     grad_out: _Array,
@@ -23,6 +24,7 @@ def conv2d_backward_data(
     dilations: Sequence[int],
     group: int,
 ) -> _Array: ...
+def linear_backward_data(grad_out: _Array, weight: _Array, isa: int = 2) -> _Array: ...
 def max_unpool2d(
     grad_out: _Array, indices: npt.NDArray[np.int64], in_shape: Sequence[int]
 ) -> _Array: ...

@@ -142,6 +142,13 @@ inline void lrn_front(const Ints& gs, const Ints& xs, int64_t size, double alpha
   check_lrn_params(size, alpha, beta, bias);
 }
 
+// linear_backward_data: grad_out (N, M), weight (M, K); the (N, K) output within kMaxSize.
+inline void linear_front(const Ints& gs, const Ints& ws) {
+  PYDEVIS_CHECK(ws[0] == gs[1], "weight: shape ", shape_str(ws), " does not match grad_out shape ",
+                shape_str(gs), " (expected (", gs[1], ", K))");
+  checked_numel({gs[0], ws[1]}, "grad_in", "output shape");
+}
+
 // A float64 (len,) argument of the ascent kernels (eta: one per image; lo, hi: one per channel);
 // `what` says so, `vshape` is v's shape.
 inline void f64_vector_front(const Ints& shape, const char* name, int64_t len, const char* what,

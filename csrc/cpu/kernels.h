@@ -18,6 +18,14 @@ using PoolGeom = ::pydevis::PoolGeom;
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g);
 
+// grad_in (N, K) = G (N, M) · W (M, K): the Gemm backward (transB = 1), for a small batch N.
+// isa caps the vector code used: 0 baseline, 1 AVX2 + FMA, 2 AVX-512 (when the CPU has it);
+// linear_isa_level() is what this CPU has (0 off x86-64).
+template <typename T>
+void linear_backward_data(const T* g, const T* w, T* grad_in, int64_t N, int64_t M, int64_t K,
+                          int isa);
+int linear_isa_level();
+
 // grad_in (N, C, H, W) of MaxPool from its forward input x: each grad_out element goes to the first
 // strict maximum of its window (ONNX Runtime's switch); windows holding no finite value route none.
 template <typename T>

@@ -113,16 +113,28 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0,
                                     int(group))
 
 
+#: Largest batch N that the C++ backend's linear_backward_data kernel (W streamed once) takes, by
+#: the vector code the CPU runs it with (``pydevis._C.linear_isa_level``: 2 AVX-512, 1 AVX2 + FMA,
+#: 0 neither); larger N go through the GEMM of conv2d_backward_data. Measured against that GEMM,
+#: one thread, W 4096×4096 float32, ms (Xeon, AVX-512): AVX-512 8.8 vs 11.9 at N = 32, 12.9 vs
+#: 14.8 at 48, 17.0 vs 18.3 at 64, 24.7 vs 24.2 at 96; AVX2 6.9 vs 9.3 at 16, 10.4 vs 11.0 at 24,
+#: 13.2 vs 11.9 at 32; baseline (SSE2, no FMA) 3.9 vs 7.3 at 4, 7.3 vs 7.8 at 8, 10.9 vs 9.3 at 12.
+#: Each limit keeps a margin of >= 10 %.
+LINEAR_MAX_N = {2: 48, 1: 16, 0: 4}
+
+
 def linear_backward_data(grad_out, weight, *, module=None) -> np.ndarray:
     """dL/dX of ``Y = X·Wᵀ`` (ONNX Gemm with transB=1, W of shape (M, K)): ``G·W``, (N, K).
 
-    Host arrays only. On the C++ backend this is the 1×1 transposed convolution of G laid out
-    as one (M, 1, N) image: one GEMM (a GEMV when N = 1) reading W once, split over the OpenMP
-    team with OpenBLAS single-threaded. numpy's product would run numpy's own multi-threaded
-    OpenBLAS, whose workers spin after the call on the cores the next kernels need (measured on
-    2 busy cores, N=8, 4096×4096: 74 ms vs 15; 1 thread: 10 vs 11). The numba backend does the
-    same when its conv takes its OpenBLAS path for that 1×1 conv (measured: ResNet-18 backward
-    at batch 1, 2 threads, 52 ms with numpy's product, 29 ms without). Other backends: numpy.
+    Host arrays only. On the C++ backend, for N up to :data:`LINEAR_MAX_N`, a kernel that reads
+    W once, straight into register-blocked FMAs, split over K across the OpenMP team (the op is
+    memory-bound at small N); above, the 1×1 transposed convolution of G laid out as one
+    (M, 1, N) image: one GEMM, split over the OpenMP team with OpenBLAS single-threaded.
+    numpy's product would run numpy's own multi-threaded OpenBLAS, whose workers spin after the
+    call on the cores the next kernels need (measured on 2 busy cores, N=8, 4096×4096: 74 ms vs
+    15; 1 thread: 10 vs 11). The numba backend does the same when its conv takes its OpenBLAS
+    path for that 1×1 conv (measured: ResNet-18 backward at batch 1, 2 threads, 52 ms with
+    numpy's product, 29 ms without). Other backends: numpy.
     """
     mod = module or host_backend()
     g = _float(grad_out, "grad_out", 2)
@@ -131,6 +143,8 @@ def linear_backward_data(grad_out, weight, *, module=None) -> np.ndarray:
     if w.shape[0] != m:
         raise ValueError(f"weight shape {w.shape} does not match grad_out shape {g.shape}")
     name = getattr(mod, "NAME", None)
+    if name == "cpp" and n <= LINEAR_MAX_N.get(mod.linear_isa_level, 0):
+        return mod.linear_backward_data(g, w)
     if (name not in ("cpp", "numba") or g.size == 0 or w.size == 0
             or name == "numba" and mod._conv_path((1, m, 1, n), (m, k, 1, 1), (1, n), 1) != "gemm"):
         return g @ w

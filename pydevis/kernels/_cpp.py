@@ -21,6 +21,8 @@ __all__ = [
     "conv2d_backward_data",
     "gaussian_blur",
     "global_avg_pool_backward",
+    "linear_backward_data",
+    "linear_isa_level",
     "lrn_backward",
     "max_pool2d_backward",
     "rectifier_backward",
@@ -60,9 +62,12 @@ if _C is not None:  # the extension's functions are the backend's, unwrapped
         conv2d_backward_data,
         gaussian_blur,
         global_avg_pool_backward,
+        linear_backward_data,
+        linear_isa_level,
         lrn_backward,
         max_pool2d_backward,
         rectifier_backward,
     )
 
-KERNELS = tuple(n for n in __all__ if n not in ("NAME", "unavailable_reason"))
+KERNELS = tuple(n for n in __all__
+                if n not in ("NAME", "unavailable_reason", "linear_isa_level"))

@@ -1,0 +1,136 @@
+"""The C++ linear_backward_data kernel (G·W streamed over W once, small N) and its routing.
+
+Values against numpy's float64 product for each vector code the CPU has (the kernel's ``isa``
+argument caps it: 0 baseline, 1 AVX2 + FMA, 2 AVX-512), sample counts around its register
+blocks (8 on AVX-512, 4 below) and around the front's ``LINEAR_MAX_N``, K not a multiple of
+the vector chunk or of the per-thread slab; the argument checks; the front's routing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pydevis.kernels as K
+from parity import check
+from pydevis.kernels import _cpp
+
+if _cpp.unavailable_reason() is not None:
+    pytest.skip(f"C++ extension not built: {_cpp.unavailable_reason()}", allow_module_level=True)
+
+_C = _cpp._C
+ISAS = list(range(_C.linear_isa_level + 1))
+
+
+def operands(n, m, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, m)).astype(dtype), rng.standard_normal((m, k)).astype(dtype))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33])
+def test_matches_numpy(n, dtype, isa):
+    # M = 37: two full 16-row blocks and 5 rows; K = 301: chunks of 32 floats or 16 doubles and
+    # a tail, split over the threads in whole 128-byte units
+    g, w = operands(n, 37, 301, dtype, seed=n)
+    check(_C.linear_backward_data(g, w, isa), g.astype(np.float64) @ w, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m, k", [(1, 1), (1, 5), (3, 1), (16, 32), (17, 33), (200, 1031)])
+def test_odd_shapes(m, k, isa):
+    for n in (1, 6, 8, 11):
+        g, w = operands(n, m, k, np.float64, seed=m * k + n)
+        check(_C.linear_backward_data(g, w, isa), g @ w, np.float64)
+
+
+def test_large_k_exact_on_integers():
+    """Small integers are summed exactly in float32: every element, each thread's slab."""
+    rng = np.random.default_rng(3)
+    g = rng.integers(-3, 4, (8, 300)).astype(np.float32)
+    w = rng.integers(-3, 4, (300, 9216 + 7)).astype(np.float32)
+    for isa in ISAS:
+        np.testing.assert_array_equal(_C.linear_backward_data(g, w, isa),
+                                      (g.astype(np.int64) @ w.astype(np.int64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n, m, k", [(0, 5, 7), (3, 0, 7), (3, 5, 0), (0, 0, 0)])
+def test_zero_sizes(n, m, k):
+    g, w = operands(n, m, k, np.float32)
+    out = _C.linear_backward_data(g, w)
+    assert out.shape == (n, k) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.zeros((n, k), np.float32))  # M = 0: zeros
+
+
+G, W = operands(3, 5, 7, np.float32)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"grad_out": G.astype(np.int32)}, "^grad_out: dtype int32"),
+    ({"weight": W.astype(np.float64)}, "^weight: dtype float64 differs"),
+    ({"grad_out": G[None]}, "^grad_out: expected a 2-D array"),
+    ({"weight": W[0]}, "^weight: expected a 2-D array"),
+    ({"grad_out": np.asfortranarray(operands(3, 5, 7, np.float32)[0])},
+     "^grad_out: array must be C-contiguous"),
+    ({"weight": operands(3, 5, 14, np.float32)[1][:, ::2]}, "^weight: array must be C-contiguous"),
+    ({"weight": W[:4]}, r"^weight: shape \(4, 7\) does not match grad_out shape \(3, 5\)"),
+    ({"isa": 3}, "^isa: expected 0"),
+    ({"isa": -1}, "^isa: expected 0"),
+])
+def test_rejects(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _C.linear_backward_data(**{"grad_out": G, "weight": W, **kw})
+
+
+def test_output_too_large_rejected_before_allocation():
+    g = np.zeros((2**16, 0), np.float32)
+    w = np.zeros((0, 2**16), np.float32)
+    with pytest.raises(ValueError, match="^grad_in: output shape"):
+        _C.linear_backward_data(g, w)
+
+
+def test_new_array_inputs_untouched():
+    g, w = operands(4, 9, 40, np.float64)
+    g0, w0 = g.copy(), w.copy()
+    out = _C.linear_backward_data(g, w)
+    assert out.flags.c_contiguous and not np.shares_memory(out, g) and not np.shares_memory(out, w)
+    np.testing.assert_array_equal(g, g0)
+    np.testing.assert_array_equal(w, w0)
+
+
+# ---- the front: routing, non-contiguous inputs, mixed dtypes -----------------------------------
+def test_front_routes_small_batches_to_the_kernel(monkeypatch):
+    cpp = K.get("cpp")
+    limit = K.LINEAR_MAX_N[cpp.linear_isa_level]
+    calls = []
+    kernel = cpp.linear_backward_data
+
+    def spy(g, w):
+        calls.append(len(g))
+        return kernel(g, w)
+
+    monkeypatch.setattr(cpp, "linear_backward_data", spy)
+    for n in (1, limit - 1, limit, limit + 1):
+        g, w = operands(n, 19, 45, np.float32, seed=n)
+        check(K.linear_backward_data(g, w, module=cpp), g.astype(np.float64) @ w, np.float32)
+    assert calls == [1, limit - 1, limit]  # limit + 1 went through the GEMM
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_front_non_contiguous_inputs(dtype):
+    g, w = operands(6, 40, 70, dtype)
+    gs, ws = np.asfortranarray(g)[:, ::2], w[::2, ::-1]  # strided, reversed
+    check(K.linear_backward_data(gs, ws, module=K.get("cpp")),
+          gs.astype(np.float64) @ ws.astype(np.float64), dtype)
+    # weight cast to grad_out's dtype
+    got = K.linear_backward_data(g, w.astype(np.float64 if dtype == np.float32 else np.float32),
+                                 module=K.get("cpp"))
+    assert got.dtype == dtype
+
+
+def test_front_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="does not match"):
+        K.linear_backward_data(G, W[:4], module=K.get("cpp"))
+    with pytest.raises(ValueError, match="expected 2-D"):
+        K.linear_backward_data(G[None], W, module=K.get("cpp"))
