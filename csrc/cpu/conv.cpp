@@ -26,6 +26,9 @@
 // (group, channel block), runs its GEMMs over the columns of several samples at once (tiles of
 // whole samples), then col2im's each sample; it owns its channels in every sample.
 //
+// 3×3 stride-1 undilated ungrouped float32 convs with >= 16 channels each way go to Winograd's
+// F(2×2, 3×3) instead (winograd.cpp: 2.25× fewer multiply-adds, no col2im); float64 stays here.
+//
 // The col2im is col2im.h's scatter_tile (vectorised; strided convs through phase-split planes).
 //
 // Special cases: 1×1 kernels with unit stride and no padding GEMM straight into grad_in (col2im
@@ -33,12 +36,14 @@
 // (Cg == Mg == 1) skip BLAS for a direct scatter loop (a plane of 56×56 stays in L1; walking it
 // output row by output row instead was measured no faster, and slower on 14×14 planes).
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../common/parallel.h"
 #include "blas.h"
 #include "col2im.h"
 #include "kernels.h"
+#include "winograd.h"
 
 namespace pydevis::cpu {
 namespace {
@@ -188,6 +193,8 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     return;
   }
   if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g);
+  if constexpr (std::is_same_v<T, float>)
+    if (winograd_applies(g)) return winograd_backward_data(grad_out, weight, grad_in, g);
 
   const bool direct = g.kH == 1 && g.kW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 &&
                       g.pl == 0 && g.Ho == g.H && g.Wo == g.W;

@@ -173,6 +173,38 @@ def test_conv2d_backward_data_large_planes(backend, dtype, label):
           R.conv2d_backward_data(g, w, *args), dtype)
 
 
+# 3×3, stride 1, undilated, ungrouped, C and M >= 16, float32: the C++ backend's Winograd
+# F(2×2, 3×3) path (winograd.cpp), held to 1e-5 of the largest value of the float64 result
+# (tighter than the generic float32 tolerance); float64 (the direct path) to 1e-12. Odd and even
+# sizes, pads that keep, shrink and grow the plane, asymmetric pads, blocks of tile rows that
+# span samples (13×13, n = 3), 1 and several samples.
+# n, c, m, (h, w), pads (top, left, bottom, right)
+WINOGRAD_CASES = [
+    (1, 16, 16, (5, 7), (1, 1, 1, 1)),
+    (3, 17, 24, (13, 13), (1, 1, 1, 1)),
+    (2, 32, 16, (30, 27), (0, 0, 0, 0)),
+    (2, 16, 20, (9, 12), (2, 0, 1, 2)),
+    (1, 20, 18, (6, 5), (3, 1, 2, 3)),
+    (1, 16, 16, (1, 2), (1, 1, 1, 1)),
+    (4, 64, 48, (56, 57), (1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_conv2d_backward_data_3x3_stride1_tight(backend, dtype, case):
+    n, c, m, hw, pads = case
+    spec = dict(n=n, c=c, m=m, group=1, hw=hw, k=(3, 3), strides=(1, 1), pads=pads,
+                dilations=(1, 1), dtype=dtype, seed=c + m)
+    g, w = _conv_args(spec)
+    args = (hw, (1, 1), pads, (1, 1), 1)
+    got = host(K.conv2d_backward_data(g, w, *args, module=backend))
+    ref = R.conv2d_backward_data(g.astype(np.float64), w.astype(np.float64), *args)
+    assert got.dtype == dtype and got.shape == ref.shape
+    err = float(np.abs(got.astype(np.float64) - ref).max()) / float(np.abs(ref).max())
+    assert err <= (1e-5 if dtype == np.float32 else 1e-12), err
+
+
 def test_numba_conv2d_backward_data_images_end_to_end(monkeypatch):
     """The numba kernel lays the planes of several images end to end in one task when maps are
     small and tasks plentiful; force that path (it is rare on the small shapes above)."""

@@ -1,0 +1,16 @@
+// conv2d_backward_data for 3×3, stride-1, undilated, ungrouped float32 convs by Winograd's
+// F(2×2, 3×3): see winograd.cpp.
+#pragma once
+
+#include "../common/geometry.h"
+
+namespace pydevis::cpu {
+
+// Whether winograd_backward_data serves this float32 conv (and is expected to win).
+bool winograd_applies(const ConvGeom& g);
+
+// grad_in (N, C, H, W) = the VJP of the conv w.r.t. its input; grad_in is fully written.
+void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
+                            const ConvGeom& g);
+
+}  // namespace pydevis::cpu
