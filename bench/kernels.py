@@ -9,6 +9,10 @@ For every case, every backend's result is first checked against the reference (r
 - ``max_pool2d_backward`` (what the MaxPool rule runs: switches found again from the input) vs
   torch's max-pool backward (``max_pool2d_with_indices_backward``, what autograd runs) and
   torch's forward with indices (the cost torch pays in its forward to have switches);
+- ``linear_backward_data`` (the Gemm backward, ``G·W``: AlexNet's three fully connected layers
+  at batch 1 and 8) vs torch's ``g @ w`` and the C++ backend's 1×1-conv GEMM (what the front
+  runs above ``LINEAR_MAX_N``), interleaved, with W's GB/s at the best time beside the STREAM
+  triad bandwidth measured at the same thread count;
 - ``lrn_backward`` vs autograd of ``F.local_response_norm`` (backward only, graph retained);
 - ``rectifier_backward`` vs ``np.where`` and ``torch.ops.aten.threshold_backward``;
 - the ascent update and regularizers (``ascent_update``, ``gaussian_blur``, ``clip_small_norm``,
@@ -39,7 +43,7 @@ except ImportError:  # run as a script
 
 NAME = "kernels"
 TOL = 1e-4
-GROUPS = ("conv", "maxpool", "lrn", "rectifier", "ascent")
+GROUPS = ("conv", "linear", "maxpool", "lrn", "rectifier", "ascent")
 
 # label, N, C, H, W, M, k, stride, pad, group
 CONV = [
@@ -61,6 +65,10 @@ CONV = [
 ]
 CONV_QUICK = [("3x3 4->6 9", 1, 4, 9, 9, 6, 3, 1, 1, 1),
               ("depthwise 3x3/2 4 9", 1, 4, 9, 9, 4, 3, 2, 1, 4)]
+# label, N, M, K: grad_in (N, K) = G (N, M) · W (M, K)
+LINEAR = [(f"alexnet fc{i} {m}x{k} N={n}", n, m, k) for n in (1, 8)
+          for i, m, k in ((6, 4096, 9216), (7, 4096, 4096), (8, 1000, 4096))]
+LINEAR_QUICK = [("fc 7x37 N=3", 3, 7, 37)]
 # label, N, C, H, W, k, stride, pad
 POOL = [("resnet 3x3/2 p1 64x112", 8, 64, 112, 112, 3, 2, 1),
         ("alexnet 3x3/2 96x55", 8, 96, 55, 55, 3, 2, 0),
@@ -171,6 +179,34 @@ class Runner:
 
             self.compare("conv2d_backward_data", label, run, {"torch": ref}, expected, flops)
 
+    def linear(self, rng):
+        import torch
+
+        kernel = "linear_backward_data"
+        quick = self.args.quick
+        triad = C.stream(self.threads, n=1 << (10 if quick else 24),
+                         repeats=1 if quick else 5)["triad_gbs"]
+        mods = {b: m for b, m in self.mods.items() if b in ("cpp", "numba")}
+        for label, n, m, k in (LINEAR_QUICK if quick else LINEAR):
+            g = rng.standard_normal((n, m), dtype=np.float32)
+            w = rng.standard_normal((m, k), dtype=np.float32)
+            tg, tw = torch.from_numpy(g), torch.from_numpy(w)
+            fns = {"torch": lambda tg=tg, tw=tw: tg @ tw}
+            if "cpp" in mods:
+                fns["cpp 1x1-conv GEMM"] = lambda g=g, w=w: linear_gemm_path(mods["cpp"], g, w)
+            for b, mod in mods.items():
+                fns[b] = lambda mod=mod, g=g, w=w: self.K.linear_backward_data(g, w, module=mod)
+            expected = g.astype(np.float64) @ w
+            for name, fn in fns.items():
+                self.check(kernel, label, name, np.asarray(fn()), expected)
+            times = C.timeit_interleaved(fns, repeats=self.args.repeats, warmup=self.args.warmup,
+                                         budget_s=self.args.budget)
+            for name, t in times.items():
+                ref = None if name == "torch" else "torch"
+                note = f"W {w.nbytes / (t.min_ms * 1e6):.1f} GB/s at best, triad {C.fmt(triad)}"
+                self.record(kernel, label, name, t, ref and times["torch"].median_ms,
+                            2.0 * n * m * k, ref, note)
+
     def maxpool(self, rng):
         import torch
         import torch.nn.functional as F
@@ -272,6 +308,14 @@ class Runner:
                                          budget_s=self.args.budget)
             self.record(kernel, case, ref, times[ref])
             self.record(kernel, case, b, times[b], times[ref].median_ms, ref=ref)
+
+
+def linear_gemm_path(mod, g, w):
+    """G·W as the front runs it above LINEAR_MAX_N: a 1×1 transposed conv of G as one image."""
+    (n, m), k = g.shape, w.shape[1]
+    gi = mod.conv2d_backward_data(np.ascontiguousarray(g.T).reshape(1, m, 1, n),
+                                  w.reshape(m, k, 1, 1), (1, n), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    return np.ascontiguousarray(gi.reshape(k, n).T)
 
 
 def ascent_cases(K, v, g, eta, lo, hi):

@@ -62,14 +62,16 @@ def test_kernels_quick(tmp_path):
     _common_keys(data, "kernels")
     rows = data["rows"]
     kernels = {r["kernel"].split()[0] for r in rows}
-    assert {"conv2d_backward_data", "max_pool2d_backward", "lrn_backward", "rectifier_backward",
-            "ascent_update", "gaussian_blur", "clip_small_norm", "clip_small_contribution",
-            "clamp_channels", "ascent_step"} <= kernels
+    assert {"conv2d_backward_data", "linear_backward_data", "max_pool2d_backward", "lrn_backward",
+            "rectifier_backward", "ascent_update", "gaussian_blur", "clip_small_norm",
+            "clip_small_contribution", "clamp_channels", "ascent_step"} <= kernels
     for r in rows:
         assert {"kernel", "case", "impl", "threads", "ms", "min_ms", "repeats"} <= set(r)
         assert r["ms"] > 0
     conv = [r for r in rows if r["kernel"] == "conv2d_backward_data"]
     assert {"torch"} <= {r["impl"] for r in conv}
+    linear = {r["impl"] for r in rows if r["kernel"] == "linear_backward_data"}
+    assert "torch" in linear and ("cpp" not in linear or "cpp 1x1-conv GEMM" in linear)
     assert all("gflops" in r and "pct_peak" in r for r in conv)
     import pydevis.kernels as K
 

@@ -5,20 +5,22 @@
 // GEMM packs W first (a second pass over it) and a GEMV reads it below the memory bandwidth;
 // here each element of W goes from memory straight into N FMAs.
 //
-// Scheme. K is split into one contiguous slab per OpenMP thread (whole cache lines, so no two
-// threads write one line of grad_in). A thread walks its slab of W in blocks of kRows rows, each
-// block read as kRows sequential streams, and adds G[:, block]·W[block, slab] into its slab of
-// grad_in (which stays in L2): for each chunk of V vectors of k, the NB × V accumulators of
-// NB samples are held in registers across the block's rows, each row's V vectors loaded once and
-// multiplied by NB broadcasts of G (taken from Gᵀ, packed once). The plain loop that the compiler
-// vectorises on its own (grad_in loaded and stored per row block, W reloaded per sample) was
-// load-bound at ~65 GFLOP/s per core in cache vs ~200 for sgemm; the register block written with
-// GCC/Clang vector extensions (no intrinsics) is compiled for AVX-512 and AVX2+FMA besides the
-// baseline ISA of the build, and the widest the CPU has is picked at run time (baseline SSE2 has
-// no FMA and half the width, too slow to keep up with memory at N = 8). Sums round as a GEMM's
-// (FMA, rows in order), not as numpy's.
+// Scheme. W's rows are cut into parts (a function of M alone), spread over the OpenMP team; each
+// part sums into its own (N, K) buffer (the first into grad_in), added up in part order at the
+// end, so results do not depend on the thread count. A part is walked in blocks of kRows rows,
+// each read as kRows sequential streams (prefetched ahead, into the next block), adding
+// G[:, block]·W[block, :] into the part's buffer (in L2): for each chunk of V vectors of k, the
+// NB × V accumulators of NB samples are held in registers across the block's rows, each row's V
+// vectors loaded once and multiplied by NB broadcasts of G (from Gᵀ, packed once). The plain loop
+// that the compiler vectorises on its own (grad_in loaded and stored per row block, W reloaded
+// per sample) was load-bound at ~65 GFLOP/s per core in cache vs ~200 for sgemm; the register
+// block, written with GCC/Clang vector extensions (no intrinsics), is compiled for AVX-512 and
+// AVX2+FMA besides the baseline ISA of the build, and the widest the CPU has is picked at run
+// time (baseline SSE2 has no FMA and half the width, too slow to keep up with memory at N = 8).
+// Sums round as a GEMM's (FMA, rows in order, then parts in order), not as numpy's.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "../common/parallel.h"
@@ -42,6 +44,12 @@ namespace {
 // twice as often (1.1x slower).
 constexpr int64_t kRows = 16;
 constexpr int64_t kLineBytes = 64;
+// The threads split W by rows, in parts of >= kPartRows rows (at most kMaxParts), each reading
+// whole rows; splitting K instead (each thread a slab of every row) was slower: one thread
+// reading W 4096 × 9216 as 2 slabs of 4608 columns took 10.5 ms at N = 8, as 1 slab 7.8 ms
+// (8 slabs: 12.0).
+constexpr int64_t kPartRows = 256;
+constexpr int64_t kMaxParts = 8;
 // Each row of a block is prefetched this far ahead of its loads: the hardware prefetchers alone
 // follow kRows interleaved streams less well (measured, 1 thread, N = 8, W 4096 × 9216: 9.2 ms
 // without, 7.8 ms at 512 bytes, 8.0 at 256; N = 1 is at the bandwidth either way).
@@ -68,9 +76,10 @@ struct Micro {
   static constexpr int64_t kChunk = V * L;                // k per register block
   static constexpr int64_t kChunkBytes = V * VB;
 
-  // y[n, k:k+kChunk] += sum_{m < rows} gt[m, n] * w[m, k:k+kChunk] for n < NB.
+  // y[n, k:k+kChunk] += sum_{m < rows} gt[m, n] * w[m, k:k+kChunk] for n < NB; prefetches
+  // pf[m * K : + kChunk] (unless null).
   static PYDEVIS_INLINE void chunk(const T* gt, int64_t N, const T* w, int64_t K, int64_t rows,
-                                   T* y, int64_t k) {
+                                   T* y, int64_t k, const T* pf) {
     vec acc[NB][V];
 #pragma GCC unroll 16
     for (int n = 0; n < NB; ++n)
@@ -80,9 +89,11 @@ struct Micro {
       vec wv[V];
 #pragma GCC unroll 8
       for (int v = 0; v < V; ++v) std::memcpy(&wv[v], w + m * K + k + v * L, VB);
+      if (pf) {
 #pragma GCC unroll 4
-      for (int64_t b = 0; b < kChunkBytes; b += kLineBytes)
-        __builtin_prefetch(reinterpret_cast<const char*>(w + m * K + k) + kPrefetchBytes + b);
+        for (int64_t b = 0; b < kChunkBytes; b += kLineBytes)
+          __builtin_prefetch(reinterpret_cast<const char*>(pf + m * K) + b);
+      }
       const T* c = gt + m * N;
 #pragma GCC unroll 16
       for (int n = 0; n < NB; ++n)
@@ -95,11 +106,18 @@ struct Micro {
       for (int v = 0; v < V; ++v) std::memcpy(y + n * K + k + v * L, &acc[n][v], VB);
   }
 
-  // One row block and NB samples over the slab [k0, k1).
-  static PYDEVIS_INLINE void run(const T* gt, int64_t N, const T* w, int64_t K, int64_t rows,
-                                 T* y, int64_t k0, int64_t k1) {
+  // One row block and NB samples over the slab [k0, k1). Its rows are prefetched kPrefetch
+  // ahead, past k1 into the rows of the next block wnext (when not null: a full block).
+  static PYDEVIS_INLINE void run(const T* gt, int64_t N, const T* w, const T* wnext, int64_t K,
+                                 int64_t rows, T* y, int64_t k0, int64_t k1) {
+    constexpr int64_t ahead = kPrefetchBytes / int64_t(sizeof(T));
     int64_t k = k0;
-    for (; k + kChunk <= k1; k += kChunk) chunk(gt, N, w, K, rows, y, k);
+    for (; k + kChunk <= k1; k += kChunk) {
+      const int64_t next = k + ahead - k1;  // column of the next block's rows, when >= 0
+      const T* pf = next < 0 ? w + k + ahead
+                    : wnext && next < k1 - k0 ? wnext + k0 + next : nullptr;
+      chunk(gt, N, w, K, rows, y, k, pf);
+    }
     add_scalar(gt, N, w, K, rows, y, NB, k, k1);
   }
 };
@@ -107,14 +125,15 @@ struct Micro {
 // One row block over the slab for `count` samples, NB at a time, then the rest in halves; gt's
 // rows hold N samples.
 template <typename T, int VB, int NB, int V>
-PYDEVIS_INLINE void row_block(const T* gt, int64_t N, int64_t count, const T* w, int64_t K,
-                              int64_t rows, T* y, int64_t k0, int64_t k1) {
+PYDEVIS_INLINE void row_block(const T* gt, int64_t N, int64_t count, const T* w,
+                              const T* wnext, int64_t K, int64_t rows, T* y, int64_t k0,
+                              int64_t k1) {
   int64_t n = 0;
   for (; n + NB <= count; n += NB)
-    Micro<T, VB, NB, V>::run(gt + n, N, w, K, rows, y + n * K, k0, k1);
+    Micro<T, VB, NB, V>::run(gt + n, N, w, wnext, K, rows, y + n * K, k0, k1);
   if constexpr (NB > 1) {
     if (count > n)
-      row_block<T, VB, NB / 2, V>(gt + n, N, count - n, w, K, rows, y + n * K, k0, k1);
+      row_block<T, VB, NB / 2, V>(gt + n, N, count - n, w, wnext, K, rows, y + n * K, k0, k1);
   }
 }
 #endif
@@ -127,7 +146,8 @@ PYDEVIS_INLINE void slab(const T* gt, const T* w, T* y, int64_t N, int64_t M, in
   for (int64_t m0 = 0; m0 < M; m0 += kRows) {
     const int64_t rows = std::min(kRows, M - m0);
 #ifdef PYDEVIS_VECTOR_EXT
-    row_block<T, VB, NB, V>(gt + m0 * N, N, N, w + m0 * K, K, rows, y, k0, k1);
+    const T* wnext = m0 + 2 * kRows <= M ? w + (m0 + kRows) * K : nullptr;
+    row_block<T, VB, NB, V>(gt + m0 * N, N, N, w + m0 * K, wnext, K, rows, y, k0, k1);
 #else
     add_scalar(gt + m0 * N, N, w + m0 * K, K, rows, y, N, k0, k1);
 #endif
@@ -206,13 +226,34 @@ void linear_backward_data(const T* g, const T* w, T* grad_in, int64_t N, int64_t
   std::vector<T> gt(size_t(M * N));  // Gᵀ: a row block's broadcasts are adjacent
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m) gt[size_t(m * N + n)] = g[n * M + m];
-  // One slab per thread, in whole register chunks (128 bytes, two cache lines).
+  // Parts of W's rows, a function of M alone: each sum runs over the rows of a part in order,
+  // then over the parts in order, whatever the thread count. K is split into slabs (whole
+  // register chunks: 128 bytes) only when the threads outnumber the parts.
+  int64_t parts = 1;  // a power of two: the parts share out evenly over 2, 4, 8... threads
+  while (parts * 2 <= std::min(M / kPartRows, kMaxParts)) parts *= 2;
+  const int64_t rows = ceil_div(ceil_div(std::max<int64_t>(M, 1), kRows), parts) * kRows;
   const int64_t unit = 2 * kLineBytes / int64_t(sizeof(T));
-  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(max_threads(), ceil_div(K, unit)));
+  const int64_t slabs = std::clamp<int64_t>(ceil_div(max_threads(), parts), 1, ceil_div(K, unit));
   const int64_t per = ceil_div(ceil_div(K, unit), slabs) * unit;
-  parallel_for(slabs, N * std::max<int64_t>(M, 1) * per, [&](int64_t s) {
+  // Part 0 sums into grad_in, the others into their own (N, K) buffers.
+  std::unique_ptr<T[]> partial(parts > 1 ? new T[size_t((parts - 1) * N * K)] : nullptr);
+  parallel_for(parts * slabs, N * rows * per, [&](int64_t i) {
+    const int64_t p = i / slabs, s = i % slabs;
+    const int64_t m0 = std::min(M, p * rows), m1 = std::min(M, m0 + rows);
     const int64_t k0 = std::min(K, s * per), k1 = std::min(K, k0 + per);
-    if (k0 < k1) fn(gt.data(), w, grad_in, N, M, K, k0, k1);
+    T* y = p == 0 ? grad_in : partial.get() + (p - 1) * N * K;
+    if (k0 < k1) fn(gt.data() + m0 * N, w + m0 * K, y, N, m1 - m0, K, k0, k1);
+  });
+  if (parts == 1) return;
+  const int64_t total = N * K, block = 4096;
+  parallel_for(ceil_div(total, block), block * parts, [&](int64_t b) {
+    const T* __restrict__ src = partial.get();
+    T* __restrict__ dst = grad_in;
+    for (int64_t i = b * block, end = std::min(total, i + block); i < end; ++i) {
+      T acc = dst[i];
+      for (int64_t p = 0; p + 1 < parts; ++p) acc += src[p * total + i];
+      dst[i] = acc;
+    }
   });
 }
 

@@ -8,6 +8,10 @@ the vector chunk or of the per-thread slab; the argument checks; the front's rou
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -38,21 +42,43 @@ def test_matches_numpy(n, dtype, isa):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m, k", [(1, 1), (1, 5), (3, 1), (16, 32), (17, 33), (200, 1031)])
+@pytest.mark.parametrize("m, k", [(1, 1), (1, 5), (3, 1), (16, 32), (17, 33), (200, 1031),
+                                  (1000, 77), (2100, 40)])  # W in 1, 2 and 8 row parts
 def test_odd_shapes(m, k, isa):
     for n in (1, 6, 8, 11):
         g, w = operands(n, m, k, np.float64, seed=m * k + n)
         check(_C.linear_backward_data(g, w, isa), g @ w, np.float64)
 
 
-def test_large_k_exact_on_integers():
-    """Small integers are summed exactly in float32: every element, each thread's slab."""
-    rng = np.random.default_rng(3)
-    g = rng.integers(-3, 4, (8, 300)).astype(np.float32)
-    w = rng.integers(-3, 4, (300, 9216 + 7)).astype(np.float32)
+@pytest.mark.parametrize("m", [300, 2100])
+def test_large_exact_on_integers(m):
+    """Small integers are summed exactly in float32: every element, each part and slab."""
+    rng = np.random.default_rng(m)
+    g = rng.integers(-3, 4, (8, m)).astype(np.float32)
+    w = rng.integers(-3, 4, (m, 9216 + 7)).astype(np.float32)
+    want = (g.astype(np.int64) @ w.astype(np.int64)).astype(np.float32)
     for isa in ISAS:
-        np.testing.assert_array_equal(_C.linear_backward_data(g, w, isa),
-                                      (g.astype(np.int64) @ w.astype(np.int64)).astype(np.float32))
+        np.testing.assert_array_equal(_C.linear_backward_data(g, w, isa), want)
+
+
+_SCRIPT = """
+import sys, numpy as np
+from pydevis import _C
+rng = np.random.default_rng(5)
+g, w = rng.standard_normal((5, 2100)), rng.standard_normal((2100, 999))
+sys.stdout.buffer.write(_C.linear_backward_data(g, w).tobytes())
+"""
+
+
+def test_same_bits_for_any_thread_count():
+    """The sums' order is a function of the shape alone (row parts, then parts in order)."""
+    if not _C.has_openmp:
+        pytest.skip("built without OpenMP")
+    outs = {t: subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, check=True,
+                              env={**os.environ, "OMP_NUM_THREADS": str(t)}).stdout
+            for t in (1, 2, 3)}
+    assert len(outs[1]) == 5 * 999 * 8
+    assert outs[1] == outs[2] == outs[3]
 
 
 @pytest.mark.parametrize("n, m, k", [(0, 5, 7), (3, 0, 7), (3, 5, 0), (0, 0, 0)])
