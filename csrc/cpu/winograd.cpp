@@ -52,6 +52,11 @@ namespace {
 // each of the 16 GEMMs is spread over enough columns).
 constexpr int64_t kMinBlockTiles = 128, kMaxBlockTiles = 256;
 constexpr int64_t kMinChannels = 16;  // below this (an RGB input), the transforms dominate
+// Fewer tiles (N·⌈H/2⌉·⌈W/2⌉) than this: the weight transform and narrow GEMMs cost more than
+// the multiply-adds saved (2 threads, min ms Winograd / direct: 13×13 192->384 at N = 1
+// 1.3 / 0.8, N = 2 1.8 / 1.5, N = 4 2.7 / 2.8; 14×14 256->256 N = 3 2.0 / 2.2; 28×28 128->128
+// at N = 1 (196 tiles) 0.8 / 0.8).
+constexpr int64_t kMinTiles = 128;
 
 struct Tiling {
   int64_t TH, TW, rows;  // tile rows and columns of a sample; tile rows per block
@@ -65,8 +70,12 @@ std::vector<float>& buffer(size_t n) {
   return buf;
 }
 
-// U[ξ][m][c] = (G · W'[c, m] · Gᵀ)[ξ].
-void transform_weights(const float* w, float* u, int64_t M, int64_t C) {
+// Planes of 16-plane buffers (V, P, U), 64 bytes off a multiple of 4 KiB apart: the transforms
+// touch all 16 at once, which at multiples of 4 KiB would map to the same L1 sets.
+int64_t plane_stride(int64_t floats) { return ceil_div(floats, 1024) * 1024 + 16; }
+
+// U[ξ][m][c] = (G · W'[c, m] · Gᵀ)[ξ], U[ξ] at u + ξ·us.
+void transform_weights(const float* w, float* u, int64_t us, int64_t M, int64_t C) {
   parallel_for(M, C * 64, [&](int64_t m) {
     for (int64_t c = 0; c < C; ++c) {
       const float* k = w + (m * C + c) * 9;
@@ -81,7 +90,7 @@ void transform_weights(const float* w, float* u, int64_t M, int64_t C) {
       for (int i = 0; i < 4; ++i) {
         const float v[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
                             0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
-        for (int j = 0; j < 4; ++j) u[((i * 4 + j) * M + m) * C + c] = v[j];
+        for (int j = 0; j < 4; ++j) u[(i * 4 + j) * us + m * C + c] = v[j];
       }
     }
   });
@@ -179,14 +188,10 @@ PYDEVIS_CLONES void output_row(const float* p, int64_t s, const ConvGeom& g,
   }
 }
 
-int64_t plane_stride(int64_t floats) { return ceil_div(floats, 1024) * 1024 + 16; }
-
 // One task: global tile rows [r0, r1) (row = n·TH + ty).
-void run_block(const float* grad_out, const float* u, float* grad_in, const ConvGeom& g,
-               const Tiling& tl, int64_t r0, int64_t r1) {
+void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in,
+               const ConvGeom& g, const Tiling& tl, int64_t r0, int64_t r1) {
   const int64_t M = g.M, C = g.C, TW = tl.TW, ld = tl.rows * TW, nt = (r1 - r0) * TW;
-  // The 16 planes of V and of P, 64 bytes off a multiple of 4 KiB apart: the transforms touch
-  // all 16 at once, which at multiples of 4 KiB would map to the same L1 sets.
   const int64_t vs = plane_stride(M * ld), ps = plane_stride(C * ld);
   float* v = buffer<0>(size_t(16 * vs)).data();
   float* p = buffer<1>(size_t(16 * ps)).data();
@@ -198,7 +203,7 @@ void run_block(const float* grad_out, const float* u, float* grad_in, const Conv
                 scratch);
     }
   for (int xi = 0; xi < 16; ++xi)
-    gemm_tn(int(C), int(nt), int(M), u + xi * M * C, int(C), v + xi * vs, int(ld),
+    gemm_tn(int(C), int(nt), int(M), u + xi * us, int(C), v + xi * vs, int(ld),
             p + xi * ps, int(ld));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = r0; r < r1; ++r) {
@@ -212,7 +217,8 @@ void run_block(const float* grad_out, const float* u, float* grad_in, const Conv
 
 bool winograd_applies(const ConvGeom& g) {
   return g.kH == 3 && g.kW == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
-         g.group == 1 && g.C >= kMinChannels && g.M >= kMinChannels && g.Ho > 0 && g.Wo > 0;
+         g.group == 1 && g.C >= kMinChannels && g.M >= kMinChannels && g.Ho > 0 && g.Wo > 0 &&
+         g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= kMinTiles;
 }
 
 void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
@@ -223,12 +229,15 @@ void winograd_backward_data(const float* grad_out, const float* weight, float* g
   const int64_t target = std::clamp(g.M * g.C / 256, kMinBlockTiles, kMaxBlockTiles);
   tl.rows = std::clamp(ceil_div(target, tl.TW), int64_t(1),
                        std::max<int64_t>(1, ceil_div(total, nt)));
-  std::vector<float> u(size_t(16 * g.M * g.C));
-  transform_weights(weight, u.data(), g.M, g.C);
+  // U in the calling thread's buffer, reused across calls (fresh pages cost more than the
+  // transform: 16 MiB for 512 channels).
+  const int64_t us = plane_stride(g.M * g.C);
+  float* u = buffer<3>(size_t(16 * us)).data();
+  transform_weights(weight, u, us, g.M, g.C);
   const int64_t blocks = ceil_div(total, tl.rows);
   BlasSingleThread single;
   parallel_for(blocks, 16 * g.M * g.C * tl.rows * tl.TW * 2, [&](int64_t b) {
-    run_block(grad_out, u.data(), grad_in, g, tl, b * tl.rows,
+    run_block(grad_out, u, us, grad_in, g, tl, b * tl.rows,
               std::min(total, (b + 1) * tl.rows));
   });
 }

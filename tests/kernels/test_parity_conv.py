@@ -177,15 +177,16 @@ def test_conv2d_backward_data_large_planes(backend, dtype, label):
 # F(2×2, 3×3) path (winograd.cpp), held to 1e-5 of the largest value of the float64 result
 # (tighter than the generic float32 tolerance); float64 (the direct path) to 1e-12. Odd and even
 # sizes, pads that keep, shrink and grow the plane, asymmetric pads, blocks of tile rows that
-# span samples (13×13, n = 3), 1 and several samples.
+# span samples (13×13, n = 3), 1 and several samples; all but the first have the >= 128 tiles
+# (n·⌈h/2⌉·⌈w/2⌉) that the Winograd path needs, the first stays on the direct one.
 # n, c, m, (h, w), pads (top, left, bottom, right)
 WINOGRAD_CASES = [
     (1, 16, 16, (5, 7), (1, 1, 1, 1)),
     (3, 17, 24, (13, 13), (1, 1, 1, 1)),
     (2, 32, 16, (30, 27), (0, 0, 0, 0)),
-    (2, 16, 20, (9, 12), (2, 0, 1, 2)),
-    (1, 20, 18, (6, 5), (3, 1, 2, 3)),
-    (1, 16, 16, (1, 2), (1, 1, 1, 1)),
+    (2, 16, 20, (21, 24), (2, 0, 1, 2)),
+    (1, 20, 18, (26, 21), (3, 1, 2, 3)),
+    (131, 16, 16, (1, 2), (1, 1, 1, 1)),
     (4, 64, 48, (56, 57), (1, 1, 1, 1)),
 ]
 
