@@ -126,7 +126,8 @@ def test_new_array_inputs_untouched():
 
 
 # ---- the front: routing, non-contiguous inputs, mixed dtypes -----------------------------------
-def test_front_routes_small_batches_to_the_kernel(monkeypatch):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_front_routes_small_batches_to_the_kernel(monkeypatch, dtype):
     cpp = K.get("cpp")
     limit = K.LINEAR_MAX_N[cpp.linear_isa_level]
     calls = []
@@ -138,9 +139,17 @@ def test_front_routes_small_batches_to_the_kernel(monkeypatch):
 
     monkeypatch.setattr(cpp, "linear_backward_data", spy)
     for n in (1, limit - 1, limit, limit + 1):
-        g, w = operands(n, 19, 45, np.float32, seed=n)
-        check(K.linear_backward_data(g, w, module=cpp), g.astype(np.float64) @ w, np.float32)
+        g, w = operands(n, 19, 45, dtype, seed=n)
+        check(K.linear_backward_data(g, w, module=cpp), g.astype(np.float64) @ w, dtype)
     assert calls == [1, limit - 1, limit]  # limit + 1 went through the GEMM
+
+
+@pytest.mark.parametrize("n, m, k", [(0, 5, 7), (3, 0, 7), (3, 5, 0)])
+def test_front_zero_sizes(n, m, k):
+    g, w = operands(n, m, k, np.float64)
+    out = K.linear_backward_data(g, w, module=K.get("cpp"))
+    assert out.shape == (n, k) and out.dtype == np.float64
+    np.testing.assert_array_equal(out, np.zeros((n, k)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
