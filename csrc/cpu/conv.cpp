@@ -26,8 +26,9 @@
 // (group, channel block), runs its GEMMs over the columns of several samples at once (tiles of
 // whole samples), then col2im's each sample; it owns its channels in every sample.
 //
-// 3×3 stride-1 undilated ungrouped float32 convs with >= 16 channels each way go to Winograd's
-// F(2×2, 3×3) instead (winograd.cpp: 2.25× fewer multiply-adds, no col2im); float64 stays here.
+// 3×3 stride-1 undilated float32 convs with >= 16 channels per group each way (and enough
+// tiles) go to Winograd's F(2×2, 3×3) instead (winograd.cpp: 2.25× fewer multiply-adds, no
+// col2im); float64 stays here.
 //
 // The col2im is col2im.h's scatter_tile (vectorised; strided convs through phase-split planes).
 //

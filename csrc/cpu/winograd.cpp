@@ -1,5 +1,5 @@
 // conv2d_backward_data by Winograd's F(2×2, 3×3) (Lavin & Gray 2016) for 3×3, stride-1,
-// undilated, ungrouped convs in float32 (VGG's and ResNet's 3×3 layers).
+// undilated convs in float32 (VGG's and ResNet's 3×3 layers; grouped ones per group).
 //
 // The transposed 3×3 stride-1 conv is itself a 3×3 correlation: with E[m, y, x] =
 // grad_out[m, y + pt - 2, x + pl - 2] (zero outside the Ho × Wo plane) and the flipped,
@@ -74,7 +74,7 @@ std::vector<float>& buffer(size_t n) {
 // touch all 16 at once, which at multiples of 4 KiB would map to the same L1 sets.
 int64_t plane_stride(int64_t floats) { return ceil_div(floats, 1024) * 1024 + 16; }
 
-// U[ξ][m][c] = (G · W'[c, m] · Gᵀ)[ξ], U[ξ] at u + ξ·us.
+// U[ξ][m][c] = (G · W'[c, m] · Gᵀ)[ξ], U[ξ] at u + ξ·us (C: input channels per group).
 void transform_weights(const float* w, float* u, int64_t us, int64_t M, int64_t C) {
   parallel_for(M, C * 64, [&](int64_t m) {
     for (int64_t c = 0; c < C; ++c) {
@@ -188,10 +188,12 @@ PYDEVIS_CLONES void output_row(const float* p, int64_t s, const ConvGeom& g,
   }
 }
 
-// One task: global tile rows [r0, r1) (row = n·TH + ty).
+// One task: group gi, global tile rows [r0, r1) (row = n·TH + ty). U[ξ] holds the groups'
+// (Mg × Cg) blocks one after the other.
 void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in,
-               const ConvGeom& g, const Tiling& tl, int64_t r0, int64_t r1) {
-  const int64_t M = g.M, C = g.C, TW = tl.TW, ld = tl.rows * TW, nt = (r1 - r0) * TW;
+               const ConvGeom& g, const Tiling& tl, int64_t gi, int64_t r0, int64_t r1) {
+  const int64_t M = g.M / g.group, C = g.C / g.group, TW = tl.TW, ld = tl.rows * TW;
+  const int64_t nt = (r1 - r0) * TW;
   const int64_t vs = plane_stride(M * ld), ps = plane_stride(C * ld);
   float* v = buffer<0>(size_t(16 * vs)).data();
   float* p = buffer<1>(size_t(16 * ps)).data();
@@ -199,17 +201,17 @@ void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in
   for (int64_t m = 0; m < M; ++m)
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / tl.TH, ty = r % tl.TH;
-      input_row(grad_out + (n * M + m) * g.Ho * g.Wo, g, tl, ty, v + m * ld + (r - r0) * TW, vs,
-                scratch);
+      input_row(grad_out + (n * g.M + gi * M + m) * g.Ho * g.Wo, g, tl, ty,
+                v + m * ld + (r - r0) * TW, vs, scratch);
     }
   for (int xi = 0; xi < 16; ++xi)
-    gemm_tn(int(C), int(nt), int(M), u + xi * us, int(C), v + xi * vs, int(ld),
+    gemm_tn(int(C), int(nt), int(M), u + xi * us + gi * M * C, int(C), v + xi * vs, int(ld),
             p + xi * ps, int(ld));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / tl.TH, ty = r % tl.TH;
       output_row(p + c * ld + (r - r0) * TW, ps, g, tl, ty,
-                 grad_in + (n * C + c) * g.H * g.W, scratch);
+                 grad_in + (n * g.C + gi * C + c) * g.H * g.W, scratch);
     }
 }
 
@@ -217,7 +219,8 @@ void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in
 
 bool winograd_applies(const ConvGeom& g) {
   return g.kH == 3 && g.kW == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
-         g.group == 1 && g.C >= kMinChannels && g.M >= kMinChannels && g.Ho > 0 && g.Wo > 0 &&
+         g.C / g.group >= kMinChannels && g.M / g.group >= kMinChannels && g.Ho > 0 &&
+         g.Wo > 0 &&
          g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= kMinTiles;
 }
 
@@ -226,18 +229,20 @@ void winograd_backward_data(const float* grad_out, const float* weight, float* g
   Tiling tl{ceil_div(g.H, 2), ceil_div(g.W, 2), 1, 0};
   tl.Wp = 2 * tl.TW + 2;
   const int64_t total = g.N * tl.TH, nt = max_threads();
-  const int64_t target = std::clamp(g.M * g.C / 256, kMinBlockTiles, kMaxBlockTiles);
+  const int64_t Mg = g.M / g.group, Cg = g.C / g.group;
+  const int64_t target = std::clamp(Mg * Cg / 256, kMinBlockTiles, kMaxBlockTiles);
   tl.rows = std::clamp(ceil_div(target, tl.TW), int64_t(1),
-                       std::max<int64_t>(1, ceil_div(total, nt)));
+                       std::max<int64_t>(1, ceil_div(total * g.group, nt)));
   // U in the calling thread's buffer, reused across calls (fresh pages cost more than the
   // transform: 16 MiB for 512 channels).
-  const int64_t us = plane_stride(g.M * g.C);
+  const int64_t us = plane_stride(g.M * Cg);
   float* u = buffer<3>(size_t(16 * us)).data();
-  transform_weights(weight, u, us, g.M, g.C);
+  transform_weights(weight, u, us, g.M, Cg);
   const int64_t blocks = ceil_div(total, tl.rows);
   BlasSingleThread single;
-  parallel_for(blocks, 16 * g.M * g.C * tl.rows * tl.TW * 2, [&](int64_t b) {
-    run_block(grad_out, u, us, grad_in, g, tl, b * tl.rows,
+  parallel_for(g.group * blocks, 16 * Mg * Cg * tl.rows * tl.TW * 2, [&](int64_t t) {
+    const int64_t gi = t / blocks, b = t % blocks;
+    run_block(grad_out, u, us, grad_in, g, tl, gi, b * tl.rows,
               std::min(total, (b + 1) * tl.rows));
   });
 }

@@ -1,4 +1,4 @@
-// conv2d_backward_data for 3×3, stride-1, undilated, ungrouped float32 convs by Winograd's
+// conv2d_backward_data for 3×3, stride-1, undilated float32 convs by Winograd's
 // F(2×2, 3×3): see winograd.cpp.
 #pragma once
 

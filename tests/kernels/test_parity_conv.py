@@ -177,9 +177,10 @@ def test_conv2d_backward_data_large_planes(backend, dtype, label):
 # F(2×2, 3×3) path (winograd.cpp), held to 1e-5 of the largest value of the float64 result
 # (tighter than the generic float32 tolerance); float64 (the direct path) to 1e-12. Odd and even
 # sizes, pads that keep, shrink and grow the plane, asymmetric pads, blocks of tile rows that
-# span samples (13×13, n = 3), 1 and several samples; all but the first have the >= 128 tiles
-# (n·⌈h/2⌉·⌈w/2⌉) that the Winograd path needs, the first stays on the direct one.
-# n, c, m, (h, w), pads (top, left, bottom, right)
+# span samples (13×13, n = 3), 1 and several samples, groups; all but the first and the last
+# have the >= 128 tiles (n·⌈h/2⌉·⌈w/2⌉) and >= 16 channels per group that the Winograd path
+# needs, those two stay on the direct one.
+# n, c, m, (h, w), pads (top, left, bottom, right)[, group]
 WINOGRAD_CASES = [
     (1, 16, 16, (5, 7), (1, 1, 1, 1)),
     (3, 17, 24, (13, 13), (1, 1, 1, 1)),
@@ -188,17 +189,21 @@ WINOGRAD_CASES = [
     (1, 20, 18, (26, 21), (3, 1, 2, 3)),
     (131, 16, 16, (1, 2), (1, 1, 1, 1)),
     (4, 64, 48, (56, 57), (1, 1, 1, 1)),
+    # grouped (CaffeNet's conv4/conv5 have 2 groups): the Winograd path per group
+    (3, 64, 32, (13, 13), (1, 1, 1, 1), 2),
+    (2, 48, 96, (22, 19), (0, 1, 2, 1), 3),
+    (3, 32, 32, (13, 13), (1, 1, 1, 1), 4),  # 8 channels per group: the direct path
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
 def test_conv2d_backward_data_3x3_stride1_tight(backend, dtype, case):
-    n, c, m, hw, pads = case
-    spec = dict(n=n, c=c, m=m, group=1, hw=hw, k=(3, 3), strides=(1, 1), pads=pads,
+    n, c, m, hw, pads, group = case if len(case) == 6 else (*case, 1)
+    spec = dict(n=n, c=c, m=m, group=group, hw=hw, k=(3, 3), strides=(1, 1), pads=pads,
                 dilations=(1, 1), dtype=dtype, seed=c + m)
     g, w = _conv_args(spec)
-    args = (hw, (1, 1), pads, (1, 1), 1)
+    args = (hw, (1, 1), pads, (1, 1), group)
     got = host(K.conv2d_backward_data(g, w, *args, module=backend))
     ref = R.conv2d_backward_data(g.astype(np.float64), w.astype(np.float64), *args)
     assert got.dtype == dtype and got.shape == ref.shape
