@@ -65,10 +65,16 @@ CONV = [
 ]
 CONV_QUICK = [("3x3 4->6 9", 1, 4, 9, 9, 6, 3, 1, 1, 1),
               ("depthwise 3x3/2 4 9", 1, 4, 9, 9, 4, 3, 2, 1, 4)]
-# label, N, M, K: grad_in (N, K) = G (N, M) · W (M, K)
-LINEAR = [(f"alexnet fc{i} {m}x{k} N={n}", n, m, k) for n in (1, 8)
-          for i, m, k in ((6, 4096, 9216), (7, 4096, 4096), (8, 1000, 4096))]
-LINEAR_QUICK = [("fc 7x37 N=3", 3, 7, 37)]
+# label, N, M, K, G: grad_in (N, K) = G (N, M) · W (M, K); G dense, "relu" (half its entries
+# zero, as past a ReLU) or "onehot" (the class seed at the logits): the kernel skips W's rows
+# whose G column is zero
+LINEAR = [(f"alexnet fc{i} {m}x{k} N={n}", n, m, k, "dense") for n in (1, 8)
+          for i, m, k in ((6, 4096, 9216), (7, 4096, 4096), (8, 1000, 4096))] + [
+    ("alexnet fc6 4096x9216 N=1 G 50% zero", 1, 4096, 9216, "relu"),
+    ("alexnet fc7 4096x4096 N=1 G 50% zero", 1, 4096, 4096, "relu"),
+    ("alexnet fc8 1000x4096 N=1 G one-hot", 1, 1000, 4096, "onehot"),
+    ("alexnet fc8 1000x4096 N=8 G one-hot", 8, 1000, 4096, "onehot")]
+LINEAR_QUICK = [("fc 7x37 N=3", 3, 7, 37, "dense"), ("fc 7x37 N=3 G 50% zero", 3, 7, 37, "relu")]
 # label, N, C, H, W, k, stride, pad
 POOL = [("resnet 3x3/2 p1 64x112", 8, 64, 112, 112, 3, 2, 1),
         ("alexnet 3x3/2 96x55", 8, 96, 55, 55, 3, 2, 0),
@@ -187,8 +193,8 @@ class Runner:
         triad = C.stream(self.threads, n=1 << (10 if quick else 24),
                          repeats=1 if quick else 5)["triad_gbs"]
         mods = {b: m for b, m in self.mods.items() if b in ("cpp", "numba")}
-        for label, n, m, k in (LINEAR_QUICK if quick else LINEAR):
-            g = rng.standard_normal((n, m), dtype=np.float32)
+        for label, n, m, k, kind in (LINEAR_QUICK if quick else LINEAR):
+            g = linear_grad(rng, n, m, kind)
             w = rng.standard_normal((m, k), dtype=np.float32)
             tg, tw = torch.from_numpy(g), torch.from_numpy(w)
             fns = {"torch": lambda tg=tg, tw=tw: tg @ tw}
@@ -308,6 +314,18 @@ class Runner:
                                          budget_s=self.args.budget)
             self.record(kernel, case, ref, times[ref])
             self.record(kernel, case, b, times[b], times[ref].median_ms, ref=ref)
+
+
+def linear_grad(rng, n, m, kind):
+    """G (n, m) float32: dense normal, half of it zero ("relu") or one 1 per row ("onehot")."""
+    if kind == "onehot":
+        g = np.zeros((n, m), np.float32)
+        g[np.arange(n), rng.integers(0, m, n)] = 1
+        return g
+    g = rng.standard_normal((n, m), dtype=np.float32)
+    if kind == "relu":
+        g[rng.random((n, m)) < 0.5] = 0
+    return g
 
 
 def linear_gemm_path(mod, g, w):

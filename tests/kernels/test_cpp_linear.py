@@ -3,7 +3,8 @@
 Values against numpy's float64 product for each vector code the CPU has (the kernel's ``isa``
 argument caps it: 0 baseline, 1 AVX2 + FMA, 2 AVX-512), sample counts around its register
 blocks (8 on AVX-512, 4 below) and around the front's ``LINEAR_MAX_N``, K not a multiple of
-the vector chunk or of the per-thread slab; the argument checks; the front's routing.
+the vector chunk or of the per-thread slab; G with zero columns (the rows of W skipped); the
+argument checks; the front's routing.
 """
 
 from __future__ import annotations
@@ -61,11 +62,97 @@ def test_large_exact_on_integers(m):
         np.testing.assert_array_equal(_C.linear_backward_data(g, w, isa), want)
 
 
+def sparse(g, kind, rng):
+    """G with zero columns: ReLU-like (half the entries), one-hot rows, a run of zero columns."""
+    g = g.copy()
+    n, m = g.shape
+    if kind == "relu":
+        g[rng.random(g.shape) < 0.5] = 0
+    elif kind == "onehot":
+        g[:] = 0
+        g[np.arange(n), rng.integers(0, m, n)] = 1
+    elif kind == "run":
+        g[:, m // 5: m // 5 + 40] = 0
+    elif kind == "one column":
+        g[:, np.arange(m) != m // 2] = 0
+    return g
+
+
+SPARSE = ["relu", "onehot", "run", "one column"]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", SPARSE)
+def test_zero_columns_match_numpy(kind, dtype, isa):
+    """Rows of W whose G column is zero are skipped; the rest are read through row pointers."""
+    rng = np.random.default_rng(len(kind))
+    for n, m, k in [(1, 37, 301), (3, 300, 77), (8, 2100, 40), (9, 530, 129)]:
+        g0, w = operands(n, m, k, dtype, seed=n * m)
+        g = sparse(g0, kind, rng)
+        assert not (g != 0).any(0).all()  # some rows skipped
+        check(_C.linear_backward_data(g, w, isa), g.astype(np.float64) @ w, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("kind", SPARSE)
+def test_zero_columns_sum_as_w_without_those_rows(kind, isa):
+    """Same bits as the kernel given only the active rows: the skip changes which rows, not how
+    the rest are summed (parts and blocks over the active rows)."""
+    rng = np.random.default_rng(7)
+    for n, m, k in [(1, 4096, 333), (5, 2100, 999), (8, 1000, 130)]:
+        g0, w = operands(n, m, k, np.float32, seed=m + n)
+        g = sparse(g0, kind, rng)
+        act = (g != 0).any(0)
+        want = _C.linear_backward_data(np.ascontiguousarray(g[:, act]), w[act], isa)
+        np.testing.assert_array_equal(_C.linear_backward_data(g, w, isa), want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_zero_grad_gives_zeros(dtype, isa):
+    for n, m, k in [(1, 1, 1), (4, 37, 301), (8, 2100, 40)]:
+        g = np.zeros((n, m), dtype)
+        g[0, 0] = -0.0
+        w = operands(n, m, k, dtype)[1]
+        w[0, 0] = np.inf  # skipped: a GEMM would give 0 * inf = NaN
+        out = _C.linear_backward_data(g, w, isa)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, np.zeros((n, k), dtype))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_non_finite_weights_in_active_rows_propagate(isa):
+    g, w = operands(3, 40, 70, np.float64)
+    g[:, 5:] = 0
+    w[2, 3], w[30, 4] = np.inf, np.nan  # row 2 active, row 30 skipped
+    g[:, 2] = [1.0, -1.0, 0.0]
+    out = _C.linear_backward_data(g, w, isa)
+    assert out[0, 3] == np.inf and out[1, 3] == -np.inf and np.isnan(out[2, 3])  # 0 * inf
+    assert np.isfinite(np.delete(out, 3, axis=1)).all()  # the NaN in row 30 never read
+    keep = np.ones(70, bool)
+    keep[3] = False
+    check(out[:, keep], g @ np.where(np.isfinite(w), w, 0)[:, keep], np.float64)
+
+
+@pytest.mark.parametrize("m", [300, 2100])
+def test_large_exact_on_integers_with_zero_columns(m):
+    rng = np.random.default_rng(m + 1)
+    g = rng.integers(-3, 4, (8, m)).astype(np.float32)
+    g[:, rng.random(m) < 0.6] = 0
+    w = rng.integers(-3, 4, (m, 9216 + 7)).astype(np.float32)
+    want = (g.astype(np.int64) @ w.astype(np.int64)).astype(np.float32)
+    for isa in ISAS:
+        np.testing.assert_array_equal(_C.linear_backward_data(g, w, isa), want)
+
+
 _SCRIPT = """
 import sys, numpy as np
 from pydevis import _C
 rng = np.random.default_rng(5)
 g, w = rng.standard_normal((5, 2100)), rng.standard_normal((2100, 999))
+sys.stdout.buffer.write(_C.linear_backward_data(g, w).tobytes())
+g[:, rng.random(2100) < 0.5] = 0  # about 1050 active rows: 4 parts
 sys.stdout.buffer.write(_C.linear_backward_data(g, w).tobytes())
 """
 
@@ -77,7 +164,7 @@ def test_same_bits_for_any_thread_count():
     outs = {t: subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, check=True,
                               env={**os.environ, "OMP_NUM_THREADS": str(t)}).stdout
             for t in (1, 2, 3)}
-    assert len(outs[1]) == 5 * 999 * 8
+    assert len(outs[1]) == 2 * 5 * 999 * 8
     assert outs[1] == outs[2] == outs[3]
 
 
