@@ -72,7 +72,7 @@ def backward_rules(pm, x, cls_list, worker) -> dict:
     times: dict[int, float] = {}
     info: dict[int, dict] = {}
     steps = []
-    for i, (node, rule) in enumerate(plan.steps):
+    for i, (node, rule) in enumerate(plan.walk):
         def fn(n, c, g, m, rule=rule, i=i):
             t0 = time.perf_counter()
             r = rule(n, c, g, m)
@@ -80,7 +80,7 @@ def backward_rules(pm, x, cls_list, worker) -> dict:
             info.setdefault(i, layer_info(n, c, g[0], r[0]))
             return r
         steps.append((node, Rule(rule.op_type, fn, rule.needs, rule.broadcast)))
-    timed = dataclasses.replace(plan, steps=tuple(steps))
+    timed = dataclasses.replace(plan, walk=tuple(steps))
     walks = []
     for k in range(REPEATS + 1):
         if k == 1:
@@ -92,7 +92,7 @@ def backward_rules(pm, x, cls_list, worker) -> dict:
     nodes = []
     for i, t in times.items():
         ms = t * 1e3 / REPEATS
-        d = dict(info[i], op=plan.steps[i][0].op_type, node=plan.steps[i][0].name, ms=ms)
+        d = dict(info[i], op=plan.walk[i][0].op_type, node=plan.walk[i][0].name, ms=ms)
         if d.get("gflop"):
             d["gflops"] = d["gflop"] / ms * 1e3
             d["pct_peak"] = 100 * d["gflops"] / peak

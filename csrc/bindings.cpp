@@ -88,26 +88,29 @@ py::array linear_backward_data(const py::array& grad_out, const py::array& weigh
 // ---- max_pool2d_backward ------------------------------------------------------------------
 template <typename T>
 py::array maxpool_impl(const py::array& go, const py::array& x,
-                       const pydevis::cpu::MaxPoolGeom& g) {
+                       const pydevis::cpu::MaxPoolGeom& g, int rectify) {
   auto out = new_array<T>({g.N, g.C, g.H, g.W});
   T* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    pydevis::cpu::max_pool2d_backward<T>(cptr<T>(go), cptr<T>(x), dst, g);
+    pydevis::cpu::max_pool2d_backward<T>(cptr<T>(go), cptr<T>(x), dst, g, rectify);
   }
   return std::move(out);
 }
 
 py::array max_pool2d_backward(const py::array& grad_out, const py::array& x,
                               const Ints& kernel_shape, const Ints& strides, const Ints& pads,
-                              const Ints& dilations) {
+                              const Ints& dilations, int rectify) {
   pydevis::check_layout(grad_out, "grad_out", 4);
   pydevis::check_layout(x, "x", 4);
+  PYDEVIS_CHECK(rectify >= -1 && rectify <= 2, "rectify: must be -1 (none) or a mode 0..2, got ",
+                rectify);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(x, "x", grad_out, "grad_out");
   const auto g = pydevis::max_pool_front(shape_of(grad_out), shape_of(x), kernel_shape, strides,
                                          pads, dilations);
-  return f64 ? maxpool_impl<double>(grad_out, x, g) : maxpool_impl<float>(grad_out, x, g);
+  return f64 ? maxpool_impl<double>(grad_out, x, g, rectify)
+             : maxpool_impl<float>(grad_out, x, g, rectify);
 }
 
 // ---- rectifier_backward -------------------------------------------------------------------
@@ -342,7 +345,9 @@ PYBIND11_MODULE(_C, m) {
   m.attr("linear_isa_level") = pydevis::cpu::linear_isa_level();
   m.def("max_pool2d_backward", &max_pool2d_backward, py::arg("grad_out"), py::arg("x"),
         py::arg("kernel_shape"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum).");
+        py::arg("rectify") = -1,
+        "dL/dX of ONNX MaxPool from its forward input (switches: first strict maximum); "
+        "rectify 0..2: x is a Relu's output and that Relu's backward in that mode follows.");
   m.def("rectifier_backward", &rectifier_backward, py::arg("grad_out"), py::arg("out"),
         py::arg("mode"), py::arg("lo"), py::arg("hi"),
         "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");

@@ -35,6 +35,7 @@ def max_pool2d_backward(
     strides: Sequence[int],
     pads: Sequence[int],
     dilations: Sequence[int],
+    rectify: int = ...,
 ) -> _Array: ...
 def rectifier_backward(
     grad_out: _Array, out: _Array, mode: int, lo: float, hi: float

@@ -28,8 +28,10 @@ int linear_isa_level();
 
 // grad_in (N, C, H, W) of MaxPool from its forward input x: each grad_out element goes to the first
 // strict maximum of its window (ONNX Runtime's switch); windows holding no finite value route none.
+// rectify >= 0: x is a Relu's output and that Relu's backward (mode 0/1/2) follows, fused.
 template <typename T>
-void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g);
+void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g,
+                         int rectify = -1);
 
 // mode 0 gradient, 1 deconvnet, 2 guided.
 template <typename T>

@@ -37,8 +37,24 @@ std::vector<T>& thread_row(size_t n) {
 }
 }  // namespace
 
+// In place, on one plane: the backward of a Relu whose output y is this MaxPool's input, exactly
+// as rectifier_backward computes it (mode 0 gradient g·[0 < y < inf], 1 deconvnet max(g, 0),
+// 2 guided both), while the plane is still in cache: a fused Relu -> MaxPool saves the Relu's
+// pass over memory.
 template <typename T>
-void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g) {
+void rectify_plane(T* __restrict__ d, const T* __restrict__ y, int64_t n, int mode) {
+  const T lo = T(0), hi = std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < n; ++i) {
+    const T gv = d[i];
+    const T v = mode == 0 ? gv : (gv < T(0) ? T(0) : gv);
+    const bool pass = mode == 1 || ((lo < y[i]) & (y[i] < hi));
+    d[i] = pass ? v : T(0);
+  }
+}
+
+template <typename T>
+void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoolGeom& g,
+                         int rectify) {
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   const int64_t sw = g.sw, Wp = sw > 1 ? ceil_div(g.W, sw) : g.W;  // phase row length
   // Phases r >= W hold no pixel (iw = j*sw + r >= W) and no in-row tap reads them, so only
@@ -104,6 +120,7 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
       for (int64_t ow = 0; ow < g.Wo; ++ow)
         if (t[ow] >= 0) dst[origin + ow * sw + tap_off[t[ow]]] += grow[ow];
     }
+    if (rectify >= 0) rectify_plane(dst, xp, HW, rectify);
   });
 }
 
@@ -142,7 +159,7 @@ void global_avg_pool_backward(const T* grad_out, T* grad_in, int64_t planes, int
 }
 
 #define PYDEVIS_INSTANTIATE(T)                                                               \
-  template void max_pool2d_backward<T>(const T*, const T*, T*, const MaxPoolGeom&);       \
+  template void max_pool2d_backward<T>(const T*, const T*, T*, const MaxPoolGeom&, int);  \
   template void avg_pool2d_backward<T>(const T*, T*, const PoolGeom&);                     \
   template void global_avg_pool_backward<T>(const T*, T*, int64_t, int64_t);
 PYDEVIS_INSTANTIATE(float)

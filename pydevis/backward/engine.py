@@ -21,9 +21,10 @@ class Plan:
     """What one backward walk to ``target`` visits and reads from the forward pass."""
 
     target: str
-    steps: tuple[tuple[Node, Rule], ...]
+    steps: tuple[tuple[Node, Rule], ...]  # the graph's nodes on the way, with their rules
     values: tuple[str, ...]  # tensors the instrumented forward must return (target first)
     shapes: tuple[str, ...]  # tensors whose shapes the rules read
+    walk: tuple[tuple[Node, Rule], ...] = ()  # what run() executes: steps, some fused
 
 
 class Context:
@@ -78,7 +79,53 @@ def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
             needs += [f"shape:in:{i}" for i in range(len(node.inputs))]
         for token in needs:
             _resolve(token, node, graph, data, values, shapes)
-    return Plan(target, tuple(steps), tuple(dict.fromkeys(values)), tuple(dict.fromkeys(shapes)))
+    walk = fuse_relu_max_pool(steps, graph, target) if FUSE else steps
+    return Plan(target, tuple(steps), tuple(dict.fromkeys(values)), tuple(dict.fromkeys(shapes)),
+                tuple(walk))
+
+
+#: Fuse Relu -> MaxPool pairs (:func:`fuse_relu_max_pool`); False walks them one by one.
+FUSE = True
+
+
+def fuse_relu_max_pool(steps: list[tuple[Node, Rule]], graph: Graph,
+                       target: str) -> list[tuple[Node, Rule]]:
+    """The steps run() executes: one step for each MaxPool whose input is the output of a Relu
+    read by nothing else (Plan.steps keeps the graph's nodes for the rest of pydevis).
+
+    The fused step gives the Relu's input the MaxPool's gradient then the Relu's backward, the
+    same numbers as the two steps (``rules.pool.max_pool_after_relu``); on the C++ backend the
+    rectifier runs on each plane while it is in cache. The Relu's output must be read only by the
+    MaxPool (no fan-out gradient to add first), and be neither the target nor a graph output.
+    """
+    from .rules.pool import MAX_POOL_AFTER_RELU
+
+    onnx_domain = ("", "ai.onnx")
+    relus = {n.outputs[0]: n for n, _ in steps if n.op_type == "Relu" and n.domain in onnx_domain}
+    fused: dict[str, Node] = {}  # Relu output -> the fused node that replaces the MaxPool
+    for node, _ in steps:
+        if node.op_type != "MaxPool" or node.domain not in onnx_domain or not node.inputs:
+            continue
+        y = node.inputs[0]
+        relu = relus.get(y)
+        if (relu is None or y == target or y in graph.output_names
+                or len(graph.consumers.get(y, [])) != 1 or len(node.outputs) != 1):
+            continue
+        fused[y] = Node(name=f"{relu.name}+{node.name}", op_type="Relu+MaxPool",
+                        domain="", inputs=[relu.inputs[0]], outputs=list(node.outputs),
+                        attrs={**node.attrs, "relu_output": y},
+                        since_version=node.since_version, index=node.index)
+    if not fused:
+        return steps
+    out: list[tuple[Node, Rule]] = []
+    for node, rule in steps:
+        if node.op_type == "Relu" and node.outputs[0] in fused:
+            continue  # its backward runs inside the fused step
+        if node.op_type == "MaxPool" and node.inputs and node.inputs[0] in fused:
+            out.append((fused[node.inputs[0]], MAX_POOL_AFTER_RELU))
+            continue
+        out.append((node, rule))
+    return out
 
 
 def _resolve(token: str, node: Node, graph: Graph, data: set[str], values: list[str],
@@ -104,7 +151,7 @@ def run(plan: Plan, ctx: Context, seed: np.ndarray, data: set[str], input_name: 
         mode: str) -> np.ndarray:
     """Walk ``plan`` backwards from ``seed`` (the gradient at the target) to the input."""
     grads: dict[str, np.ndarray] = {plan.target: seed}
-    for node, rule in reversed(plan.steps):
+    for node, rule in reversed(plan.walk or plan.steps):
         gy = [grads.pop(o, None) if o else None for o in node.outputs]
         if all(g is None for g in gy):
             continue

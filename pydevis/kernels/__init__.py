@@ -154,14 +154,25 @@ def linear_backward_data(grad_out, weight, *, module=None) -> np.ndarray:
 
 
 def max_pool2d_backward(grad_out, x, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0),
-                        dilations=(1, 1), *, module=None) -> np.ndarray:
-    """dL/dX of ONNX MaxPool from its forward input x (the switches are found, not passed)."""
+                        dilations=(1, 1), *, rectify: str | None = None,
+                        module=None) -> np.ndarray:
+    """dL/dX of ONNX MaxPool from its forward input x (the switches are found, not passed).
+
+    ``rectify`` (a mode of :data:`MODES`): x is the output of a Relu and that Relu's backward in
+    this mode follows, ``rectifier_backward(result, x, rectify)``, the same numbers; the C++
+    backend applies it to each plane while it is in cache (one pass over memory fewer).
+    """
     mod, dev = _route(grad_out, module)
     g = _float(grad_out, "grad_out", 4, keep_device=dev)
     xx = _float(x, "x", 4, dtype=_dtype(g), keep_device=dev)
-    return mod.max_pool2d_backward(g, xx, _ints(kernel_shape, 2, "kernel_shape"),
-                                   _ints(strides, 2, "strides"), _ints(pads, 4, "pads"),
-                                   _ints(dilations, 2, "dilations"))
+    args = (g, xx, _ints(kernel_shape, 2, "kernel_shape"), _ints(strides, 2, "strides"),
+            _ints(pads, 4, "pads"), _ints(dilations, 2, "dilations"))
+    if rectify is None:
+        return mod.max_pool2d_backward(*args)
+    code = mode_code(rectify)
+    if getattr(mod, "NAME", None) == "cpp":
+        return mod.max_pool2d_backward(*args, code)
+    return mod.rectifier_backward(mod.max_pool2d_backward(*args), xx, code, 0.0, float("inf"))
 
 
 def rectifier_backward(grad_out, out, mode="gradient", lo=0.0, hi=float("inf"), *,

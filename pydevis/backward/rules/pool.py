@@ -13,7 +13,7 @@ import numpy as np
 
 from ... import kernels
 from ...errors import UnsupportedOpError
-from ..registry import rule
+from ..registry import Rule, rule
 from .conv import check_2d, resolve_pads
 
 
@@ -27,6 +27,22 @@ def max_pool(node, ctx, gy, mode):
     dilations = tuple(node.attrs.get("dilations") or (1, 1))
     pads = resolve_pads(node, x.shape[2:], kernel, strides, dilations)
     return [kernels.max_pool2d_backward(gy[0], x, kernel, strides, pads, dilations)]
+
+
+def max_pool_after_relu(node, ctx, gy, mode):
+    """The fused Relu -> MaxPool step (``engine.fuse_relu_max_pool``): MaxPool's backward from
+    the Relu's output y, then the Relu's (g·[y>0], max(g,0) or both, by mode)."""
+    y = ctx.value(node.attrs["relu_output"])
+    check_2d(node, y.shape)
+    kernel = tuple(node.attrs["kernel_shape"])
+    strides = tuple(node.attrs.get("strides") or (1, 1))
+    dilations = tuple(node.attrs.get("dilations") or (1, 1))
+    pads = resolve_pads(node, y.shape[2:], kernel, strides, dilations)
+    return [kernels.max_pool2d_backward(gy[0], y, kernel, strides, pads, dilations, rectify=mode)]
+
+
+#: Not registered by op type: the engine builds fused steps with it.
+MAX_POOL_AFTER_RELU = Rule("Relu+MaxPool", max_pool_after_relu, ("in:0",), False)
 
 
 @rule("AveragePool", needs=("shape:in:0",))
