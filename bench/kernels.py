@@ -10,9 +10,10 @@ For every case, every backend's result is first checked against the reference (r
   torch's max-pool backward (``max_pool2d_with_indices_backward``, what autograd runs) and
   torch's forward with indices (the cost torch pays in its forward to have switches);
 - ``linear_backward_data`` (the Gemm backward, ``G·W``: AlexNet's three fully connected layers
-  at batch 1 and 8) vs torch's ``g @ w`` and the C++ backend's 1×1-conv GEMM (what the front
-  runs above ``LINEAR_MAX_N``), interleaved, with W's GB/s at the best time beside the STREAM
-  triad bandwidth measured at the same thread count;
+  at batch 1 and 8, and G half zero or one-hot: the C++ kernel skips W's rows of zero G
+  columns) vs torch's ``g @ w`` and the C++ backend's 1×1-conv GEMM (what the front runs above
+  ``LINEAR_MAX_N``), interleaved, with W's GB/s at the best time (the rows read) beside the
+  STREAM triad bandwidth measured at the same thread count;
 - ``lrn_backward`` vs autograd of ``F.local_response_norm`` (backward only, graph retained);
 - ``rectifier_backward`` vs ``np.where`` and ``torch.ops.aten.threshold_backward``;
 - the ascent update and regularizers (``ascent_update``, ``gaussian_blur``, ``clip_small_norm``,
@@ -207,9 +208,13 @@ class Runner:
                 self.check(kernel, label, name, np.asarray(fn()), expected)
             times = C.timeit_interleaved(fns, repeats=self.args.repeats, warmup=self.args.warmup,
                                          budget_s=self.args.budget)
+            active = int((g != 0).any(axis=0).sum())  # rows of W the cpp kernel reads
             for name, t in times.items():
                 ref = None if name == "torch" else "torch"
-                note = f"W {w.nbytes / (t.min_ms * 1e6):.1f} GB/s at best, triad {C.fmt(triad)}"
+                read = w.nbytes * (active / m if name == "cpp" and active < m else 1.0)
+                rows = f" ({active}/{m} rows)" if read < w.nbytes else ""
+                note = (f"W{rows} {read / (t.min_ms * 1e6):.1f} GB/s at best, "
+                        f"triad {C.fmt(triad)}")
                 self.record(kernel, label, name, t, ref and times["torch"].median_ms,
                             2.0 * n * m * k, ref, note)
 
