@@ -84,11 +84,24 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
     const T* phases = xp;  // stride 1: the rows themselves
     if (sw > 1) {  // de-interleave once, so that every tap below reads contiguous memory
       T* ph = thread_row<T, 1>(size_t(nph * g.H * Wp)).data();
-      for (int64_t ih = 0; ih < g.H; ++ih)
+      for (int64_t ih = 0; ih < g.H; ++ih) {
+        const T* __restrict__ row = xp + ih * g.W;
+        if (sw == 2 && nph == 2) {  // the common stride: a fixed 2-way split the compiler
+          T* __restrict__ d0 = ph + ih * Wp;  // vectorises (a runtime stride stays scalar:
+          T* __restrict__ d1 = ph + (g.H + ih) * Wp;  // it was ~half of the kernel's time)
+          const int64_t pairs = g.W / 2;
+          for (int64_t j = 0; j < pairs; ++j) {
+            d0[j] = row[2 * j];
+            d1[j] = row[2 * j + 1];
+          }
+          if (g.W % 2) d0[pairs] = row[g.W - 1];
+          continue;
+        }
         for (int64_t r = 0; r < nph; ++r) {
           T* dst = ph + (r * g.H + ih) * Wp;
-          for (int64_t j = 0, iw = r; iw < g.W; ++j, iw += sw) dst[j] = xp[ih * g.W + iw];
+          for (int64_t j = 0, iw = r; iw < g.W; ++j, iw += sw) dst[j] = row[iw];
         }
+      }
       phases = ph;
     }
     T* dst = grad_in + p * HW;
