@@ -18,6 +18,7 @@
 
 #include "../common/parallel.h"
 #include "kernels.h"
+#include "rectify.h"
 
 namespace pydevis::cpu {
 
@@ -28,17 +29,7 @@ constexpr int64_t kMinParallelElems = 1 << 18;   // 1 MiB of float32 per operand
 template <typename T, int Mode>
 void run_chunk(const T* __restrict__ g, const T* __restrict__ y, T* __restrict__ gi, int64_t n,
                T lo, T hi) {
-  for (int64_t i = 0; i < n; ++i) {
-    const T gv = g[i];
-    // NaN passes max(g, 0), like np.maximum
-    const T v = Mode == 0 ? gv : (gv < T(0) ? T(0) : gv);
-    if constexpr (Mode == 1) {
-      gi[i] = v;
-    } else {
-      const bool pass = (lo < y[i]) & (y[i] < hi);
-      gi[i] = pass ? v : T(0);
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) gi[i] = rectified<T, Mode>(g[i], y[i], lo, hi);
 }
 
 template <typename T, int Mode>

@@ -24,6 +24,7 @@
 
 #include "../common/parallel.h"
 #include "kernels.h"
+#include "rectify.h"
 
 namespace pydevis::cpu {
 
@@ -41,18 +42,9 @@ std::vector<T>& thread_row(size_t n) {
 // pass over memory.
 template <typename T, int Mode>
 void rectify_plane_mode(T* __restrict__ d, const T* __restrict__ y, int64_t n) {
-  // branch-free with the mode fixed, so that it vectorises (as activation.cpp's loops)
-  const T lo = T(0), hi = std::numeric_limits<T>::infinity();
-  for (int64_t i = 0; i < n; ++i) {
-    const T gv = d[i];
-    const T v = Mode == 0 ? gv : (gv < T(0) ? T(0) : gv);
-    if constexpr (Mode == 1) {
-      d[i] = v;
-    } else {
-      const bool pass = (lo < y[i]) & (y[i] < hi);
-      d[i] = pass ? v : T(0);
-    }
-  }
+  // the mode fixed per loop, so that it vectorises (with the mode tested inside, it did not)
+  const T hi = std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < n; ++i) d[i] = rectified<T, Mode>(d[i], y[i], T(0), hi);
 }
 
 template <typename T>

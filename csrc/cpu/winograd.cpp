@@ -36,13 +36,7 @@
 #include "../common/parallel.h"
 #include "blas.h"
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define PYDEVIS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#define PYDEVIS_INLINE __attribute__((always_inline)) inline
-#else
-#define PYDEVIS_CLONES
-#define PYDEVIS_INLINE inline
-#endif
+#include "../common/clones.h"
 
 namespace pydevis::cpu {
 namespace {
