@@ -36,7 +36,7 @@ def _faults(keep: str | None) -> tuple[str, list[int]]:
     env = {k: v for k, v in os.environ.items() if k != "PYDEVIS_KEEP_MEMORY"}
     if keep is not None:
         env["PYDEVIS_KEEP_MEMORY"] = keep
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-P", "-c", SCRIPT], env=env, capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()
     return out[0], [int(v) for v in out[1:]]
 
