@@ -8,8 +8,9 @@ and smaller blocks are trimmed from the heap top as soon as they are freed. On a
 whose freed pages go back to the host (free page reporting, e.g. Firecracker) a fault is a host
 round trip: measured here (2-core Xeon VM, VGG-16 batch 8, 2 threads, 8 steps) the step swung
 1.56-3.7 s with 0.07-2.1 s of system time per step; torch's own step, in the same state, paid
-0.8-1.4 s of system time per step. With blocks kept (no mmap, no trim) both ran steady: pydevis
-1.56 s ± 0.2 %, torch 1.52-1.55 s, no page faults after the first step.
+0.8-1.4 s of system time per step. With blocks kept (no mmap, no trim): pydevis 1.56-1.57 s in 6
+of 7 steps after the first (one 1.83 s, 16 K faults, as the heap grew), torch 1.52-1.55 s in 6 of
+7 (one 2.1 s), and no page faults from then on.
 
 :func:`keep_freed_memory` sets that policy with ``mallopt`` (``M_MMAP_MAX = 0``,
 ``M_TRIM_THRESHOLD`` = 2 GiB - 1): freed blocks stay in the process for its next allocations,
