@@ -189,6 +189,9 @@ WINOGRAD_CASES = [
     (1, 20, 18, (26, 21), (3, 1, 2, 3)),
     (131, 16, 16, (1, 2), (1, 1, 1, 1)),
     (4, 64, 48, (56, 57), (1, 1, 1, 1)),
+    # one sample, 20 tile rows in 3 blocks of 7 rows: on 2+ threads made 4 blocks of 5, so
+    # that no thread idles (winograd.cpp's whole rounds)
+    (1, 64, 64, (40, 40), (1, 1, 1, 1)),
     # grouped (CaffeNet's conv4/conv5 have 2 groups): the Winograd path per group
     (3, 64, 32, (13, 13), (1, 1, 1, 1), 2),
     (2, 48, 96, (22, 19), (0, 1, 2, 1), 3),
