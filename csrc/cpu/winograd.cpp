@@ -1,5 +1,8 @@
-// conv2d_backward_data by Winograd's F(2×2, 3×3) (Lavin & Gray 2016) for 3×3, stride-1,
-// undilated convs in float32 (VGG's and ResNet's 3×3 layers; grouped ones per group).
+// conv2d_backward_data by Winograd's F(2×2, 3×3) or F(4×4, 3×3) (Lavin & Gray 2016) for 3×3,
+// stride-1, undilated convs in float32 (VGG's and ResNet's 3×3 layers; grouped ones per group).
+// F(4×4, 3×3) (winograd_f4.h: 36 planes, 4×4 tiles) serves planes of 28×28 and more when the
+// batch has enough pixels (kMinF4Side, kMinF4Pixels); what follows describes F(2×2, 3×3), and
+// the scheme is the same for both.
 //
 // The transposed 3×3 stride-1 conv is itself a 3×3 correlation: with E[m, y, x] =
 // grad_out[m, y + pt - 2, x + pl - 2] (zero outside the Ho × Wo plane) and the flipped,
@@ -27,7 +30,9 @@
 // at one block per thread, 8.9 at four).
 //
 // The transforms run over a tile row at a time with unit stride (the rows of E are split into
-// even and odd columns first), compiled for AVX-512 and AVX2 too (target_clones).
+// even and odd columns first), compiled for AVX-512 and AVX2 too (target_clones). So does the
+// weight transform, over the input channels of one output channel (its taps laid out tap-major
+// first): 1.0-1.4 -> 0.8-0.9 ms for 512 -> 512 on 2 threads, where writing U's 16 MiB bounds it.
 #include "winograd.h"
 
 #include <algorithm>
@@ -35,6 +40,7 @@
 
 #include "../common/parallel.h"
 #include "blas.h"
+#include "winograd_f4.h"
 
 #include "../common/clones.h"
 
@@ -51,10 +57,18 @@ constexpr int64_t kMinChannels = 16;  // below this (an RGB input), the transfor
 // 1.3 / 0.8, N = 2 1.8 / 1.5, N = 4 2.7 / 2.8; 14×14 256->256 N = 3 2.0 / 2.2; 28×28 128->128
 // at N = 1 (196 tiles) 0.8 / 0.8).
 constexpr int64_t kMinTiles = 128;
+// F(4×4, 3×3) (winograd_f4.h) for planes at least kMinF4Side wide and high (13×13 and 14×14
+// ones would pad 16-31 % of their tiles) with at least kMinF4Pixels pixels over the batch: its
+// weight transform writes 36 planes where F(2×2, 3×3) writes 16 (38 MB for 512 -> 512), which
+// fewer pixels do not repay. Measured on one thread (min ms F(2×2) / F(4×4), Xeon AVX-512):
+// VGG at N = 1 64->64 224² 14.7 / 12.7-13.8, 128->128 112² 14.4 / 10.7-11.5, 256->256 56²
+// 12.0 / 9.1-10.4, 512->512 28² 13.0-14.1 / 13.1-15.8 (784 pixels: kept on F(2×2));
+// ResNet-18 at N = 8 64->64 56² 7.3 / 7.1-7.5, 128->128 28² 8.5 / 6.6-7.0.
+constexpr int64_t kMinF4Side = 28, kMinF4Pixels = 2048;
 
 struct Tiling {
   int64_t TH, TW, rows;  // tile rows and columns of a sample; tile rows per block
-  int64_t Wp;            // E row length: 2·TW + 2
+  int64_t Wp;            // E row length: R·TW + 2 (R: 2 or 4, the output tile's side)
 };
 
 template <int Which>
@@ -68,25 +82,43 @@ std::vector<float>& buffer(size_t n) {
 // touch all 16 at once, which at multiples of 4 KiB would map to the same L1 sets.
 int64_t plane_stride(int64_t floats) { return ceil_div(floats, 1024) * 1024 + 16; }
 
-// U[ξ][m][c] = (G · W'[c, m] · Gᵀ)[ξ], U[ξ] at u + ξ·us (C: input channels per group).
+// U[ξ][m][c] = (G · W'[c, m] · Gᵀ)[ξ] for one m, from its taps laid out tap-major
+// (tap[j·C + c] = W[m, c, j / 3, j % 3]): unit-stride loops over c that vectorise.
+PYDEVIS_CLONES void transform_row(const float* __restrict__ tap, int64_t C, float* u, int64_t us) {
+  const float* k[9];
+  for (int j = 0; j < 9; ++j) k[j] = tap + j * C;
+  float* o[16];
+  for (int x = 0; x < 16; ++x) o[x] = u + x * us;
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    float t[4][3];  // G · W'[c, m], W'[a][b] = W[m, c, 2-a, 2-b]
+    for (int b = 0; b < 3; ++b) {
+      const float r0 = k[8 - b][c], r1 = k[5 - b][c], r2 = k[2 - b][c];
+      t[0][b] = r0;
+      t[1][b] = 0.5f * (r0 + r1 + r2);
+      t[2][b] = 0.5f * (r0 - r1 + r2);
+      t[3][b] = r2;
+    }
+    for (int i = 0; i < 4; ++i) {
+      o[i * 4][c] = t[i][0];
+      o[i * 4 + 1][c] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+      o[i * 4 + 2][c] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+      o[i * 4 + 3][c] = t[i][2];
+    }
+  }
+}
+
+// U[ξ] at u + ξ·us, M × C (C: input channels per group); 16 planes for F(2×2, 3×3), 36 for
+// F(4×4, 3×3).
+template <int R>
 void transform_weights(const float* w, float* u, int64_t us, int64_t M, int64_t C) {
   parallel_for(M, C * 64, [&](int64_t m) {
-    for (int64_t c = 0; c < C; ++c) {
-      const float* k = w + (m * C + c) * 9;
-      float t[4][3];  // G · W'[c, m], W'[a][b] = k[(2-a)*3 + 2-b]
-      for (int b = 0; b < 3; ++b) {
-        const float r0 = k[6 + 2 - b], r1 = k[3 + 2 - b], r2 = k[2 - b];
-        t[0][b] = r0;
-        t[1][b] = 0.5f * (r0 + r1 + r2);
-        t[2][b] = 0.5f * (r0 - r1 + r2);
-        t[3][b] = r2;
-      }
-      for (int i = 0; i < 4; ++i) {
-        const float v[4] = {t[i][0], 0.5f * (t[i][0] + t[i][1] + t[i][2]),
-                            0.5f * (t[i][0] - t[i][1] + t[i][2]), t[i][2]};
-        for (int j = 0; j < 4; ++j) u[(i * 4 + j) * us + m * C + c] = v[j];
-      }
-    }
+    std::vector<float>& tap = buffer<4>(size_t(9 * C));
+    const float* wm = w + m * C * 9;
+    for (int64_t c = 0; c < C; ++c)
+      for (int j = 0; j < 9; ++j) tap[size_t(j * C + c)] = wm[c * 9 + j];
+    if constexpr (R == 2) transform_row(tap.data(), C, u + m * C, us);
+    else f4::weight_row(tap.data(), C, u + m * C, us);
   });
 }
 
@@ -183,29 +215,37 @@ PYDEVIS_CLONES void output_row(const float* p, int64_t s, const ConvGeom& g,
 }
 
 // One task: group gi, global tile rows [r0, r1) (row = n·TH + ty). U[ξ] holds the groups'
-// (Mg × Cg) blocks one after the other.
+// (Mg × Cg) blocks one after the other; R·R + ... = (R + 2)² planes.
+template <int R>
 void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in,
                const ConvGeom& g, const Tiling& tl, int64_t gi, int64_t r0, int64_t r1) {
+  constexpr int kPlanes = (R + 2) * (R + 2);
   const int64_t M = g.M / g.group, C = g.C / g.group, TW = tl.TW, ld = tl.rows * TW;
   const int64_t nt = (r1 - r0) * TW;
   const int64_t vs = plane_stride(M * ld), ps = plane_stride(C * ld);
-  float* v = buffer<0>(size_t(16 * vs)).data();
-  float* p = buffer<1>(size_t(16 * ps)).data();
-  float* scratch = buffer<2>(size_t(4 * tl.Wp + 2 * (TW + 1) + 4 * TW)).data();
+  float* v = buffer<0>(size_t(kPlanes * vs)).data();
+  float* p = buffer<1>(size_t(kPlanes * ps)).data();
+  const int64_t scratch_n = R == 2 ? 4 * tl.Wp + 2 * (TW + 1) + 4 * TW
+                                   : std::max(f4::input_scratch(tl.Wp, TW), f4::output_scratch(TW));
+  float* scratch = buffer<2>(size_t(scratch_n)).data();
   for (int64_t m = 0; m < M; ++m)
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / tl.TH, ty = r % tl.TH;
-      input_row(grad_out + (n * g.M + gi * M + m) * g.Ho * g.Wo, g, tl, ty,
-                v + m * ld + (r - r0) * TW, vs, scratch);
+      const float* gm = grad_out + (n * g.M + gi * M + m) * g.Ho * g.Wo;
+      float* vm = v + m * ld + (r - r0) * TW;
+      if constexpr (R == 2) input_row(gm, g, tl, ty, vm, vs, scratch);
+      else f4::input_row(gm, g.Ho, g.Wo, g.pt, g.pl, ty, TW, vm, vs, scratch);
     }
-  for (int xi = 0; xi < 16; ++xi)
+  for (int xi = 0; xi < kPlanes; ++xi)
     gemm_tn(int(C), int(nt), int(M), u + xi * us + gi * M * C, int(C), v + xi * vs, int(ld),
             p + xi * ps, int(ld));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / tl.TH, ty = r % tl.TH;
-      output_row(p + c * ld + (r - r0) * TW, ps, g, tl, ty,
-                 grad_in + (n * g.C + gi * C + c) * g.H * g.W, scratch);
+      const float* pc = p + c * ld + (r - r0) * TW;
+      float* gc = grad_in + (n * g.C + gi * C + c) * g.H * g.W;
+      if constexpr (R == 2) output_row(pc, ps, g, tl, ty, gc, scratch);
+      else f4::output_row(pc, ps, g.H, g.W, ty, TW, gc, scratch);
     }
 }
 
@@ -218,10 +258,13 @@ bool winograd_applies(const ConvGeom& g) {
          g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= kMinTiles;
 }
 
-void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
-                            const ConvGeom& g) {
-  Tiling tl{ceil_div(g.H, 2), ceil_div(g.W, 2), 1, 0};
-  tl.Wp = 2 * tl.TW + 2;
+namespace {
+
+template <int R>
+void run(const float* grad_out, const float* weight, float* grad_in, const ConvGeom& g) {
+  constexpr int kPlanes = (R + 2) * (R + 2);
+  Tiling tl{ceil_div(g.H, R), ceil_div(g.W, R), 1, 0};
+  tl.Wp = R * tl.TW + 2;
   const int64_t total = g.N * tl.TH, nt = max_threads();
   const int64_t Mg = g.M / g.group, Cg = g.C / g.group;
   const int64_t target = std::clamp(Mg * Cg / 256, kMinBlockTiles, kMaxBlockTiles);
@@ -230,8 +273,8 @@ void winograd_backward_data(const float* grad_out, const float* weight, float* g
   // U in the calling thread's buffer, reused across calls (fresh pages cost more than the
   // transform: 16 MiB for 512 channels).
   const int64_t us = plane_stride(g.M * Cg);
-  float* u = buffer<3>(size_t(16 * us)).data();
-  transform_weights(weight, u, us, g.M, Cg);
+  float* u = buffer<3>(size_t(kPlanes * us)).data();
+  transform_weights<R>(weight, u, us, g.M, Cg);
   // Whole rounds of tasks: 3 blocks on 2 threads would leave one thread idle a third of the
   // time (VGG's 56² 256-channel layers at batch 1: 28 tile rows, 10 per block).
   const int64_t per_group = ceil_div(total, tl.rows);
@@ -239,11 +282,23 @@ void winograd_backward_data(const float* grad_out, const float* weight, float* g
     tl.rows = std::max<int64_t>(1, ceil_div(total, ceil_div(per_group, nt) * nt));
   const int64_t blocks = ceil_div(total, tl.rows);
   BlasSingleThread single;
-  parallel_for(g.group * blocks, 16 * Mg * Cg * tl.rows * tl.TW * 2, [&](int64_t t) {
+  parallel_for(g.group * blocks, kPlanes * Mg * Cg * tl.rows * tl.TW * 2, [&](int64_t t) {
     const int64_t gi = t / blocks, b = t % blocks;
-    run_block(grad_out, u, us, grad_in, g, tl, gi, b * tl.rows,
-              std::min(total, (b + 1) * tl.rows));
+    run_block<R>(grad_out, u, us, grad_in, g, tl, gi, b * tl.rows,
+                 std::min(total, (b + 1) * tl.rows));
   });
+}
+
+}  // namespace
+
+bool winograd_f4_applies(const ConvGeom& g) {
+  return g.H >= kMinF4Side && g.W >= kMinF4Side && g.N * g.H * g.W >= kMinF4Pixels;
+}
+
+void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
+                            const ConvGeom& g) {
+  if (winograd_f4_applies(g)) return run<4>(grad_out, weight, grad_in, g);
+  run<2>(grad_out, weight, grad_in, g);
 }
 
 }  // namespace pydevis::cpu
