@@ -11,6 +11,8 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "common/checks.h"
@@ -19,6 +21,7 @@
 #include "common/numpy_checks.h"
 #include "common/parallel.h"
 #include "cpu/kernels.h"
+#include "cpu/winograd.h"
 
 namespace py = pybind11;
 using pydevis::shape_of;
@@ -37,28 +40,84 @@ const T* cptr(const py::array& a) {
   return static_cast<const T*>(a.data());
 }
 
-// ---- conv2d_backward_data -------------------------------------------------------------------
+// ---- conv2d_backward_data ---------------------------------------------------------------------
 template <typename T>
-py::array conv_impl(const py::array& go, const py::array& w, const pydevis::cpu::ConvGeom& g) {
+py::array conv_impl(const py::array& go, const py::array& w, const pydevis::cpu::ConvGeom& g,
+                    const float* u) {
   auto out = new_array<T>({g.N, g.C, g.H, g.W});
   T* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g);
+    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g, u);
   }
   return std::move(out);
 }
 
-py::array conv2d_backward_data(const py::array& grad_out, const py::array& weight,
-                               const Ints& in_hw, const Ints& strides, const Ints& pads,
-                               const Ints& dilations, int64_t group) {
+pydevis::cpu::ConvGeom conv_geometry(const py::array& grad_out, const py::array& weight,
+                                     const Ints& in_hw, const Ints& strides, const Ints& pads,
+                                     const Ints& dilations, int64_t group) {
   pydevis::check_layout(grad_out, "grad_out", 4);
   pydevis::check_layout(weight, "weight", 4);
-  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  pydevis::is_float64(grad_out, "grad_out");
   pydevis::check_same_dtype(weight, "weight", grad_out, "grad_out");
-  const auto g = pydevis::conv_front(shape_of(grad_out), shape_of(weight), in_hw, strides, pads,
-                                     dilations, group);
-  return f64 ? conv_impl<double>(grad_out, weight, g) : conv_impl<float>(grad_out, weight, g);
+  return pydevis::conv_front(shape_of(grad_out), shape_of(weight), in_hw, strides, pads,
+                             dilations, group);
+}
+
+py::array conv2d_backward_data(const py::array& grad_out, const py::array& weight,
+                               const Ints& in_hw, const Ints& strides, const Ints& pads,
+                               const Ints& dilations, int64_t group,
+                               const std::optional<py::array>& winograd_u) {
+  const auto g = conv_geometry(grad_out, weight, in_hw, strides, pads, dilations, group);
+  const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  const float* u = nullptr;
+  if (winograd_u) {
+    const int variant = f64 ? 0 : pydevis::cpu::winograd_variant(g, true);
+    if (variant == 0)
+      throw py::value_error("winograd_u: this conv does not take the Winograd path");
+    pydevis::check_layout(*winograd_u, "winograd_u", 1);
+    if (pydevis::is_float64(*winograd_u, "winograd_u") ||
+        winograd_u->shape(0) != pydevis::cpu::winograd_weights_size(g, variant))
+      throw py::value_error("winograd_u: expected winograd_weights(weight, ..., " +
+                            std::to_string(variant) + ") of this conv");
+    u = static_cast<const float*>(winograd_u->data());
+  }
+  return f64 ? conv_impl<double>(grad_out, weight, g, nullptr)
+             : conv_impl<float>(grad_out, weight, g, u);
+}
+
+// The Winograd variant (0, 2, 4) conv2d_backward_data runs for these float32 arguments when
+// given winograd_u; the arguments are checked as conv2d_backward_data checks them.
+int winograd_variant(const py::array& grad_out, const py::array& weight, const Ints& in_hw,
+                     const Ints& strides, const Ints& pads, const Ints& dilations,
+                     int64_t group) {
+  const auto g = conv_geometry(grad_out, weight, in_hw, strides, pads, dilations, group);
+  return pydevis::is_float64(grad_out, "grad_out") ? 0 : pydevis::cpu::winograd_variant(g, true);
+}
+
+// The transformed weights of a variant: they depend on the weights and groups only.
+py::array winograd_weights(const py::array& weight, int64_t group, int variant) {
+  pydevis::check_layout(weight, "weight", 4);
+  if (pydevis::is_float64(weight, "weight"))
+    throw py::value_error("weight: Winograd weights are float32 only");
+  const Ints ws = shape_of(weight);
+  if (ws[2] != 3 || ws[3] != 3) throw py::value_error("weight: expected 3x3 kernels");
+  if (variant != 2 && variant != 4) throw py::value_error("variant: expected 2 or 4");
+  if (group < 1 || ws[0] % group != 0)
+    throw py::value_error("group: must be >= 1 and divide the " + std::to_string(ws[0]) +
+                          " output channels");
+  pydevis::cpu::ConvGeom g{};
+  g.M = ws[0];
+  g.group = group;
+  g.C = ws[1] * group;
+  g.kH = g.kW = 3;
+  auto out = new_array<float>({pydevis::cpu::winograd_weights_size(g, variant)});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::winograd_weights(cptr<float>(weight), g, variant, dst);
+  }
+  return std::move(out);
 }
 
 // ---- linear_backward_data -----------------------------------------------------------------
@@ -337,7 +396,16 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "pydevis CPU kernels (C++, OpenMP, OpenBLAS); see docs/kernels.md";
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        py::arg("group"), "dL/dX of ONNX Conv (the transposed convolution).");
+        py::arg("group"), py::arg("winograd_u") = py::none(),
+        "dL/dX of ONNX Conv (the transposed convolution). winograd_u: winograd_weights(weight, "
+        "group, winograd_variant(...)) of this conv, when that variant is not 0.");
+  m.def("winograd_variant", &winograd_variant, py::arg("grad_out"), py::arg("weight"),
+        py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
+        py::arg("group"),
+        "0, 2 or 4: the Winograd variant conv2d_backward_data runs given winograd_u (none, "
+        "F(2x2, 3x3), F(4x4, 3x3)).");
+  m.def("winograd_weights", &winograd_weights, py::arg("weight"), py::arg("group"),
+        py::arg("variant"), "The float32 weights transformed for Winograd variant 2 or 4.");
   m.def("linear_backward_data", &linear_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("isa") = 2,
         "grad_out (N, M) · weight (M, K): dL/dX of Gemm with transB = 1, streaming W once "

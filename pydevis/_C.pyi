@@ -23,7 +23,20 @@ def conv2d_backward_data(
     pads: Sequence[int],
     dilations: Sequence[int],
     group: int,
+    winograd_u: npt.NDArray[np.float32] | None = None,
 ) -> _Array: ...
+def winograd_variant(
+    grad_out: _Array,
+    weight: _Array,
+    in_hw: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+) -> int: ...
+def winograd_weights(
+    weight: npt.NDArray[np.float32], group: int, variant: int
+) -> npt.NDArray[np.float32]: ...
 def linear_backward_data(grad_out: _Array, weight: _Array, isa: int = 2) -> _Array: ...
 def max_unpool2d(
     grad_out: _Array, indices: npt.NDArray[np.int64], in_shape: Sequence[int]

@@ -27,8 +27,9 @@
 // whole samples), then col2im's each sample; it owns its channels in every sample.
 //
 // 3×3 stride-1 undilated float32 convs with >= 16 channels per group each way (and enough
-// tiles) go to Winograd's F(2×2, 3×3) instead (winograd.cpp: 2.25× fewer multiply-adds, no
-// col2im); float64 stays here.
+// tiles) go to Winograd's F(2×2, 3×3) or F(4×4, 3×3) instead (winograd.cpp: 2.25× or 4× fewer
+// multiply-adds, no col2im), with the weights transformed per call or, given winograd_u, once by
+// the caller (winograd_weights); float64 stays here.
 //
 // The col2im is col2im.h's scatter_tile (vectorised; strided convs through phase-split planes).
 //
@@ -185,7 +186,8 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
 }  // namespace
 
 template <typename T>
-void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g) {
+void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
+                          const float* winograd_u) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   if (g.N * g.C * HW == 0) return;
@@ -194,8 +196,11 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     return;
   }
   if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g);
-  if constexpr (std::is_same_v<T, float>)
-    if (winograd_applies(g)) return winograd_backward_data(grad_out, weight, grad_in, g);
+  if constexpr (std::is_same_v<T, float>) {
+    const int variant = winograd_variant(g, winograd_u != nullptr);
+    if (variant != 0)
+      return winograd_backward_data(grad_out, weight, grad_in, g, variant, winograd_u);
+  }
 
   const bool direct = g.kH == 1 && g.kW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 &&
                       g.pl == 0 && g.Ho == g.H && g.Wo == g.W;
@@ -221,7 +226,9 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
   });
 }
 
-template void conv2d_backward_data<float>(const float*, const float*, float*, const ConvGeom&);
-template void conv2d_backward_data<double>(const double*, const double*, double*, const ConvGeom&);
+template void conv2d_backward_data<float>(const float*, const float*, float*, const ConvGeom&,
+                                          const float*);
+template void conv2d_backward_data<double>(const double*, const double*, double*,
+                                           const ConvGeom&, const float*);
 
 }  // namespace pydevis::cpu

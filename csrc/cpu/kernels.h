@@ -15,8 +15,11 @@ using ConvGeom = ::pydevis::ConvGeom;
 using MaxPoolGeom = ::pydevis::MaxPoolGeom;
 using PoolGeom = ::pydevis::PoolGeom;
 
+// winograd_u: float32 weights transformed by winograd_weights (winograd.h) for the variant
+// winograd_variant(g, true) names, or nullptr.
 template <typename T>
-void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g);
+void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
+                          const float* winograd_u = nullptr);
 
 // grad_in (N, K) = G (N, M) · W (M, K): the Gemm backward (transB = 1), for a small batch N.
 // isa caps the vector code used: 0 baseline, 1 AVX2 + FMA, 2 AVX-512 (when the CPU has it);

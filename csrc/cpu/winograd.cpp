@@ -65,6 +65,9 @@ constexpr int64_t kMinTiles = 128;
 // 12.0 / 9.1-10.4, 512->512 28² 13.0-14.1 / 13.1-15.8 (784 pixels: kept on F(2×2));
 // ResNet-18 at N = 8 64->64 56² 7.3 / 7.1-7.5, 128->128 28² 8.5 / 6.6-7.0.
 constexpr int64_t kMinF4Side = 28, kMinF4Pixels = 2048;
+// With the weights transformed once (winograd_weights, cached by the caller), only the
+// per-call transforms and narrower GEMMs weigh against the multiply-adds saved.
+constexpr int64_t kMinTilesPrepared = 32, kMinF4PixelsPrepared = 784;
 
 struct Tiling {
   int64_t TH, TW, rows;  // tile rows and columns of a sample; tile rows per block
@@ -251,17 +254,16 @@ void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in
 
 }  // namespace
 
-bool winograd_applies(const ConvGeom& g) {
-  return g.kH == 3 && g.kW == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
-         g.C / g.group >= kMinChannels && g.M / g.group >= kMinChannels && g.Ho > 0 &&
-         g.Wo > 0 &&
-         g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= kMinTiles;
-}
-
 namespace {
 
 template <int R>
-void run(const float* grad_out, const float* weight, float* grad_in, const ConvGeom& g) {
+int64_t weights_floats(const ConvGeom& g) {
+  return (R + 2) * (R + 2) * plane_stride(g.M * (g.C / g.group));
+}
+
+template <int R>
+void run(const float* grad_out, const float* weight, float* grad_in, const ConvGeom& g,
+         const float* prepared) {
   constexpr int kPlanes = (R + 2) * (R + 2);
   Tiling tl{ceil_div(g.H, R), ceil_div(g.W, R), 1, 0};
   tl.Wp = R * tl.TW + 2;
@@ -270,11 +272,15 @@ void run(const float* grad_out, const float* weight, float* grad_in, const ConvG
   const int64_t target = std::clamp(Mg * Cg / 256, kMinBlockTiles, kMaxBlockTiles);
   tl.rows = std::clamp(ceil_div(target, tl.TW), int64_t(1),
                        std::max<int64_t>(1, ceil_div(total * g.group, nt)));
-  // U in the calling thread's buffer, reused across calls (fresh pages cost more than the
-  // transform: 16 MiB for 512 channels).
   const int64_t us = plane_stride(g.M * Cg);
-  float* u = buffer<3>(size_t(kPlanes * us)).data();
-  transform_weights<R>(weight, u, us, g.M, Cg);
+  const float* u = prepared;
+  if (u == nullptr) {
+    // U in the calling thread's buffer, reused across calls (fresh pages cost more than the
+    // transform: 16 MiB for 512 channels).
+    float* fresh = buffer<3>(size_t(kPlanes * us)).data();
+    transform_weights<R>(weight, fresh, us, g.M, Cg);
+    u = fresh;
+  }
   // Whole rounds of tasks: 3 blocks on 2 threads would leave one thread idle a third of the
   // time (VGG's 56² 256-channel layers at batch 1: 28 tile rows, 10 per block).
   const int64_t per_group = ceil_div(total, tl.rows);
@@ -291,14 +297,33 @@ void run(const float* grad_out, const float* weight, float* grad_in, const ConvG
 
 }  // namespace
 
-bool winograd_f4_applies(const ConvGeom& g) {
-  return g.H >= kMinF4Side && g.W >= kMinF4Side && g.N * g.H * g.W >= kMinF4Pixels;
+int winograd_variant(const ConvGeom& g, bool prepared) {
+  const int64_t min_tiles = prepared ? kMinTilesPrepared : kMinTiles;
+  const bool applies = g.kH == 3 && g.kW == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
+                       g.dw == 1 && g.C / g.group >= kMinChannels &&
+                       g.M / g.group >= kMinChannels && g.Ho > 0 && g.Wo > 0 &&
+                       g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= min_tiles;
+  if (!applies) return 0;
+  const int64_t min_pixels = prepared ? kMinF4PixelsPrepared : kMinF4Pixels;
+  return g.H >= kMinF4Side && g.W >= kMinF4Side && g.N * g.H * g.W >= min_pixels ? 4 : 2;
+}
+
+int64_t winograd_weights_size(const ConvGeom& g, int variant) {
+  return variant == 4 ? weights_floats<4>(g) : weights_floats<2>(g);
+}
+
+void winograd_weights(const float* weight, const ConvGeom& g, int variant, float* u) {
+  const int64_t Cg = g.C / g.group, us = plane_stride(g.M * Cg);
+  const int planes = variant == 4 ? 36 : 16;
+  std::fill(u, u + planes * us, 0.0f);  // the padding between planes too: no stale bytes
+  if (variant == 4) transform_weights<4>(weight, u, us, g.M, Cg);
+  else transform_weights<2>(weight, u, us, g.M, Cg);
 }
 
 void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
-                            const ConvGeom& g) {
-  if (winograd_f4_applies(g)) return run<4>(grad_out, weight, grad_in, g);
-  run<2>(grad_out, weight, grad_in, g);
+                            const ConvGeom& g, int variant, const float* prepared) {
+  if (variant == 4) return run<4>(grad_out, weight, grad_in, g, prepared);
+  run<2>(grad_out, weight, grad_in, g, prepared);
 }
 
 }  // namespace pydevis::cpu

@@ -27,6 +27,8 @@ __all__ = [
     "max_pool2d_backward",
     "rectifier_backward",
     "unavailable_reason",
+    "winograd_variant",
+    "winograd_weights",
 ]
 
 
@@ -67,6 +69,8 @@ if _C is not None:  # the extension's functions are the backend's, unwrapped
         lrn_backward,
         max_pool2d_backward,
         rectifier_backward,
+        winograd_variant,
+        winograd_weights,
     )
 
 KERNELS = tuple(n for n in __all__

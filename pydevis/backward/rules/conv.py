@@ -55,5 +55,6 @@ def conv(node, ctx, gy, mode):
     dilations = tuple(node.attrs.get("dilations") or (1, 1))
     pads = resolve_pads(node, x_shape[2:], kernel, strides, dilations)
     gx = kernels.conv2d_backward_data(gy[0], w, x_shape[2:], strides, pads, dilations,
-                                      int(node.attrs.get("group", 1)))
+                                      int(node.attrs.get("group", 1)),
+                                      constant_weight=node.inputs[1] in ctx.graph.constants)
     return [gx] + [None] * (len(node.inputs) - 1)
