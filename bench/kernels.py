@@ -78,8 +78,9 @@ LINEAR = [(f"alexnet fc{i} {m}x{k} N={n}", n, m, k, "dense") for n in (1, 8)
 LINEAR_QUICK = [("fc 7x37 N=3", 3, 7, 37, "dense"), ("fc 7x37 N=3 G 50% zero", 3, 7, 37, "relu")]
 # label, N, C, H, W, k, stride, pad
 POOL = [("resnet 3x3/2 p1 64x112", 8, 64, 112, 112, 3, 2, 1),
-        ("alexnet 3x3/2 96x55", 8, 96, 55, 55, 3, 2, 0),
-        ("vgg 2x2/2 128x112", 8, 128, 112, 112, 2, 2, 0)]
+        ("alexnet 3x3/2 96x55", 8, 96, 55, 55, 3, 2, 0)] + [
+    (f"vgg 2x2/2 {c}x{h} N={n}", n, c, h, h, 2, 2, 0) for n in (1, 8)
+    for c, h in ((64, 224), (128, 112), (256, 56), (512, 28), (512, 14))]
 POOL_QUICK = [("3x3/2 p1 3x9", 1, 3, 9, 9, 3, 2, 1), ("2x2/2 3x8", 1, 3, 8, 8, 2, 2, 0)]
 # label, N, C, H, W, size, alpha, beta, bias
 LRN = [("alexnet lrn1 96x55", 8, 96, 55, 55, 5, 1e-4, 0.75, 1.0),
@@ -242,6 +243,31 @@ class Runner:
             self.compare("max_pool2d_backward", label, run_x,
                          {"torch pool-backward": aten, "torch pool-forward with indices": fwd_idx},
                          aten().numpy())
+            if label.startswith("vgg"):
+                self.maxpool_relu(label, x, gy, k, s, p)
+
+    def maxpool_relu(self, label, x, gy, k, s, p):
+        """The fused Relu -> MaxPool backward (VGG's pairs) on a Relu output x, against torch's
+        pool backward then threshold_backward."""
+        import torch
+        import torch.nn.functional as F
+
+        xr = torch.relu(x)
+        idx = F.max_pool2d(xr, k, s, p, return_indices=True)[1]
+
+        def aten(gy=gy, xr=xr, idx=idx):
+            gi = torch.ops.aten.max_pool2d_with_indices_backward(
+                gy, xr, [k, k], [s, s], [p, p], [1, 1], False, idx)
+            return torch.ops.aten.threshold_backward(gi, xr, 0.0)
+
+        g_np, x_np = gy.numpy(), xr.numpy()
+
+        def run(mod):
+            return self.K.max_pool2d_backward(g_np, x_np, (k, k), (s, s), (p, p, p, p), (1, 1),
+                                              rectify="gradient", module=mod)
+
+        self.compare("max_pool2d_backward +relu", label, run,
+                     {"torch pool-backward + threshold_backward": aten}, aten().numpy())
 
     def lrn(self, rng):
         import torch

@@ -112,3 +112,50 @@ def test_max_pool2d_backward_matches_onnxruntime_switches(backend):
         got = host(K.max_pool2d_backward(g, x, (3, 3), (2, 2), (1, 0, 0, 1), (1, 1),
                                          module=backend))
         check(got, scatter_switches(g, idx, x.shape), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the 2x2 stride-2 fast path of the C++ kernel (VGG's MaxPool), fused Relu backward included
+# ---------------------------------------------------------------------------------------------
+def _vgg_pool_input(shape, dtype, seed) -> np.ndarray:
+    """Values on a coarse grid (ties in most windows), sprinkled with NaN, -inf and +inf, and
+    where the plane is wide enough an all-NaN, an all -inf and a mixed window."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(np.float64) / 2
+    u = rng.random(shape)
+    x[u < 0.08] = np.nan
+    x[(u >= 0.08) & (u < 0.16)] = -np.inf
+    x[(u >= 0.16) & (u < 0.2)] = np.inf
+    if shape[2] >= 2 and shape[3] >= 6:
+        x[:, 0, :2, :2] = np.nan
+        x[:, 0, :2, 2:4] = -np.inf
+        x[:, 0, :2, 4:6] = [[np.nan, -np.inf], [1.5, 1.5]]  # the first 1.5 wins
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("rectify", [None, "gradient", "deconvnet", "guided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw, pads", [
+    ((8, 10), (0, 0, 0, 0)), ((9, 7), (0, 0, 0, 0)), ((6, 75), (0, 0, 0, 0)),
+    ((33, 64), (0, 0, 0, 0)), ((3, 3), (0, 0, 0, 0)), ((2, 2), (0, 0, 0, 0)),
+    ((8, 10), (0, 0, 1, 1)),  # end pads that change nothing: still the fast geometry
+    ((9, 7), (0, 0, 1, 1)),  # end pads giving a last, cut window: the general path
+])
+def test_max_pool2d_backward_2x2_stride_2(backend, hw, pads, dtype, rectify):
+    """VGG's 2x2/2 MaxPool (the C++ kernel's fast path) against the numpy oracle, bit for bit:
+    ties (the first tap wins), NaN and -inf (never win; a window of them routes nothing), odd
+    sizes (the last row/column no window sees gets 0), every fused Relu backward mode."""
+    x = _vgg_pool_input((3, 2, *hw), dtype, seed=hw[0] * 100 + hw[1])
+    ho = R.pool_out_size(hw[0], 2, 2, pads[0], pads[2])
+    wo = R.pool_out_size(hw[1], 2, 2, pads[1], pads[3])
+    g = np.random.default_rng(7).standard_normal((3, 2, ho, wo)).astype(dtype)
+    args = ((2, 2), (2, 2), pads, (1, 1))
+    before = frozen(g, x)
+    got = host(K.max_pool2d_backward(g, x, *args, rectify=rectify, module=backend))
+    want = R.max_pool2d_backward(g, x, *args)
+    if rectify is not None:
+        want = R.rectifier_backward(want, x, K.mode_code(rectify))
+    assert got.dtype == np.dtype(dtype) and np.any(want != 0)
+    np.testing.assert_array_equal(got, want)
+    for a, b in zip((g, x), before, strict=True):
+        np.testing.assert_array_equal(a, b)
