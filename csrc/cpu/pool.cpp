@@ -22,8 +22,9 @@
 // block of 16 (GCC's scalar remainder was branchy). Measured (bench/kernels.py --only maxpool,
 // 2 threads, Xeon AVX-512, shared machine; medians, run to run spread up to 2x at batch 8): the
 // fused Relu+MaxPool backward of VGG-16's five pools at batch 1 (64x224² ... 512x14²)
-// 6.7 -> 1.6-2.3 ms in all (two runs), torch's max_pool2d_with_indices_backward alone 2.8-3.5 ms; 512x14² at
-// batch 1 0.19 -> 0.095-0.12 ms, torch 0.044-0.15 ms (narrow rows: per-row overhead weighs).
+// 6.7 -> 1.6-2.3 ms in all (two runs), torch's max_pool2d_with_indices_backward alone
+// 2.8-3.5 ms; 512x14² at batch 1 0.19 -> 0.095-0.12 ms, torch 0.044-0.15 ms (narrow rows:
+// per-row overhead weighs).
 //
 // AveragePool: for output (oh, ow) the window starts at hs = oh*sh - pt and ends at
 // he = min(hs + kH, H + pb) (the end may only run into the declared padding, which is how
