@@ -72,7 +72,7 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   const float* u = nullptr;
   if (winograd_u) {
-    const int variant = f64 ? 0 : pydevis::cpu::winograd_variant(g, true);
+    const int variant = f64 ? 0 : pydevis::cpu::winograd_variant(g);
     if (variant == 0)
       throw py::value_error("winograd_u: this conv does not take the Winograd path");
     pydevis::check_layout(*winograd_u, "winograd_u", 1);
@@ -86,13 +86,13 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
              : conv_impl<float>(grad_out, weight, g, u);
 }
 
-// The Winograd variant (0, 2, 4) conv2d_backward_data runs for these float32 arguments when
-// given winograd_u; the arguments are checked as conv2d_backward_data checks them.
+// The Winograd variant (0, 2, 4) conv2d_backward_data runs for these float32 arguments; the
+// arguments are checked as conv2d_backward_data checks them.
 int winograd_variant(const py::array& grad_out, const py::array& weight, const Ints& in_hw,
                      const Ints& strides, const Ints& pads, const Ints& dilations,
                      int64_t group) {
   const auto g = conv_geometry(grad_out, weight, in_hw, strides, pads, dilations, group);
-  return pydevis::is_float64(grad_out, "grad_out") ? 0 : pydevis::cpu::winograd_variant(g, true);
+  return pydevis::is_float64(grad_out, "grad_out") ? 0 : pydevis::cpu::winograd_variant(g);
 }
 
 // The transformed weights of a variant: they depend on the weights and groups only.
@@ -402,8 +402,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("winograd_variant", &winograd_variant, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"),
-        "0, 2 or 4: the Winograd variant conv2d_backward_data runs given winograd_u (none, "
-        "F(2x2, 3x3), F(4x4, 3x3)).");
+        "0, 2 or 4: the Winograd variant conv2d_backward_data runs (none, F(2x2, 3x3), "
+        "F(4x4, 3x3)).");
   m.def("winograd_weights", &winograd_weights, py::arg("weight"), py::arg("group"),
         py::arg("variant"), "The float32 weights transformed for Winograd variant 2 or 4.");
   m.def("linear_backward_data", &linear_backward_data, py::arg("grad_out"), py::arg("weight"),

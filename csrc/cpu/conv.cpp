@@ -197,7 +197,7 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
   }
   if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g);
   if constexpr (std::is_same_v<T, float>) {
-    const int variant = winograd_variant(g, winograd_u != nullptr);
+    const int variant = winograd_variant(g);
     if (variant != 0)
       return winograd_backward_data(grad_out, weight, grad_in, g, variant, winograd_u);
   }

@@ -16,7 +16,7 @@ using MaxPoolGeom = ::pydevis::MaxPoolGeom;
 using PoolGeom = ::pydevis::PoolGeom;
 
 // winograd_u: float32 weights transformed by winograd_weights (winograd.h) for the variant
-// winograd_variant(g, true) names, or nullptr.
+// winograd_variant(g) names, or nullptr.
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
                           const float* winograd_u = nullptr);

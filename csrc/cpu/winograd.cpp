@@ -65,9 +65,11 @@ constexpr int64_t kMinTiles = 128;
 // 12.0 / 9.1-10.4, 512->512 28² 13.0-14.1 / 13.1-15.8 (784 pixels: kept on F(2×2));
 // ResNet-18 at N = 8 64->64 56² 7.3 / 7.1-7.5, 128->128 28² 8.5 / 6.6-7.0.
 constexpr int64_t kMinF4Side = 28, kMinF4Pixels = 2048;
-// With the weights transformed once (winograd_weights, cached by the caller), only the
-// per-call transforms and narrower GEMMs weigh against the multiply-adds saved.
-constexpr int64_t kMinTilesPrepared = 32, kMinF4PixelsPrepared = 784;
+// The same limits hold with the weights transformed once (winograd_weights, cached by the
+// caller): in a whole VGG-16 step at batch 1 (2 threads), Winograd on the 14² layers (>= 32
+// tiles) and F(4×4) on the 28² ones (>= 784 pixels) made the convs' backward 64 -> 70 ms, their
+// transformed weights (up to 4× the weights: 38 MB for 512 -> 512 F(4×4)) coming from memory
+// each step.
 
 struct Tiling {
   int64_t TH, TW, rows;  // tile rows and columns of a sample; tile rows per block
@@ -297,15 +299,13 @@ void run(const float* grad_out, const float* weight, float* grad_in, const ConvG
 
 }  // namespace
 
-int winograd_variant(const ConvGeom& g, bool prepared) {
-  const int64_t min_tiles = prepared ? kMinTilesPrepared : kMinTiles;
+int winograd_variant(const ConvGeom& g) {
   const bool applies = g.kH == 3 && g.kW == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
                        g.dw == 1 && g.C / g.group >= kMinChannels &&
                        g.M / g.group >= kMinChannels && g.Ho > 0 && g.Wo > 0 &&
-                       g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= min_tiles;
+                       g.N * ceil_div(g.H, 2) * ceil_div(g.W, 2) >= kMinTiles;
   if (!applies) return 0;
-  const int64_t min_pixels = prepared ? kMinF4PixelsPrepared : kMinF4Pixels;
-  return g.H >= kMinF4Side && g.W >= kMinF4Side && g.N * g.H * g.W >= min_pixels ? 4 : 2;
+  return g.H >= kMinF4Side && g.W >= kMinF4Side && g.N * g.H * g.W >= kMinF4Pixels ? 4 : 2;
 }
 
 int64_t winograd_weights_size(const ConvGeom& g, int variant) {

@@ -9,9 +9,8 @@
 namespace pydevis::cpu {
 
 // The Winograd variant winograd_backward_data runs for this float32 conv: 0 none (it does not
-// apply, or is not expected to win), 2 F(2×2, 3×3), 4 F(4×4, 3×3). `prepared`: the weights come
-// transformed (winograd_weights), which makes smaller convs worth it.
-int winograd_variant(const ConvGeom& g, bool prepared);
+// apply, or is not expected to win), 2 F(2×2, 3×3), 4 F(4×4, 3×3).
+int winograd_variant(const ConvGeom& g);
 
 // Floats of the transformed weights of a variant (2 or 4), and the transform itself (u of that
 // size, fully written). They depend on the weights only (M, C / group, group), not on N, H, W.

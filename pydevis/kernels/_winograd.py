@@ -7,11 +7,13 @@ costs as much as a fifth of the layer at batch 1 (512 -> 512 channels at 28²: ~
 F(2×2) transform, writing 16 MiB, in a ~8 ms layer on 2 threads). For weights the caller
 declares constant (a model's initializers), :func:`prepared` transforms them once per variant
 and keeps the result as long as the weight array lives (keyed by the array object, dropped by a
-weak reference when it is freed); the kernel then also takes Winograd for smaller convs, where
-the per-call transform did not pay (``winograd_variant(..., prepared=true)``).
+weak reference when it is freed). The kernel's choice of path stays the same: letting
+Winograd serve smaller convs once the transform was free (VGG's 14² layers, F(4×4) on its 28²
+ones at batch 1) made a VGG-16 step slower, the transformed weights (up to 4× the weights)
+coming from memory every step.
 
-Memory: VGG-16's 3×3 weights (14.7 M floats) give ~30 M transformed floats (~120 MB) across its
-layers; the price of not transforming 59 MB of weights on every step.
+Memory: VGG-16 holds 164 MB of transformed weights after a step (its 3×3 weights: 59 MB); the
+price of not transforming them on every step.
 """
 
 from __future__ import annotations

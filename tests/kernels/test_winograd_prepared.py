@@ -26,15 +26,14 @@ def _case(n, c, m, hw, pads, group=1, seed=0):
     return g, w, (hw, (1, 1), pads, (1, 1), group)
 
 
-# Convs that take Winograd only with the weights prepared (too few tiles or pixels to repay a
-# per-call transform: AlexNet's 13×13 and VGG's 14×14 and 28×28 layers at batch 1), and ones
-# that take it either way; n, c, m, (h, w), pads[, group]
+# Convs that take Winograd: F(2×2) (13×13 over 3 samples, unequal sides, groups) and F(4×4)
+# (>= 28×28 and >= 2048 pixels); n, c, m, (h, w), pads[, group]
 CASES = [
-    (1, 32, 48, (13, 13), (1, 1, 1, 1)),  # 49 tiles: F(2×2) prepared, direct per call
-    (1, 16, 24, (14, 15), (0, 1, 2, 1)),
-    (1, 24, 16, (28, 28), (1, 1, 1, 1)),  # 784 pixels: F(4×4) prepared, F(2×2) per call
-    (2, 32, 32, (13, 13), (1, 1, 1, 1), 2),
-    (1, 16, 16, (56, 57), (1, 1, 1, 1)),  # F(4×4) either way
+    (3, 32, 48, (13, 13), (1, 1, 1, 1)),
+    (1, 16, 24, (28, 31), (0, 1, 2, 1)),
+    (3, 24, 16, (28, 28), (1, 1, 1, 1)),
+    (2, 32, 32, (26, 26), (1, 1, 1, 1), 2),
+    (1, 16, 16, (56, 57), (1, 1, 1, 1)),
 ]
 
 
@@ -43,16 +42,17 @@ def test_prepared_matches_float64_reference(case):
     g, w, args = _case(*case)
     mod = K.get("cpp")
     variant = mod.winograd_variant(g, w, *args)
-    assert variant in (2, 4)  # every case takes Winograd with the weights prepared
+    assert variant in (2, 4)  # every case takes Winograd
     got = K.conv2d_backward_data(g, w, *args, constant_weight=True, module=mod)
     ref = R.conv2d_backward_data(g.astype(np.float64), w.astype(np.float64), *args)
     err = float(np.abs(got - ref).max()) / float(np.abs(ref).max())
     assert err <= (3e-5 if variant == 4 else 1e-5), err
 
 
-def test_prepared_equals_per_call_transform_when_the_variant_is_the_same():
-    """Same variant, same numbers: the cached transform is the per-call one."""
-    g, w, args = _case(2, 32, 32, (40, 40), (1, 1, 1, 1))
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=str)
+def test_prepared_equals_per_call_transform(case):
+    """Same numbers: the cached transform is the per-call one."""
+    g, w, args = _case(*case)
     mod = K.get("cpp")
     a = K.conv2d_backward_data(g, w, *args, module=mod)
     b = K.conv2d_backward_data(g, w, *args, constant_weight=True, module=mod)
@@ -60,7 +60,7 @@ def test_prepared_equals_per_call_transform_when_the_variant_is_the_same():
 
 
 def test_cache_is_kept_while_the_weights_live_and_dropped_after():
-    g, w, args = _case(1, 32, 48, (13, 13), (1, 1, 1, 1))
+    g, w, args = _case(*CASES[0])
     before = _winograd.cached_bytes()
     K.conv2d_backward_data(g, w, *args, constant_weight=True, module=K.get("cpp"))
     held = _winograd.cached_bytes() - before
@@ -73,7 +73,7 @@ def test_cache_is_kept_while_the_weights_live_and_dropped_after():
 
 
 def test_not_cached_without_the_promise_or_for_a_converted_copy():
-    g, w, args = _case(1, 32, 48, (13, 13), (1, 1, 1, 1))
+    g, w, args = _case(*CASES[0])
     before = _winograd.cached_bytes()
     K.conv2d_backward_data(g, w, *args, module=K.get("cpp"))
     # float64 weights are cast for float32 grads: the cast copy is no constant
@@ -84,13 +84,13 @@ def test_not_cached_without_the_promise_or_for_a_converted_copy():
 
 def test_winograd_u_is_checked():
     mod = K.get("cpp")
-    g, w, args = _case(1, 32, 48, (13, 13), (1, 1, 1, 1))
+    g, w, args = _case(*CASES[0])
     u = mod.winograd_weights(w, 1, mod.winograd_variant(g, w, *args))
     with pytest.raises(ValueError, match="winograd_u"):
         mod.conv2d_backward_data(g, w, *args, u[:-1])  # wrong size
     with pytest.raises(ValueError, match="winograd_u"):
         mod.conv2d_backward_data(g, w, *args, u.astype(np.float64))
-    g5 = np.zeros((1, 48, 11, 11), np.float32)  # 5×5 kernels: no Winograd
+    g5 = np.zeros((3, 48, 11, 11), np.float32)  # 5×5 kernels: no Winograd
     w5 = np.zeros((48, 32, 5, 5), np.float32)
     assert mod.winograd_variant(g5, w5, *args) == 0
     with pytest.raises(ValueError, match="winograd_u"):
