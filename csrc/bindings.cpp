@@ -43,12 +43,13 @@ const T* cptr(const py::array& a) {
 // ---- conv2d_backward_data ---------------------------------------------------------------------
 template <typename T>
 py::array conv_impl(const py::array& go, const py::array& w, const pydevis::cpu::ConvGeom& g,
-                    const float* u) {
+                    const float* u, const py::array* y, int rectify) {
   auto out = new_array<T>({g.N, g.C, g.H, g.W});
   T* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g, u);
+    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g, u,
+                                          y ? cptr<T>(*y) : nullptr, rectify);
   }
   return std::move(out);
 }
@@ -67,9 +68,22 @@ pydevis::cpu::ConvGeom conv_geometry(const py::array& grad_out, const py::array&
 py::array conv2d_backward_data(const py::array& grad_out, const py::array& weight,
                                const Ints& in_hw, const Ints& strides, const Ints& pads,
                                const Ints& dilations, int64_t group,
-                               const std::optional<py::array>& winograd_u) {
+                               const std::optional<py::array>& winograd_u,
+                               const std::optional<py::array>& y, int rectify) {
   const auto g = conv_geometry(grad_out, weight, in_hw, strides, pads, dilations, group);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
+  PYDEVIS_CHECK(rectify >= -1 && rectify <= 2, "rectify: must be -1 (none) or a mode 0..2, got ",
+                rectify);
+  if (rectify >= 0) {
+    PYDEVIS_CHECK(y.has_value(), "y: the Relu output is needed with rectify ", rectify);
+    pydevis::check_layout(*y, "y", 4);
+    pydevis::check_same_dtype(*y, "y", grad_out, "grad_out");
+    const Ints want{g.N, g.C, g.H, g.W};
+    if (shape_of(*y) != want)
+      throw py::value_error("y: shape " + shape_str(shape_of(*y)) + ", expected " +
+                            shape_str(want) + " (the conv's input)");
+  }
+  const py::array* relu_y = rectify >= 0 ? &*y : nullptr;
   const float* u = nullptr;
   if (winograd_u) {
     const int variant = f64 ? 0 : pydevis::cpu::winograd_variant(g);
@@ -82,8 +96,8 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
                             std::to_string(variant) + ") of this conv");
     u = static_cast<const float*>(winograd_u->data());
   }
-  return f64 ? conv_impl<double>(grad_out, weight, g, nullptr)
-             : conv_impl<float>(grad_out, weight, g, u);
+  return f64 ? conv_impl<double>(grad_out, weight, g, nullptr, relu_y, rectify)
+             : conv_impl<float>(grad_out, weight, g, u, relu_y, rectify);
 }
 
 // The Winograd variant (0, 2, 4) conv2d_backward_data runs for these float32 arguments; the
@@ -396,9 +410,11 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "pydevis CPU kernels (C++, OpenMP, OpenBLAS); see docs/kernels.md";
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
-        py::arg("group"), py::arg("winograd_u") = py::none(),
+        py::arg("group"), py::arg("winograd_u") = py::none(), py::arg("y") = py::none(),
+        py::arg("rectify") = -1,
         "dL/dX of ONNX Conv (the transposed convolution). winograd_u: winograd_weights(weight, "
-        "group, winograd_variant(...)) of this conv, when that variant is not 0.");
+        "group, winograd_variant(...)) of this conv, when that variant is not 0. rectify 0..2: "
+        "X is y, a Relu's output, and that Relu's backward in that mode follows.");
   m.def("winograd_variant", &winograd_variant, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"),

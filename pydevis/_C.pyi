@@ -24,6 +24,8 @@ def conv2d_backward_data(
     dilations: Sequence[int],
     group: int,
     winograd_u: npt.NDArray[np.float32] | None = None,
+    y: _Array | None = None,
+    rectify: int = ...,
 ) -> _Array: ...
 def winograd_variant(
     grad_out: _Array,

@@ -1,4 +1,4 @@
-"""The fused Relu -> MaxPool backward step (engine.fuse_relu_max_pool): where a MaxPool reads a
+"""The fused Relu -> MaxPool backward step (engine.fuse_relu): where a MaxPool reads a
 Relu's output and nothing else does, one step does both backwards. It must give the same numbers
 as the two steps one after the other, bit for bit, in every mode and on every backend; pairs
 whose Relu output is read elsewhere (or is the target) stay two steps."""

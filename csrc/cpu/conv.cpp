@@ -45,6 +45,7 @@
 #include "blas.h"
 #include "col2im.h"
 #include "kernels.h"
+#include "rectify.h"
 #include "winograd.h"
 
 namespace pydevis::cpu {
@@ -76,8 +77,20 @@ inline void scatter_row(const T* row, int64_t oh0, int64_t oh1, T* dst, const Co
   }
 }
 
+// A Relu fused after the conv's backward (its output y is the conv's input X): applied to each
+// task's grad_in planes right after they are written, while they are in cache.
 template <typename T>
-void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g) {
+struct Fused {
+  const T* y;  // (N, C, H, W), or nullptr: no Relu
+  int mode;
+  void apply(T* dst, int64_t offset, int64_t n) const {
+    if (y != nullptr) rectify_span(dst, y + offset, n, mode);
+  }
+};
+
+template <typename T>
+void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
+               const Fused<T>& relu) {
   const int64_t planes = g.N * g.C, HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   parallel_for(planes, HoWo * g.kH * g.kW + HW, [&](int64_t p) {
     const int64_t c = p % g.C;
@@ -87,6 +100,7 @@ void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g
       for (int64_t kw = 0; kw < g.kW; ++kw)
         scatter_row(grad_out + p * HoWo, 0, g.Ho, dst, g, kh, kw,
                     weight[(c * g.kH + kh) * g.kW + kw]);
+    relu.apply(dst, p * HW, HW);
   });
 }
 
@@ -101,17 +115,20 @@ std::vector<T>& thread_buffer(size_t n) {
 // One task: sample n, group gi, input channels [c0, c1) of that group.
 template <typename T>
 void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, int64_t n,
-              int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct) {
+              int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct,
+              const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, rows = (c1 - c0) * kk;
   const T* G = grad_out + (n * g.M + gi * Mg) * HoWo;
   const T* A = weight + gi * Mg * Cg * kk + c0 * kk;  // columns c0*kk.. of W_g (Mg × Cg·kk)
-  T* dst = grad_in + (n * g.C + gi * Cg + c0) * HW;
+  const int64_t first = (n * g.C + gi * Cg + c0) * HW;
+  T* dst = grad_in + first;
   if (direct) {  // 1×1, unit stride, no padding: grad_in rows are the GEMM output
     if (HoWo == 1)  // a matrix-vector product (OpenBLAS's sgemm with n = 1 is ~4x slower)
       gemv_t(int(rows), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
     else
       gemm_tn(int(rows), int(HoWo), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
+    relu.apply(dst, first, (c1 - c0) * HW);
     return;
   }
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
@@ -125,13 +142,15 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
     scatter_tile(col, cols, nc, oh0, oh1, acc, g);
   }
   if (g.sw > 1) unsplit(acc, nc, dst, g);
+  relu.apply(dst, first, nc * HW);
 }
 
 // One batched task: group gi, input channels [c0, c1) of that group, in every sample. B is the
 // packed grad_out of the group (Mg × N·Ho·Wo); tiles of tile_n whole samples.
 template <typename T>
 void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g, int64_t gi,
-                      int64_t c0, int64_t c1, int64_t tile_n, bool direct) {
+                      int64_t c0, int64_t c1, int64_t tile_n, bool direct,
+                      const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, NP = g.N * HoWo, rows = (c1 - c0) * kk;
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
@@ -142,16 +161,18 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
     gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), B + n0 * HoWo, int(NP), col,
             int(cols));
     for (int64_t n = n0; n < n1; ++n) {
-      T* dst = grad_in + (n * g.C + gi * Cg + c0) * HW;
+      const int64_t first = (n * g.C + gi * Cg + c0) * HW;
+      T* dst = grad_in + first;
       const T* src = col + (n - n0) * HoWo;
       if (direct) {
         for (int64_t c = 0; c < c1 - c0; ++c) std::copy_n(src + c * cols, HW, dst + c * HW);
-        continue;
+      } else {
+        T* acc = g.sw > 1 ? thread_buffer<T, 1>(size_t(nc * plane)).data() : dst;
+        std::fill(acc, acc + nc * plane, T(0));
+        scatter_tile(src, cols, nc, 0, g.Ho, acc, g);
+        if (g.sw > 1) unsplit(acc, nc, dst, g);
       }
-      T* acc = g.sw > 1 ? thread_buffer<T, 1>(size_t(nc * plane)).data() : dst;
-      std::fill(acc, acc + nc * plane, T(0));
-      scatter_tile(src, cols, nc, 0, g.Ho, acc, g);
-      if (g.sw > 1) unsplit(acc, nc, dst, g);
+      relu.apply(dst, first, nc * HW);
     }
   }
 }
@@ -159,7 +180,8 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
 // The batched scheme (see the top of the file): pack grad_out (N, M, Ho·Wo) as (M, N·Ho·Wo),
 // then (group, channel block) tasks.
 template <typename T>
-void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, bool direct) {
+void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, bool direct,
+                 const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, kk = g.kH * g.kW, HoWo = g.Ho * g.Wo, NP = g.N * HoWo;
   std::vector<T> packed(size_t(g.M * NP));
   T* B = packed.data();
@@ -179,7 +201,7 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
   parallel_for(g.group * blocks, Mg * NP * rows_max * 2, [&](int64_t t) {
     const int64_t b = t % blocks, gi = t / blocks;
     run_batched_task(B + gi * Mg * NP, weight, grad_in, g, gi, Cg * b / blocks,
-                     Cg * (b + 1) / blocks, tile_n, direct);
+                     Cg * (b + 1) / blocks, tile_n, direct, relu);
   });
 }
 
@@ -187,7 +209,8 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
 
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
-                          const float* winograd_u) {
+                          const float* winograd_u, const T* relu_y, int relu_mode) {
+  const Fused<T> relu{relu_y, relu_mode};
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   if (g.N * g.C * HW == 0) return;
@@ -195,16 +218,18 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     std::fill(grad_in, grad_in + g.N * g.C * HW, T(0));
     return;
   }
-  if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g);
+  if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g, relu);
   if constexpr (std::is_same_v<T, float>) {
     const int variant = winograd_variant(g);
     if (variant != 0)
-      return winograd_backward_data(grad_out, weight, grad_in, g, variant, winograd_u);
+      return winograd_backward_data(grad_out, weight, grad_in, g, variant, winograd_u, relu_y,
+                                    relu_mode);
   }
 
   const bool direct = g.kH == 1 && g.kW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 &&
                       g.pl == 0 && g.Ho == g.H && g.Wo == g.W;
-  if (g.N > 1 && HoWo < kBatchedCols) return run_batched(grad_out, weight, grad_in, g, direct);
+  if (g.N > 1 && HoWo < kBatchedCols)
+    return run_batched(grad_out, weight, grad_in, g, direct, relu);
   // Tasks: (n, group, channel block); split channels only when N·group leaves threads idle.
   const int64_t nt = max_threads(), base = g.N * g.group;
   int64_t blocks = 1;
@@ -222,13 +247,13 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
   parallel_for(tasks, Mg * HoWo * rows_max * 2, [&](int64_t t) {
     const int64_t b = t % blocks, ng = t / blocks, gi = ng % g.group, n = ng / g.group;
     const int64_t c0 = Cg * b / blocks, c1 = Cg * (b + 1) / blocks;
-    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct);
+    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct, relu);
   });
 }
 
 template void conv2d_backward_data<float>(const float*, const float*, float*, const ConvGeom&,
-                                          const float*);
+                                          const float*, const float*, int);
 template void conv2d_backward_data<double>(const double*, const double*, double*,
-                                           const ConvGeom&, const float*);
+                                           const ConvGeom&, const float*, const double*, int);
 
 }  // namespace pydevis::cpu

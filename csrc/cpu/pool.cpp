@@ -50,24 +50,6 @@ std::vector<T>& thread_row(size_t n) {
   if (buf.size() < n) buf.resize(n);
   return buf;
 }
-// In place, on one plane: the backward of a Relu whose output y is this MaxPool's input, exactly
-// as rectifier_backward computes it (mode 0 gradient g·[0 < y < inf], 1 deconvnet max(g, 0),
-// 2 guided both), while the plane is still in cache: a fused Relu -> MaxPool saves the Relu's
-// pass over memory.
-template <typename T, int Mode>
-void rectify_plane_mode(T* __restrict__ d, const T* __restrict__ y, int64_t n) {
-  // the mode fixed per loop, so that it vectorises (with the mode tested inside, it did not)
-  const T hi = std::numeric_limits<T>::infinity();
-  for (int64_t i = 0; i < n; ++i) d[i] = rectified<T, Mode>(d[i], y[i], T(0), hi);
-}
-
-template <typename T>
-void rectify_plane(T* d, const T* y, int64_t n, int mode) {
-  if (mode == 0) rectify_plane_mode<T, 0>(d, y, n);
-  else if (mode == 1) rectify_plane_mode<T, 1>(d, y, n);
-  else rectify_plane_mode<T, 2>(d, y, n);
-}
-
 // The 2x2 stride-2 fast path (no padding, no dilation, floor output size): one output row oh
 // reads input rows 2oh and 2oh+1 once and writes both grad_in rows, the Relu backward (Mode >= 0)
 // applied in the same pass. The switch is the general path's: the last tap whose value beat the
@@ -255,7 +237,7 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
       for (int64_t ow = 0; ow < g.Wo; ++ow)
         if (t[ow] >= 0) dst[origin + ow * sw + tap_off[t[ow]]] += grow[ow];
     }
-    if (rectify >= 0) rectify_plane(dst, xp, HW, rectify);
+    if (rectify >= 0) rectify_span(dst, xp, HW, rectify);
   });
 }
 

@@ -5,6 +5,9 @@
 // np.maximum. With Mode 1 the y argument is unused (the compiler drops its load).
 #pragma once
 
+#include <cstdint>
+#include <limits>
+
 namespace pydevis::cpu {
 
 template <typename T, int Mode>
@@ -16,6 +19,23 @@ inline T rectified(T gv, T yv, T lo, T hi) {
     const bool pass = (lo < yv) & (yv < hi);
     return pass ? v : T(0);
   }
+}
+
+// In place, over n elements: the backward of a Relu whose output is y, applied to its output
+// gradient d while d is still in cache (a Relu fused into the kernel that produced d: MaxPool's
+// or Conv's backward), the same numbers as rectifier_backward. The mode is fixed per loop, so
+// that it vectorises (with the mode tested inside, it did not).
+template <typename T, int Mode>
+inline void rectify_span_mode(T* __restrict__ d, const T* __restrict__ y, int64_t n) {
+  const T hi = std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < n; ++i) d[i] = rectified<T, Mode>(d[i], y[i], T(0), hi);
+}
+
+template <typename T>
+inline void rectify_span(T* d, const T* y, int64_t n, int mode) {
+  if (mode == 0) rectify_span_mode<T, 0>(d, y, n);
+  else if (mode == 1) rectify_span_mode<T, 1>(d, y, n);
+  else rectify_span_mode<T, 2>(d, y, n);
 }
 
 }  // namespace pydevis::cpu

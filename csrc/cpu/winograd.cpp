@@ -40,6 +40,7 @@
 
 #include "../common/parallel.h"
 #include "blas.h"
+#include "rectify.h"
 #include "winograd_f4.h"
 
 #include "../common/clones.h"
@@ -70,6 +71,11 @@ constexpr int64_t kMinF4Side = 28, kMinF4Pixels = 2048;
 // tiles) and F(4×4) on the 28² ones (>= 784 pixels) made the convs' backward 64 -> 70 ms, their
 // transformed weights (up to 4× the weights: 38 MB for 512 -> 512 F(4×4)) coming from memory
 // each step.
+
+struct Relu {  // a Relu fused after the backward: its output y (N, C, H, W) or nullptr
+  const float* y;
+  int mode;
+};
 
 struct Tiling {
   int64_t TH, TW, rows;  // tile rows and columns of a sample; tile rows per block
@@ -223,7 +229,8 @@ PYDEVIS_CLONES void output_row(const float* p, int64_t s, const ConvGeom& g,
 // (Mg × Cg) blocks one after the other; R·R + ... = (R + 2)² planes.
 template <int R>
 void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in,
-               const ConvGeom& g, const Tiling& tl, int64_t gi, int64_t r0, int64_t r1) {
+               const ConvGeom& g, const Tiling& tl, int64_t gi, int64_t r0, int64_t r1,
+               const Relu& relu) {
   constexpr int kPlanes = (R + 2) * (R + 2);
   const int64_t M = g.M / g.group, C = g.C / g.group, TW = tl.TW, ld = tl.rows * TW;
   const int64_t nt = (r1 - r0) * TW;
@@ -248,9 +255,14 @@ void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / tl.TH, ty = r % tl.TH;
       const float* pc = p + c * ld + (r - r0) * TW;
-      float* gc = grad_in + (n * g.C + gi * C + c) * g.H * g.W;
+      const int64_t plane = (n * g.C + gi * C + c) * g.H * g.W;
+      float* gc = grad_in + plane;
       if constexpr (R == 2) output_row(pc, ps, g, tl, ty, gc, scratch);
       else f4::output_row(pc, ps, g.H, g.W, ty, TW, gc, scratch);
+      if (relu.y != nullptr) {  // the rows just written, still in cache
+        const int64_t y0 = R * ty, rows = std::min<int64_t>(R, g.H - y0);
+        rectify_span(gc + y0 * g.W, relu.y + plane + y0 * g.W, rows * g.W, relu.mode);
+      }
     }
 }
 
@@ -265,7 +277,7 @@ int64_t weights_floats(const ConvGeom& g) {
 
 template <int R>
 void run(const float* grad_out, const float* weight, float* grad_in, const ConvGeom& g,
-         const float* prepared) {
+         const float* prepared, const Relu& relu) {
   constexpr int kPlanes = (R + 2) * (R + 2);
   Tiling tl{ceil_div(g.H, R), ceil_div(g.W, R), 1, 0};
   tl.Wp = R * tl.TW + 2;
@@ -293,7 +305,7 @@ void run(const float* grad_out, const float* weight, float* grad_in, const ConvG
   parallel_for(g.group * blocks, kPlanes * Mg * Cg * tl.rows * tl.TW * 2, [&](int64_t t) {
     const int64_t gi = t / blocks, b = t % blocks;
     run_block<R>(grad_out, u, us, grad_in, g, tl, gi, b * tl.rows,
-                 std::min(total, (b + 1) * tl.rows));
+                 std::min(total, (b + 1) * tl.rows), relu);
   });
 }
 
@@ -321,9 +333,11 @@ void winograd_weights(const float* weight, const ConvGeom& g, int variant, float
 }
 
 void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
-                            const ConvGeom& g, int variant, const float* prepared) {
-  if (variant == 4) return run<4>(grad_out, weight, grad_in, g, prepared);
-  run<2>(grad_out, weight, grad_in, g, prepared);
+                            const ConvGeom& g, int variant, const float* prepared,
+                            const float* relu_y, int relu_mode) {
+  const Relu relu{relu_y, relu_mode};
+  if (variant == 4) return run<4>(grad_out, weight, grad_in, g, prepared, relu);
+  run<2>(grad_out, weight, grad_in, g, prepared, relu);
 }
 
 }  // namespace pydevis::cpu

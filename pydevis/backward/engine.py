@@ -79,50 +79,57 @@ def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
             needs += [f"shape:in:{i}" for i in range(len(node.inputs))]
         for token in needs:
             _resolve(token, node, graph, data, values, shapes)
-    walk = fuse_relu_max_pool(steps, graph, target) if FUSE else steps
+    walk = fuse_relu(steps, graph, target) if FUSE else steps
     return Plan(target, tuple(steps), tuple(dict.fromkeys(values)), tuple(dict.fromkeys(shapes)),
                 tuple(walk))
 
 
-#: Fuse Relu -> MaxPool pairs (:func:`fuse_relu_max_pool`); False walks them one by one.
+#: Fuse Relu -> MaxPool and Relu -> Conv pairs (:func:`fuse_relu`); False walks them one by one.
 FUSE = True
 
 
-def fuse_relu_max_pool(steps: list[tuple[Node, Rule]], graph: Graph,
-                       target: str) -> list[tuple[Node, Rule]]:
-    """The steps run() executes: one step for each MaxPool whose input is the output of a Relu
-    read by nothing else (Plan.steps keeps the graph's nodes for the rest of pydevis).
+def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph, target: str) -> list[tuple[Node, Rule]]:
+    """The steps run() executes: one step for each MaxPool or Conv whose (first) input is the
+    output of a Relu read by nothing else (Plan.steps keeps the graph's nodes for the rest of
+    pydevis).
 
-    The fused step gives the Relu's input the MaxPool's gradient then the Relu's backward, the
-    same numbers as the two steps (``rules.pool.max_pool_after_relu``); on the C++ backend the
-    rectifier runs on each plane while it is in cache. The Relu's output must be read only by the
-    MaxPool (no fan-out gradient to add first), and be neither the target nor a graph output.
+    The fused step gives the Relu's input the MaxPool's (Conv's) gradient then the Relu's
+    backward, the same numbers as the two steps (``rules.pool.max_pool_after_relu``,
+    ``rules.conv.conv_after_relu``); on the C++ backend the rectifier runs on each plane (tile
+    row, for Winograd convs) while it is in cache. The Relu's output must be read only by that
+    node (no fan-out gradient to add first), and be neither the target nor a graph output.
     """
+    from .rules.conv import CONV_AFTER_RELU
     from .rules.pool import MAX_POOL_AFTER_RELU
 
     onnx_domain = ("", "ai.onnx")
+    rules = {"MaxPool": MAX_POOL_AFTER_RELU, "Conv": CONV_AFTER_RELU}
     relus = {n.outputs[0]: n for n, _ in steps if n.op_type == "Relu" and n.domain in onnx_domain}
-    fused: dict[str, Node] = {}  # Relu output -> the fused node that replaces the MaxPool
+    # by node identity (names may be empty or repeated): MaxPool / Conv -> the fused node
+    # replacing it, and the Relus whose backward runs inside a fused step
+    fused: dict[int, Node] = {}
+    absorbed: set[int] = set()
     for node, _ in steps:
-        if node.op_type != "MaxPool" or node.domain not in onnx_domain or not node.inputs:
+        if node.op_type not in rules or node.domain not in onnx_domain or not node.inputs:
             continue
         y = node.inputs[0]
         relu = relus.get(y)
-        if (relu is None or y == target or y in graph.output_names
+        if (relu is None or y == target or y in graph.output_names or y in node.inputs[1:]
                 or len(graph.consumers.get(y, [])) != 1 or len(node.outputs) != 1):
             continue
-        fused[y] = Node(name=f"{relu.name}+{node.name}", op_type="Relu+MaxPool",
-                        domain="", inputs=[relu.inputs[0]], outputs=list(node.outputs),
-                        attrs={**node.attrs, "relu_output": y},
-                        since_version=node.since_version, index=node.index)
+        fused[id(node)] = Node(name=f"{relu.name}+{node.name}", op_type=f"Relu+{node.op_type}",
+                                domain="", inputs=[relu.inputs[0], *node.inputs[1:]],
+                                outputs=list(node.outputs), attrs={**node.attrs, "relu_output": y},
+                                since_version=node.since_version, index=node.index)
+        absorbed.add(id(relu))
     if not fused:
         return steps
     out: list[tuple[Node, Rule]] = []
     for node, rule in steps:
-        if node.op_type == "Relu" and node.outputs[0] in fused:
+        if id(node) in absorbed:
             continue  # its backward runs inside the fused step
-        if node.op_type == "MaxPool" and node.inputs and node.inputs[0] in fused:
-            out.append((fused[node.inputs[0]], MAX_POOL_AFTER_RELU))
+        if id(node) in fused:
+            out.append((fused[id(node)], rules[node.op_type]))
             continue
         out.append((node, rule))
     return out

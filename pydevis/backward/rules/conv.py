@@ -15,7 +15,7 @@ import math
 
 from ... import kernels
 from ...errors import UnsupportedOpError
-from ..registry import rule
+from ..registry import Rule, rule
 
 
 def resolve_pads(node, in_hw, kernel, strides, dilations) -> tuple[int, int, int, int]:
@@ -45,7 +45,18 @@ def check_2d(node, shape) -> None:
 @rule("Conv", needs=("in:1", "shape:in:0"))
 def conv(node, ctx, gy, mode):
     """dX = conv_transpose(g, W) with the forward strides, pads, dilations and groups."""
-    x_shape = ctx.shape(node.inputs[0])
+    return [_conv_backward(node, ctx, gy, ctx.shape(node.inputs[0]))] + \
+        [None] * (len(node.inputs) - 1)
+
+
+def conv_after_relu(node, ctx, gy, mode):
+    """The fused Relu -> Conv step (``engine.fuse_relu``): Conv's backward to the Relu's output
+    y, then the Relu's (g·[y>0], max(g,0) or both, by mode)."""
+    y = ctx.value(node.attrs["relu_output"])
+    return [_conv_backward(node, ctx, gy, y.shape, mode, y)] + [None] * (len(node.inputs) - 1)
+
+
+def _conv_backward(node, ctx, gy, x_shape, rectify=None, y=None):
     check_2d(node, x_shape)
     if node.inputs[1] not in ctx.graph.constants and not ctx.has(node.inputs[1]):
         raise UnsupportedOpError("Conv", node.name, "its weights depend on the input")
@@ -54,7 +65,11 @@ def conv(node, ctx, gy, mode):
     strides = tuple(node.attrs.get("strides") or (1, 1))
     dilations = tuple(node.attrs.get("dilations") or (1, 1))
     pads = resolve_pads(node, x_shape[2:], kernel, strides, dilations)
-    gx = kernels.conv2d_backward_data(gy[0], w, x_shape[2:], strides, pads, dilations,
-                                      int(node.attrs.get("group", 1)),
-                                      constant_weight=node.inputs[1] in ctx.graph.constants)
-    return [gx] + [None] * (len(node.inputs) - 1)
+    return kernels.conv2d_backward_data(gy[0], w, x_shape[2:], strides, pads, dilations,
+                                        int(node.attrs.get("group", 1)),
+                                        constant_weight=node.inputs[1] in ctx.graph.constants,
+                                        rectify=rectify, y=y)
+
+
+#: Not registered by op type: the engine builds fused steps with it.
+CONV_AFTER_RELU = Rule("Relu+Conv", conv_after_relu, ("in:1", "shape:in:0"), False)

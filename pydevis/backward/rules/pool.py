@@ -30,7 +30,7 @@ def max_pool(node, ctx, gy, mode):
 
 
 def max_pool_after_relu(node, ctx, gy, mode):
-    """The fused Relu -> MaxPool step (``engine.fuse_relu_max_pool``): MaxPool's backward from
+    """The fused Relu -> MaxPool step (``engine.fuse_relu``): MaxPool's backward from
     the Relu's output y, then the Relu's (g·[y>0], max(g,0) or both, by mode)."""
     y = ctx.value(node.attrs["relu_output"])
     check_2d(node, y.shape)
