@@ -24,6 +24,7 @@ import numpy as np
 
 REPEATS = 3
 TOP = 12
+CONVS = ("Conv", "Relu+Conv")  # a Relu fused into the Conv's backward step (engine.fuse_relu)
 
 
 def profile_case(ctx, x, cls_list, torch_step, base, worker) -> dict:
@@ -112,7 +113,7 @@ def backward_rules(pm, x, cls_list, worker) -> dict:
 def layer_info(node, ctx, g, gx) -> dict:
     """Shapes, and for a Conv its backward-data GFLOP and (depthwise) the bytes it must move."""
     out: dict = {"grad_out": list(g.shape), "grad_in": None if gx is None else list(gx.shape)}
-    if node.op_type != "Conv" or gx is None:
+    if node.op_type not in CONVS or gx is None:
         return out
     w = ctx.value(node.inputs[1])
     group = int(node.attrs.get("group", 1))
@@ -132,7 +133,7 @@ def layer_info(node, ctx, g, gx) -> dict:
 def conv_kinds(nodes) -> dict:
     kinds: dict[str, dict] = {}
     for d in nodes:
-        if d["op"] != "Conv" or "kind" not in d:
+        if d["op"] not in CONVS or "kind" not in d:
             continue
         k = kinds.setdefault(d["kind"], {"ms": 0.0, "gflop": 0.0, "gbytes": 0.0, "layers": 0})
         k["ms"] += d["ms"]
@@ -173,7 +174,7 @@ def levers(p: dict, worker: dict) -> list[str]:
             gbs = k["gbytes"] / k["ms"] * 1e3
             line += f"; {gbs:.1f} GB/s = {100 * gbs / triad:.0f} % of the triad"
         out.append(line)
-    rest = {k: v for k, v in bwd["by_op_ms"].items() if k != "Conv"}
+    rest = {k: v for k, v in bwd["by_op_ms"].items() if k not in CONVS}
     if rest:
         out.append("backward other rules: " + ", ".join(f"{k} {v:.1f} ms" for k, v in
                                                        list(rest.items())[:5]))
