@@ -226,7 +226,7 @@ PYDEVIS_CLONES void output_row(const float* p, int64_t s, const ConvGeom& g,
 }
 
 // One task: group gi, global tile rows [r0, r1) (row = n·TH + ty). U[ξ] holds the groups'
-// (Mg × Cg) blocks one after the other; R·R + ... = (R + 2)² planes.
+// (Mg × Cg) blocks one after the other, in (R + 2)² planes.
 template <int R>
 void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in,
                const ConvGeom& g, const Tiling& tl, int64_t gi, int64_t r0, int64_t r1,
