@@ -59,7 +59,7 @@ pydevis::cpu::ConvGeom conv_geometry(const py::array& grad_out, const py::array&
                                      const Ints& dilations, int64_t group) {
   pydevis::check_layout(grad_out, "grad_out", 4);
   pydevis::check_layout(weight, "weight", 4);
-  pydevis::is_float64(grad_out, "grad_out");
+  pydevis::is_float64(grad_out, "grad_out");  // a float32/float64 check; the value is unused
   pydevis::check_same_dtype(weight, "weight", grad_out, "grad_out");
   return pydevis::conv_front(shape_of(grad_out), shape_of(weight), in_hw, strides, pads,
                              dilations, group);

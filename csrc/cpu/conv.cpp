@@ -77,16 +77,10 @@ inline void scatter_row(const T* row, int64_t oh0, int64_t oh1, T* dst, const Co
   }
 }
 
-// A Relu fused after the conv's backward (its output y is the conv's input X): applied to each
-// task's grad_in planes right after they are written, while they are in cache.
+// A Relu fused after the conv's backward (rectify.h's FusedRelu) is applied to each task's
+// grad_in planes right after they are written, while they are in cache.
 template <typename T>
-struct Fused {
-  const T* y;  // (N, C, H, W), or nullptr: no Relu
-  int mode;
-  void apply(T* dst, int64_t offset, int64_t n) const {
-    if (y != nullptr) rectify_span(dst, y + offset, n, mode);
-  }
-};
+using Fused = FusedRelu<T>;
 
 template <typename T>
 void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,

@@ -38,4 +38,15 @@ inline void rectify_span(T* d, const T* y, int64_t n, int mode) {
   else rectify_span_mode<T, 2>(d, y, n);
 }
 
+// A Relu fused after a conv's backward (its output y is the conv's input X, N × C × H × W):
+// apply() rectifies n gradient values at `offset` of grad_in, right after a task wrote them.
+template <typename T>
+struct FusedRelu {
+  const T* y;  // or nullptr: no Relu
+  int mode;
+  void apply(T* dst, int64_t offset, int64_t n) const {
+    if (y != nullptr) rectify_span(dst, y + offset, n, mode);
+  }
+};
+
 }  // namespace pydevis::cpu

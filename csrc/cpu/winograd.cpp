@@ -72,10 +72,7 @@ constexpr int64_t kMinF4Side = 28, kMinF4Pixels = 2048;
 // transformed weights (up to 4× the weights: 38 MB for 512 -> 512 F(4×4)) coming from memory
 // each step.
 
-struct Relu {  // a Relu fused after the backward: its output y (N, C, H, W) or nullptr
-  const float* y;
-  int mode;
-};
+using Relu = FusedRelu<float>;  // a Relu fused after the backward (rectify.h)
 
 struct Tiling {
   int64_t TH, TW, rows;  // tile rows and columns of a sample; tile rows per block
@@ -259,10 +256,8 @@ void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in
       float* gc = grad_in + plane;
       if constexpr (R == 2) output_row(pc, ps, g, tl, ty, gc, scratch);
       else f4::output_row(pc, ps, g.H, g.W, ty, TW, gc, scratch);
-      if (relu.y != nullptr) {  // the rows just written, still in cache
-        const int64_t y0 = R * ty, rows = std::min<int64_t>(R, g.H - y0);
-        rectify_span(gc + y0 * g.W, relu.y + plane + y0 * g.W, rows * g.W, relu.mode);
-      }
+      const int64_t y0 = R * ty, rows = std::min<int64_t>(R, g.H - y0);
+      relu.apply(gc + y0 * g.W, plane + y0 * g.W, rows * g.W);  // the rows just written
     }
 }
 
