@@ -306,8 +306,9 @@ def add_common_args(p: argparse.ArgumentParser, default_name: str) -> None:
     p.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     p.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), nargs="+",
                    default=["passive"],
-                   help="OMP_WAIT_POLICY of the workers (every OpenMP runtime: torch's, the C++ "
-                        "backend's, numba's), one worker per policy; default: unset. Default "
+                   help="OMP_WAIT_POLICY of the workers (the OpenMP runtimes: torch's, numba's; "
+                        "the C++ backend's own pool spins PYDEVIS_SPIN_US instead), one worker per "
+                        "policy; default: unset. Default "
                         "passive: on a shared, loaded machine spinning teams run several times "
                         "slower (ascent_step.py times both passive and default)")
     # internal: one thread count, in a subprocess, writing its rows to a file

@@ -407,7 +407,7 @@ py::array ascent_step(const py::array& v, const py::array& g, const py::array& e
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "pydevis CPU kernels (C++, OpenMP, OpenBLAS); see docs/kernels.md";
+  m.doc() = "pydevis CPU kernels (C++, own thread pool, OpenBLAS); see docs/kernels.md";
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"), py::arg("winograd_u") = py::none(), py::arg("y") = py::none(),
@@ -463,6 +463,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("hi"),
         "clamp_channels(clip_small_contribution(clip_small_norm(gaussian_blur(ascent_update(v, g, "
         "eta, decay), blur_sigma), norm_pct), g, contrib_pct), lo, hi) in one call, bit for bit.");
+  m.def("park_workers", &pydevis::park_workers,
+        "Make the kernels' idle pool workers stop spinning and sleep now (call before another "
+        "thread pool, such as ONNX Runtime's, runs on the same cores); the next kernel wakes "
+        "them.");
+  m.def("spin_microseconds", &pydevis::spin_microseconds,
+        "How long (µs) the pool's idle workers spin before they sleep (PYDEVIS_SPIN_US).");
   m.attr("has_openmp") =
 #ifdef _OPENMP
       true;

@@ -33,6 +33,7 @@ from onnx import helper, numpy_helper
 
 from .errors import ModelError
 from .graph import Graph
+from .kernels import park_workers
 
 
 @functools.cache
@@ -285,6 +286,7 @@ class Runner:
 
     def _run(self, x: np.ndarray, names: tuple[str, ...], batchable: bool):
         sess = self._session(names, batchable)
+        park_workers()  # the backward kernels' pool sleeps while ONNX Runtime's runs
         try:
             values = sess.run(list(names), {self.graph.input_name: x})
         except Exception as exc:

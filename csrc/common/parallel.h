@@ -1,44 +1,64 @@
-// OpenMP helpers: the kernels compile (serially) without OpenMP too.
+// Parallel loops of the CPU kernels: pydevis's own thread pool (parallel.cpp).
+//
+// Why not `#pragma omp parallel for`: an ascent step runs ONNX Runtime's forward on its pool and
+// then these kernels on theirs, on the same cores, over and over. libgomp's idle workers spin
+// 300 000 rounds before they sleep (OMP_WAIT_POLICY unset), holding the cores the next forward
+// needs; its settings are read once per process, and when torch is imported first the process
+// has torch's libgomp (same soname), whose settings are torch's. This pool's idle workers spin
+// for spin_microseconds() (PYDEVIS_SPIN_US, default 200 µs), then sleep on a condition variable,
+// and park_workers() (called before each ONNX Runtime run) sends them to sleep at once.
+// Measured: docs/kernels.md, "Threads".
+//
+// The team size is OpenMP's (omp_get_max_threads(): OMP_NUM_THREADS, omp_set_num_threads) when
+// built with OpenMP, else OMP_NUM_THREADS or the hardware's thread count. A loop runs serially
+// on the calling thread when it is small (kMinParallelWork), when it is called from inside
+// another loop's task, or when another thread holds the pool. Tasks must not throw (the kernels
+// check their arguments before their loops); should one throw, the loop's remaining tasks still
+// run and the first exception is rethrown to the caller.
 #pragma once
 
 #include <cstdint>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <type_traits>
 
 namespace pydevis {
 
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+// Threads in a parallel loop (the caller included).
+int max_threads();
 
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
+// How long (µs) an idle worker spins before it sleeps, and the caller waits for the others.
+int spin_microseconds();
+
+// Workers spinning for their next task stop and sleep now (before another pool, such as ONNX
+// Runtime's, takes the cores); the next loop wakes them.
+void park_workers();
+
+// Run chunk(ctx, begin, end) over a static split of [0, n) across min(n, threads) members of the
+// pool, the caller being member 0: member t gets a contiguous range, the first n % team ranges
+// one item longer. Serial (one call, [0, n)) in the cases the header comment lists.
+void parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t), void* ctx);
 
 // Below this much work (element operations) a loop runs on the calling thread: waking the
-// OpenMP team costs more than it saves. 2^15 was too low on a busy machine (a 2^18-element Relu
+// team costs more than it saves. 2^15 was too low on a busy machine (a 2^18-element Relu
 // backward through the 2-thread team took 16 ms at load 3.5, 0.6 ms serially); 2^18 is the
 // numba backend's threshold too (bench/README.md, "numba: serial path for small arrays").
 constexpr int64_t kMinParallelWork = 1 << 18;
 
-// f(i) for i in [0, n), statically split over the OpenMP team when n * cost is large enough.
+// f(i) for i in [0, n), statically split over the pool when n * cost_per_item is large enough.
 template <typename F>
 void parallel_for(int64_t n, int64_t cost_per_item, F&& f) {
-#ifdef _OPENMP
-  const bool par = n > 1 && n * cost_per_item >= kMinParallelWork && max_threads() > 1;
-#pragma omp parallel for schedule(static) if (par)
-#endif
-  for (int64_t i = 0; i < n; ++i) f(i);
+  const int threads = max_threads();
+  if (n <= 1 || n * cost_per_item < kMinParallelWork || threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  using Fn = typename std::remove_reference<F>::type;
+  parallel_run(
+      n, threads,
+      [](void* ctx, int64_t begin, int64_t end) {
+        Fn& fn = *static_cast<Fn*>(ctx);
+        for (int64_t i = begin; i < end; ++i) fn(i);
+      },
+      const_cast<void*>(static_cast<const void*>(&f)));
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -8,7 +8,7 @@
 //   mode 2 guided:    max(g, 0) · [lo < y < hi]
 // The loops are branch-free (both comparisons evaluated, '&' not '&&', restrict pointers) so
 // that the compiler vectorises them: a short-circuit mask kept the loop scalar, ~9x slower than
-// torch's threshold_backward on 6.4 M elements. The op is memory-bound, so the OpenMP team is
+// torch's threshold_backward on 6.4 M elements. The op is memory-bound, so the thread pool is
 // woken only past kMinParallelElems: below that one core streams it as fast as a team can be
 // woken. Measured (2 threads, Xeon AVX-512, median ms, serial -> team): 300 K elements 0.124 ->
 // 0.056 with OMP_WAIT_POLICY unset, 0.120 -> 0.123 PASSIVE; 1.55 M 0.69 -> 0.37 and 0.65 -> 0.48
@@ -23,7 +23,7 @@
 namespace pydevis::cpu {
 
 namespace {
-constexpr int64_t kChunk = 1 << 16;              // elements per OpenMP task
+constexpr int64_t kChunk = 1 << 16;              // elements per parallel task
 constexpr int64_t kMinParallelElems = 1 << 18;   // 1 MiB of float32 per operand
 
 template <typename T, int Mode>

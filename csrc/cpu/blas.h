@@ -29,9 +29,9 @@ inline void gemv_t(int m, int k, const double* a, int lda, const double* x, int 
   scipy_cblas_dgemv(CblasRowMajor, CblasTrans, k, m, 1.0, a, lda, x, incx, 0.0, y, incy);
 }
 
-// While alive, OpenBLAS runs single-threaded, so each OpenMP thread's GEMM stays on its own core.
-// OpenBLAS is a pthreads build: a multi-threaded GEMM called from several OpenMP threads would
-// serialise on its level-3 lock and its workers would spin on cores the OpenMP team owns. The
+// While alive, OpenBLAS runs single-threaded, so each pool thread's GEMM stays on its own core.
+// OpenBLAS is a pthreads build: a multi-threaded GEMM called from several pool threads would
+// serialise on its level-3 lock and its workers would spin on cores the pool owns. The
 // setting is process-wide, so concurrent callers share one reference count; the last one out
 // restores the previous thread count (OpenBLAS's own pool is not used by pydevis otherwise).
 class BlasSingleThread {

@@ -5,7 +5,7 @@
 // GEMM packs W first (a second pass over it) and a GEMV reads it below the memory bandwidth;
 // here each element of W goes from memory straight into N FMAs.
 //
-// Scheme. W's rows are cut into parts (a function of M alone), spread over the OpenMP team; each
+// Scheme. W's rows are cut into parts (a function of M alone), spread over the thread pool; each
 // part sums into its own (N, K) buffer (the first into grad_in), added up in part order at the
 // end, so results do not depend on the thread count. A part is walked in blocks of kRows rows,
 // each read as kRows sequential streams (prefetched ahead, into the next block), adding

@@ -1,5 +1,5 @@
 // Pooling backward: max-pool backward from the input (the switches found here), average and
-// global-average pooling. Planes are independent: one OpenMP task per (n, c) plane, no atomics,
+// global-average pooling. Planes are independent: one task per (n, c) plane, no atomics,
 // and overlapping windows that picked the same switch accumulate in order.
 //
 // max_pool2d_backward finds the switches itself from the forward input x, so the forward need not

@@ -23,7 +23,7 @@
 // On one thread the 64-channel 224² layer splits 73 ms GEMM, ~35 ms each transform.
 //
 // Scheme: the weights are transformed once per call (U[ξ] stored M × C, transposed for
-// gemm_tn), then OpenMP tasks over blocks of whole tile rows (of any samples) each transform
+// gemm_tn), then parallel tasks over blocks of whole tile rows (of any samples) each transform
 // their block of grad_out into V (16 × M × tiles), run the 16 single-threaded GEMMs into P
 // (16 × C × tiles) and transform P back into grad_in. At most one block per thread: on 13×13
 // and 14×14 planes smaller blocks (narrower GEMMs) were slower (AlexNet 384->256 13²: 7.5 ms

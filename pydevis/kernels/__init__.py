@@ -13,6 +13,7 @@ backend whatever the host backend is, with its device arrays left on the GPU, an
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "clip_small_contribution",
     "clip_small_norm",
     "gaussian_blur",
+    "park_workers",
 ]
 
 #: The signal modes, the one definition (``pydevis.MODES`` is this tuple): gradient (Simonyan et
@@ -46,6 +48,16 @@ __all__ = [
 #: is the code the kernels take (:func:`mode_code`).
 MODES = ("gradient", "deconvnet", "guided")
 _FLOATS = (np.float32, np.float64)
+
+
+def park_workers() -> None:
+    """The C++ backend's idle pool workers stop spinning and sleep now, so that the next thread
+    pool on these cores (ONNX Runtime's forward: ``pydevis/session.py`` calls this before each
+    run) has them; the next kernel wakes them (``csrc/common/parallel.h``). A no-op when the
+    C++ backend has not been loaded."""
+    cpp = sys.modules.get("pydevis.kernels._cpp")
+    if cpp is not None and cpp._C is not None:
+        cpp._C.park_workers()
 
 
 def _on_device(a) -> bool:
@@ -150,9 +162,9 @@ def linear_backward_data(grad_out, weight, *, module=None) -> np.ndarray:
     """dL/dX of ``Y = X·Wᵀ`` (ONNX Gemm with transB=1, W of shape (M, K)): ``G·W``, (N, K).
 
     Host arrays only. On the C++ backend, for N up to :data:`LINEAR_MAX_N`, a kernel that reads
-    W once, straight into register-blocked FMAs, split by rows across the OpenMP team (the op is
+    W once, straight into register-blocked FMAs, split by rows across the thread pool (the op is
     memory-bound at small N), skipping the rows whose G column is zero; above, the 1×1
-    transposed convolution of G laid out as one (M, 1, N) image: one GEMM, split over the OpenMP
+    transposed convolution of G laid out as one (M, 1, N) image: one GEMM, split over the thread
     team with OpenBLAS single-threaded.
     numpy's product would run numpy's own multi-threaded OpenBLAS, whose workers spin after the
     call on the cores the next kernels need (measured on 2 busy cores, N=8, 4096×4096: 74 ms vs

@@ -1,4 +1,4 @@
-"""The C++ backend: re-exports ``pydevis._C`` (CPU kernels, OpenMP + OpenBLAS).
+"""The C++ backend: re-exports ``pydevis._C`` (CPU kernels, own thread pool + OpenBLAS).
 
 Signatures and semantics are those of ``docs/kernels.md``; :mod:`pydevis.kernels` validates and
 converts arguments before calling here, and ``pydevis._C`` checks them again (``ValueError``).

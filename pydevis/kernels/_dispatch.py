@@ -48,6 +48,22 @@ def _env() -> str | None:
     return value
 
 
+#: ``PYDEVIS_SPIN_US``: how long the C++ pool's idle workers spin (µs) before they sleep
+#: (``csrc/common/parallel.h``); read once, when ``pydevis._C`` first runs a parallel loop.
+SPIN_US_MAX = 1_000_000
+
+
+def _check_spin_env() -> None:
+    """A BackendError when ``PYDEVIS_SPIN_US`` is set to anything but a whole number of
+    microseconds in [0, :data:`SPIN_US_MAX`] (the C++ side would ignore it silently)."""
+    value = os.environ.get("PYDEVIS_SPIN_US")
+    if value is None or value == "":
+        return
+    if not (value.isascii() and value.isdigit()) or int(value) > SPIN_US_MAX:
+        raise BackendError(f"PYDEVIS_SPIN_US={value!r} is not a whole number of microseconds "
+                           f"from 0 to {SPIN_US_MAX}")
+
+
 def forced() -> str | None:
     """The kernel backend named by ``PYDEVIS_BACKEND``, or None (also for ``ort``)."""
     value = _env()
@@ -63,6 +79,7 @@ def signal_backend() -> str | None:
 
 def host_backend() -> ModuleType:
     """The backend used for numpy (host) arrays."""
+    _check_spin_env()
     name = forced()
     if name is not None:
         mod = _load(name)

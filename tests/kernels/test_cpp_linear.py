@@ -161,8 +161,8 @@ def test_same_bits_for_any_thread_count():
     """The sums' order is a function of the shape alone (row parts, then parts in order)."""
     if not _C.has_openmp:
         pytest.skip("built without OpenMP")
-    outs = {t: subprocess.run([sys.executable, "-P", "-c", _SCRIPT], capture_output=True, check=True,
-                              env={**os.environ, "OMP_NUM_THREADS": str(t)}).stdout
+    outs = {t: subprocess.run([sys.executable, "-P", "-c", _SCRIPT], capture_output=True,
+                              check=True, env={**os.environ, "OMP_NUM_THREADS": str(t)}).stdout
             for t in (1, 2, 3)}
     assert len(outs[1]) == 2 * 5 * 999 * 8
     assert outs[1] == outs[2] == outs[3]
