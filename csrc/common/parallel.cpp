@@ -6,7 +6,7 @@
 // spinning for spin_microseconds() and then sleeping on its own condition variable, runs its
 // range and counts down pending_; the caller runs range 0, then waits (spins, then sleeps) until
 // pending_ is 0. Workers that are not in a loop's team are not woken and never read job_. One
-// loop at a time holds the pool (busy_); a loop that finds it held runs serially. Sleep and wake
+// loop at a time holds the pool (busy); a loop that finds it held runs serially. Sleep and wake
 // use the store-then-load pattern on sequentially consistent atomics (the sleeper stores its
 // flag, then checks the ticket; the waker stores the ticket, then checks the flag), so one of
 // the two always sees the other, and the waker then takes the sleeper's mutex, which the sleeper
@@ -116,10 +116,15 @@ class Pool {
   }
 
  private:
+  // The mailbox joins boxes_ only once its thread runs: should the thread not start
+  // (std::system_error, out to the kernel's caller), no later loop waits on a member that does
+  // not exist.
   void start_worker() {
-    boxes_.push_back(std::make_unique<Mailbox>());
-    const int index = static_cast<int>(boxes_.size());
-    std::thread([this, index, box = boxes_.back().get()] { loop(index, *box); }).detach();
+    boxes_.reserve(boxes_.size() + 1);  // push_back below cannot throw once the thread runs
+    auto box = std::make_unique<Mailbox>();
+    const int index = static_cast<int>(boxes_.size()) + 1;
+    std::thread([this, index, b = box.get()] { loop(index, *b); }).detach();
+    boxes_.push_back(std::move(box));
   }
 
   void member(int t, const Job& job) {

@@ -8,10 +8,11 @@
 // Mg × (Ho·Wo)) then a scatter-add of each column row back to the pixel it was read from (col2im;
 // positions that fell in the padding are dropped).
 //
-// Parallel scheme: the thread pool over independent tasks, each a (sample n, group g, block of input
-// channels), with OpenBLAS held single-threaded (BlasSingleThread). A task owns its output planes,
-// so the col2im needs no atomics; its GEMM runs over Ho-row tiles whose col buffer (thread-local,
-// reused across calls, bounded by kTileBytes) stays in cache between the GEMM and the scatter.
+// Parallel scheme: the thread pool over independent tasks, each a (sample n, group g, block of
+// input channels), with OpenBLAS held single-threaded (BlasSingleThread). A task owns its output
+// planes, so the col2im needs no atomics; its GEMM runs over Ho-row tiles whose col buffer
+// (thread-local, reused across calls, bounded by kTileBytes) stays in cache between the GEMM and
+// the scatter.
 // The alternative, one multi-threaded OpenBLAS GEMM per (n, g) followed by a parallel col2im, was
 // measured 3-6x slower on 2 cores (N=8, C=128, M=256, 28x28, 3x3 and N=8, C=M=64, 56x56): the
 // pthreads OpenBLAS workers spin after each call on the cores the pool needs, and the full
