@@ -165,7 +165,7 @@ def linear_backward_data(grad_out, weight, *, module=None) -> np.ndarray:
     W once, straight into register-blocked FMAs, split by rows across the thread pool (the op is
     memory-bound at small N), skipping the rows whose G column is zero; above, the 1×1
     transposed convolution of G laid out as one (M, 1, N) image: one GEMM, split over the thread
-    team with OpenBLAS single-threaded.
+    pool with OpenBLAS single-threaded.
     numpy's product would run numpy's own multi-threaded OpenBLAS, whose workers spin after the
     call on the cores the next kernels need (measured on 2 busy cores, N=8, 4096×4096: 74 ms vs
     15; 1 thread: 10 vs 11). The numba backend does the same when its conv takes its OpenBLAS
