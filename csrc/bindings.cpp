@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,13 +44,13 @@ const T* cptr(const py::array& a) {
 // ---- conv2d_backward_data ---------------------------------------------------------------------
 template <typename T>
 py::array conv_impl(const py::array& go, const py::array& w, const pydevis::cpu::ConvGeom& g,
-                    const float* u, const py::array* y, int rectify) {
+                    const float* u, const py::array* y, int rectify, double lo, double hi) {
   auto out = new_array<T>({g.N, g.C, g.H, g.W});
   T* dst = out.mutable_data();
+  const pydevis::cpu::FusedRelu<T> relu{y ? cptr<T>(*y) : nullptr, rectify, T(lo), T(hi)};
   {
     py::gil_scoped_release nogil;
-    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g, u,
-                                          y ? cptr<T>(*y) : nullptr, rectify);
+    pydevis::cpu::conv2d_backward_data<T>(cptr<T>(go), cptr<T>(w), dst, g, u, relu);
   }
   return std::move(out);
 }
@@ -69,11 +70,14 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
                                const Ints& in_hw, const Ints& strides, const Ints& pads,
                                const Ints& dilations, int64_t group,
                                const std::optional<py::array>& winograd_u,
-                               const std::optional<py::array>& y, int rectify) {
+                               const std::optional<py::array>& y, int rectify, double lo,
+                               double hi) {
   const auto g = conv_geometry(grad_out, weight, in_hw, strides, pads, dilations, group);
   const bool f64 = pydevis::is_float64(grad_out, "grad_out");
   PYDEVIS_CHECK(rectify >= -1 && rectify <= 2, "rectify: must be -1 (none) or a mode 0..2, got ",
                 rectify);
+  PYDEVIS_CHECK(!std::isnan(lo) && !std::isnan(hi) && lo <= hi,
+                "lo, hi: the rectifier's bounds must be numbers with lo <= hi, got ", lo, ", ", hi);
   if (rectify >= 0) {
     PYDEVIS_CHECK(y.has_value(), "y: the Relu output is needed with rectify ", rectify);
     pydevis::check_layout(*y, "y", 4);
@@ -96,8 +100,8 @@ py::array conv2d_backward_data(const py::array& grad_out, const py::array& weigh
                             std::to_string(variant) + ") of this conv");
     u = static_cast<const float*>(winograd_u->data());
   }
-  return f64 ? conv_impl<double>(grad_out, weight, g, nullptr, relu_y, rectify)
-             : conv_impl<float>(grad_out, weight, g, u, relu_y, rectify);
+  return f64 ? conv_impl<double>(grad_out, weight, g, nullptr, relu_y, rectify, lo, hi)
+             : conv_impl<float>(grad_out, weight, g, u, relu_y, rectify, lo, hi);
 }
 
 // The Winograd variant (0, 2, 4) conv2d_backward_data runs for these float32 arguments; the
@@ -411,10 +415,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"), py::arg("winograd_u") = py::none(), py::arg("y") = py::none(),
-        py::arg("rectify") = -1,
+        py::arg("rectify") = -1, py::arg("lo") = 0.0,
+        py::arg("hi") = std::numeric_limits<double>::infinity(),
         "dL/dX of ONNX Conv (the transposed convolution). winograd_u: winograd_weights(weight, "
         "group, winograd_variant(...)) of this conv, when that variant is not 0. rectify 0..2: "
-        "X is y, a Relu's output, and that Relu's backward in that mode follows.");
+        "X is y, the output of a Relu (lo 0, hi inf) or Clip (lo, hi), and that rectifier's "
+        "backward in that mode follows.");
   m.def("winograd_variant", &winograd_variant, py::arg("grad_out"), py::arg("weight"),
         py::arg("in_hw"), py::arg("strides"), py::arg("pads"), py::arg("dilations"),
         py::arg("group"),

@@ -26,6 +26,8 @@ def conv2d_backward_data(
     winograd_u: npt.NDArray[np.float32] | None = None,
     y: _Array | None = None,
     rectify: int = ...,
+    lo: float = ...,
+    hi: float = ...,
 ) -> _Array: ...
 def winograd_variant(
     grad_out: _Array,

@@ -35,9 +35,9 @@
 // The col2im is col2im.h's scatter_tile (vectorised; strided convs through phase-split planes).
 //
 // Special cases: 1×1 kernels with unit stride and no padding GEMM straight into grad_in (col2im
-// is the identity; batched, the GEMM's rows are copied out per sample); depthwise convs
-// (Cg == Mg == 1) skip BLAS for a direct scatter loop (a plane of 56×56 stays in L1; walking it
-// output row by output row instead was measured no faster, and slower on 14×14 planes).
+// is the identity; batched, the GEMM's rows are copied out per sample; at batch 1 with few
+// channel blocks the pixels are split across the threads too); depthwise convs (Cg == Mg == 1)
+// skip BLAS for their own gather kernel (depthwise.cpp).
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -45,6 +45,7 @@
 #include "../common/parallel.h"
 #include "blas.h"
 #include "col2im.h"
+#include "depthwise.h"
 #include "kernels.h"
 #include "rectify.h"
 #include "winograd.h"
@@ -58,46 +59,10 @@ constexpr int64_t kMinTileCols = 256;             // but GEMM tiles at least thi
 constexpr int64_t kBatchedCols = 400;             // Ho·Wo below this: GEMMs over the batch
 constexpr int64_t kBatchedTileCols = 768;         // whose tiles are at least this wide
 
-// dst (one input plane, H × W) += scatter of one col row restricted to output rows [oh0, oh1).
-template <typename T>
-inline void scatter_row(const T* row, int64_t oh0, int64_t oh1, T* dst, const ConvGeom& g,
-                        int64_t kh, int64_t kw, T scale) {
-  const Span sw = valid_span(g.Wo, g.W, g.sw, kw * g.dw - g.pl);
-  if (sw.lo >= sw.hi) return;
-  const int64_t off = kw * g.dw - g.pl;
-  for (int64_t oh = oh0; oh < oh1; ++oh) {
-    const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
-    if (ih < 0 || ih >= g.H) continue;
-    const T* __restrict__ src = row + (oh - oh0) * g.Wo;
-    T* __restrict__ d = dst + ih * g.W + off;
-    if (g.sw == 1) {
-      for (int64_t ow = sw.lo; ow < sw.hi; ++ow) d[ow] += scale * src[ow];
-    } else {
-      for (int64_t ow = sw.lo; ow < sw.hi; ++ow) d[ow * g.sw] += scale * src[ow];
-    }
-  }
-}
-
 // A Relu fused after the conv's backward (rectify.h's FusedRelu) is applied to each task's
 // grad_in planes right after they are written, while they are in cache.
 template <typename T>
 using Fused = FusedRelu<T>;
-
-template <typename T>
-void depthwise(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
-               const Fused<T>& relu) {
-  const int64_t planes = g.N * g.C, HW = g.H * g.W, HoWo = g.Ho * g.Wo;
-  parallel_for(planes, HoWo * g.kH * g.kW + HW, [&](int64_t p) {
-    const int64_t c = p % g.C;
-    T* dst = grad_in + p * HW;
-    std::fill(dst, dst + HW, T(0));
-    for (int64_t kh = 0; kh < g.kH; ++kh)
-      for (int64_t kw = 0; kw < g.kW; ++kw)
-        scatter_row(grad_out + p * HoWo, 0, g.Ho, dst, g, kh, kw,
-                    weight[(c * g.kH + kh) * g.kW + kw]);
-    relu.apply(dst, p * HW, HW);
-  });
-}
 
 // Per-thread scratch, reused across calls; Which tells apart buffers used at the same time.
 template <typename T, int Which = 0>
@@ -107,11 +72,12 @@ std::vector<T>& thread_buffer(size_t n) {
   return buf;
 }
 
-// One task: sample n, group gi, input channels [c0, c1) of that group.
+// One task: sample n, group gi, input channels [c0, c1) of that group; for a direct (1×1)
+// conv only the pixels [j0, j1) of their planes.
 template <typename T>
 void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, int64_t n,
-              int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct,
-              const Fused<T>& relu) {
+              int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct, int64_t j0,
+              int64_t j1, const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, rows = (c1 - c0) * kk;
   const T* G = grad_out + (n * g.M + gi * Mg) * HoWo;
@@ -122,8 +88,10 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
     if (HoWo == 1)  // a matrix-vector product (OpenBLAS's sgemm with n = 1 is ~4x slower)
       gemv_t(int(rows), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
     else
-      gemm_tn(int(rows), int(HoWo), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
-    relu.apply(dst, first, (c1 - c0) * HW);
+      gemm_tn(int(rows), int(j1 - j0), int(Mg), A, int(Cg * kk), G + j0, int(HoWo), dst + j0,
+              int(HW));
+    for (int64_t c = 0; c < c1 - c0; ++c)
+      relu.apply(dst + c * HW + j0, first + c * HW + j0, j1 - j0);
     return;
   }
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
@@ -204,8 +172,7 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
 
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
-                          const float* winograd_u, const T* relu_y, int relu_mode) {
-  const Fused<T> relu{relu_y, relu_mode};
+                          const float* winograd_u, const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   if (g.N * g.C * HW == 0) return;
@@ -213,12 +180,11 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     std::fill(grad_in, grad_in + g.N * g.C * HW, T(0));
     return;
   }
-  if (Cg == 1 && Mg == 1) return depthwise(grad_out, weight, grad_in, g, relu);
+  if (Cg == 1 && Mg == 1) return depthwise_backward_data(grad_out, weight, grad_in, g, relu);
   if constexpr (std::is_same_v<T, float>) {
     const int variant = winograd_variant(g);
     if (variant != 0)
-      return winograd_backward_data(grad_out, weight, grad_in, g, variant, winograd_u, relu_y,
-                                    relu_mode);
+      return winograd_backward_data(grad_out, weight, grad_in, g, variant, winograd_u, relu);
   }
 
   const bool direct = g.kH == 1 && g.kW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 &&
@@ -237,18 +203,28 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
       std::max(kMinTileCols, kTileBytes / int64_t(sizeof(T) * std::max<int64_t>(rows_max, 1)));
   const int64_t tile_oh = std::clamp(tile_cols / g.Wo, int64_t(1), g.Ho);
 
+  // A direct conv with too few channel blocks for the team (MobileNet's 1×1 convs to 16-24
+  // channels at batch 1 ran on one thread) also splits its pixels: no two tasks then write the
+  // same output.
+  int64_t parts = 1;
+  if (direct && nt > 1 && HoWo > 1 && base * blocks < 4 * nt && (base * blocks) % nt != 0)
+    parts = std::min(ceil_div(4 * nt, base * blocks), std::max<int64_t>(1, HoWo / kMinTileCols));
+
   BlasSingleThread single;
-  const int64_t tasks = base * blocks;
-  parallel_for(tasks, Mg * HoWo * rows_max * 2, [&](int64_t t) {
-    const int64_t b = t % blocks, ng = t / blocks, gi = ng % g.group, n = ng / g.group;
+  const int64_t tasks = base * blocks * parts;
+  parallel_for(tasks, Mg * HoWo * rows_max * 2 / parts, [&](int64_t t) {
+    const int64_t part = t % parts, b = (t / parts) % blocks, ng = t / parts / blocks;
+    const int64_t gi = ng % g.group, n = ng / g.group;
     const int64_t c0 = Cg * b / blocks, c1 = Cg * (b + 1) / blocks;
-    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct, relu);
+    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct, HoWo * part / parts,
+             HoWo * (part + 1) / parts, relu);
   });
 }
 
 template void conv2d_backward_data<float>(const float*, const float*, float*, const ConvGeom&,
-                                          const float*, const float*, int);
+                                          const float*, const FusedRelu<float>&);
 template void conv2d_backward_data<double>(const double*, const double*, double*,
-                                           const ConvGeom&, const float*, const double*, int);
+                                           const ConvGeom&, const float*,
+                                           const FusedRelu<double>&);
 
 }  // namespace pydevis::cpu

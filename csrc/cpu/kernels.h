@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common/geometry.h"
+#include "rectify.h"
 
 namespace pydevis::cpu {
 
@@ -16,13 +17,12 @@ using MaxPoolGeom = ::pydevis::MaxPoolGeom;
 using PoolGeom = ::pydevis::PoolGeom;
 
 // winograd_u: float32 weights transformed by winograd_weights (winograd.h) for the variant
-// winograd_variant(g) names, or nullptr. relu_y: X is the output of a Relu whose backward in
-// relu_mode (0 gradient, 1 deconvnet, 2 guided) follows, applied here to grad_in while it is in
-// cache (rectify.h), or nullptr.
+// winograd_variant(g) names, or nullptr. relu: X is the output y of a Relu or Clip whose
+// backward in relu.mode (0 gradient, 1 deconvnet, 2 guided) with bounds (relu.lo, relu.hi)
+// follows, applied here to grad_in while it is in cache (rectify.h); relu.y nullptr: none.
 template <typename T>
 void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
-                          const float* winograd_u = nullptr, const T* relu_y = nullptr,
-                          int relu_mode = 0);
+                          const float* winograd_u = nullptr, const FusedRelu<T>& relu = {});
 
 // grad_in (N, K) = G (N, M) · W (M, K): the Gemm backward (transB = 1), for a small batch N.
 // isa caps the vector code used: 0 baseline, 1 AVX2 + FMA, 2 AVX-512 (when the CPU has it);

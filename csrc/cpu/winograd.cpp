@@ -329,8 +329,7 @@ void winograd_weights(const float* weight, const ConvGeom& g, int variant, float
 
 void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
                             const ConvGeom& g, int variant, const float* prepared,
-                            const float* relu_y, int relu_mode) {
-  const Relu relu{relu_y, relu_mode};
+                            const Relu& relu) {
   if (variant == 4) return run<4>(grad_out, weight, grad_in, g, prepared, relu);
   run<2>(grad_out, weight, grad_in, g, prepared, relu);
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../common/geometry.h"
+#include "rectify.h"
 
 namespace pydevis::cpu {
 
@@ -19,10 +20,10 @@ void winograd_weights(const float* weight, const ConvGeom& g, int variant, float
 
 // grad_in (N, C, H, W) = the VJP of the conv w.r.t. its input; grad_in is fully written.
 // `prepared`: winograd_weights(weight, g, variant) or nullptr (transformed here, per call).
-// relu_y: the output of a Relu that X is (N, C, H, W), whose backward in relu_mode (0..2) is
-// applied to grad_in as it is written (rectify.h), or nullptr.
+// relu: the Relu or Clip that X is the output of (N, C, H, W), whose backward is applied to
+// grad_in as it is written (rectify.h); relu.y nullptr: none.
 void winograd_backward_data(const float* grad_out, const float* weight, float* grad_in,
                             const ConvGeom& g, int variant, const float* prepared,
-                            const float* relu_y = nullptr, int relu_mode = 0);
+                            const FusedRelu<float>& relu = {});
 
 }  // namespace pydevis::cpu

@@ -84,14 +84,35 @@ def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
                 tuple(walk))
 
 
-#: Fuse Relu -> MaxPool and Relu -> Conv pairs (:func:`fuse_relu`); False walks them one by one.
+#: Fuse Relu -> MaxPool, Relu -> Conv and Clip -> Conv pairs (:func:`fuse_relu`); False walks
+#: them one by one.
 FUSE = True
+
+
+def _clip_bounds(node: Node, graph: Graph) -> tuple[float, float] | None:
+    """A Clip's (min, max) when the graph fixes them (attributes before opset 11, constant
+    inputs since), as ``rules.activation.clip`` reads them; None when an input sets them or they
+    are not numbers with min <= max (that Clip is then not fused)."""
+    if node.since_version < 11:
+        lo, hi = float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
+    else:
+        bounds = []
+        for k, default in ((1, -np.inf), (2, np.inf)):
+            name = node.inputs[k] if len(node.inputs) > k else ""
+            if name and name not in graph.constants:
+                return None
+            value = graph.constants[name] if name else None
+            if value is not None and value.size != 1:
+                return None
+            bounds.append(float(value.reshape(())) if value is not None else default)
+        lo, hi = bounds
+    return (lo, hi) if lo <= hi else None  # NaN fails too
 
 
 def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph, target: str) -> list[tuple[Node, Rule]]:
     """The steps run() executes: one step for each MaxPool or Conv whose (first) input is the
-    output of a Relu read by nothing else (Plan.steps keeps the graph's nodes for the rest of
-    pydevis).
+    output of a Relu read by nothing else, and for each Conv whose input is such a Clip's output
+    with fixed bounds (ReLU6; Plan.steps keeps the graph's nodes for the rest of pydevis).
 
     The fused step gives the Relu's input the MaxPool's (Conv's) gradient then the Relu's
     backward, the same numbers as the two steps (``rules.pool.max_pool_after_relu``,
@@ -105,6 +126,12 @@ def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph, target: str) -> list
     onnx_domain = ("", "ai.onnx")
     rules = {"MaxPool": MAX_POOL_AFTER_RELU, "Conv": CONV_AFTER_RELU}
     relus = {n.outputs[0]: n for n, _ in steps if n.op_type == "Relu" and n.domain in onnx_domain}
+    bounds: dict[str, tuple[float, float]] = {}  # Clip output -> its (min, max)
+    for n, _ in steps:
+        if n.op_type == "Clip" and n.domain in onnx_domain and n.outputs[0] not in relus:
+            b = _clip_bounds(n, graph)
+            if b is not None:
+                relus[n.outputs[0]], bounds[n.outputs[0]] = n, b
     # by node identity (names may be empty or repeated): MaxPool / Conv -> the fused node
     # replacing it, and the Relus whose backward runs inside a fused step
     fused: dict[int, Node] = {}
@@ -115,11 +142,16 @@ def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph, target: str) -> list
         y = node.inputs[0]
         relu = relus.get(y)
         if (relu is None or y == target or y in graph.output_names or y in node.inputs[1:]
-                or len(graph.consumers.get(y, [])) != 1 or len(node.outputs) != 1):
+                or len(graph.consumers.get(y, [])) != 1 or len(node.outputs) != 1
+                or (y in bounds and node.op_type != "Conv")):
             continue
-        fused[id(node)] = Node(name=f"{relu.name}+{node.name}", op_type=f"Relu+{node.op_type}",
-                                domain="", inputs=[relu.inputs[0], *node.inputs[1:]],
-                                outputs=list(node.outputs), attrs={**node.attrs, "relu_output": y},
+        lo, hi = bounds.get(y, (0.0, np.inf))
+        fused[id(node)] = Node(name=f"{relu.name}+{node.name}",
+                                op_type=f"{relu.op_type}+{node.op_type}", domain="",
+                                inputs=[relu.inputs[0], *node.inputs[1:]],
+                                outputs=list(node.outputs),
+                                attrs={**node.attrs, "relu_output": y, "relu_lo": lo,
+                                       "relu_hi": hi},
                                 since_version=node.since_version, index=node.index)
         absorbed.add(id(relu))
     if not fused:

@@ -117,15 +117,17 @@ def _ints(v: Sequence[int], n: int, name: str) -> tuple[int, ...]:
 
 def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0, 0),
                          dilations=(1, 1), group=1, *, constant_weight: bool = False,
-                         rectify: str | None = None, y=None, module=None) -> np.ndarray:
+                         rectify: str | None = None, y=None, lo: float = 0.0,
+                         hi: float = float("inf"), module=None) -> np.ndarray:
     """dL/dX of ONNX Conv (the transposed convolution). See docs/kernels.md.
 
     ``constant_weight``: the caller promises that ``weight`` (a host array) never changes while
     it lives (a model's initializer); the C++ backend then keeps its Winograd transform
     (:mod:`._winograd`) instead of redoing it on every call.
-    ``rectify`` (a mode of :data:`MODES`): X is ``y``, the output of a Relu, and that Relu's
-    backward in this mode follows, ``rectifier_backward(result, y, rectify)``, the same numbers;
-    the C++ backend applies it to each task's planes while they are in cache.
+    ``rectify`` (a mode of :data:`MODES`): X is ``y``, the output of a Relu (or of a Clip with
+    bounds ``lo``, ``hi``), and that rectifier's backward in this mode follows,
+    ``rectifier_backward(result, y, rectify, lo, hi)``, the same numbers; the C++ backend
+    applies it to each task's planes while they are in cache.
     """
     mod, dev = _route(grad_out, module)
     g = _float(grad_out, "grad_out", 4, keep_device=dev)
@@ -140,12 +142,12 @@ def conv2d_backward_data(grad_out, weight, in_hw, strides=(1, 1), pads=(0, 0, 0,
         if cpp:
             return mod.conv2d_backward_data(g, w, *args, int(group), u)
         return mod.conv2d_backward_data(g, w, *args, int(group))
-    code = mode_code(rectify)
+    code, bounds = mode_code(rectify), (float(lo), float(hi))
     yy = _float(y, "y", 4, dtype=_dtype(g), keep_device=dev)
     if cpp:
-        return mod.conv2d_backward_data(g, w, *args, int(group), u, yy, code)
+        return mod.conv2d_backward_data(g, w, *args, int(group), u, yy, code, *bounds)
     gi = mod.conv2d_backward_data(g, w, *args, int(group))
-    return mod.rectifier_backward(gi, yy, code, 0.0, float("inf"))
+    return mod.rectifier_backward(gi, yy, code, *bounds)
 
 
 #: Largest batch N that the C++ backend's linear_backward_data kernel (W streamed once) takes, by

@@ -157,6 +157,12 @@ PLANE_CASES = {
     "3x2/(2,3) dilated, grouped": (2, 8, 6, 2, (50, 71), (3, 2), (2, 3), (2, 0, 1, 3), (2, 2)),
     "3x3/1 pad 1 (VGG)": (2, 24, 5, 1, (30, 27), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     "5x5/3 no pad, unreached edge": (3, 4, 7, 1, (67, 68), (5, 5), (3, 3), (0, 0, 0, 0), (1, 1)),
+    # depthwise (the C++ backend's gather kernel): MobileNet's strided layer, and a dilated 5x4
+    # with uneven pads (more than three taps per row, phases of unequal length)
+    # 1×1 to few channels at batch 1: the C++ backend splits the pixels across its threads
+    "1x1 to 16 channels, batch 1": (1, 16, 24, 1, (30, 28), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+    "depthwise 3x3/2 pad 1": (2, 5, 5, 5, (45, 42), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    "depthwise 5x4/(1,3) dilated": (1, 3, 3, 3, (33, 64), (5, 4), (1, 3), (3, 0, 1, 2), (2, 2)),
 }
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ... import kernels
 from ...errors import UnsupportedOpError
 from ..registry import Rule, rule
@@ -50,13 +52,17 @@ def conv(node, ctx, gy, mode):
 
 
 def conv_after_relu(node, ctx, gy, mode):
-    """The fused Relu -> Conv step (``engine.fuse_relu``): Conv's backward to the Relu's output
-    y, then the Relu's (g·[y>0], max(g,0) or both, by mode)."""
+    """The fused Relu -> Conv (or Clip -> Conv) step (``engine.fuse_relu``): Conv's backward to
+    the rectifier's output y, then the rectifier's: g·[lo<y<hi], max(g,0) or both, by mode, as
+    ``rules.activation`` has it (a Clip whose min is not 0 takes the gradient mode)."""
     y = ctx.value(node.attrs["relu_output"])
-    return [_conv_backward(node, ctx, gy, y.shape, mode, y)] + [None] * (len(node.inputs) - 1)
+    lo, hi = node.attrs.get("relu_lo", 0.0), node.attrs.get("relu_hi", np.inf)
+    rect_mode = mode if lo == 0.0 else "gradient"
+    return ([_conv_backward(node, ctx, gy, y.shape, rect_mode, y, lo, hi)]
+            + [None] * (len(node.inputs) - 1))
 
 
-def _conv_backward(node, ctx, gy, x_shape, rectify=None, y=None):
+def _conv_backward(node, ctx, gy, x_shape, rectify=None, y=None, lo=0.0, hi=np.inf):
     check_2d(node, x_shape)
     if node.inputs[1] not in ctx.graph.constants and not ctx.has(node.inputs[1]):
         raise UnsupportedOpError("Conv", node.name, "its weights depend on the input")
@@ -68,7 +74,7 @@ def _conv_backward(node, ctx, gy, x_shape, rectify=None, y=None):
     return kernels.conv2d_backward_data(gy[0], w, x_shape[2:], strides, pads, dilations,
                                         int(node.attrs.get("group", 1)),
                                         constant_weight=node.inputs[1] in ctx.graph.constants,
-                                        rectify=rectify, y=y)
+                                        rectify=rectify, y=y, lo=lo, hi=hi)
 
 
 #: Not registered by op type: the engine builds fused steps with it.
