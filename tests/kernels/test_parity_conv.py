@@ -251,3 +251,42 @@ def test_numba_conv2d_backward_data_images_end_to_end(monkeypatch):
         args = (case["hw"], case["strides"], case["pads"], case["dilations"], case["group"])
         check(K.conv2d_backward_data(g, w, *args, module=mod),
               R.conv2d_backward_data(g, w, *args), case["dtype"])
+
+
+# grad_out whose channels are zero but for a few (a class target's last conv: SqueezeNet's
+# conv10, 1000 channels, one nonzero per image): the C++ backend then runs the conv on the
+# compacted channels. label: n, c, m, (h, w), k, stride, pad, nonzero channels (None: none)
+SPARSE_CASES = {
+    "1x1, one class, batch 1": (1, 24, 100, (13, 13), 1, 1, 0, [37]),
+    "1x1, a class per image": (3, 16, 96, (9, 11), 1, 1, 0, [0, 50, 95]),
+    "3x3 Winograd-sized": (1, 32, 64, (28, 28), 3, 1, 1, [5, 6, 63]),
+    "3x3 stride 2": (2, 8, 70, (15, 14), 3, 2, 1, [69]),
+    "half the channels": (1, 8, 64, (7, 7), 1, 1, 0, list(range(0, 64, 2))),
+    "all zero": (2, 8, 64, (7, 7), 3, 1, 1, []),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label", list(SPARSE_CASES))
+def test_conv2d_backward_data_zero_channels(backend, dtype, label):
+    n, c, m, (h, w), k, s, p, nonzero = SPARSE_CASES[label]
+    rng = np.random.default_rng(len(label))
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    g = np.zeros((n, m, ho, wo), dtype)
+    for i, ch in enumerate(nonzero):  # image i % n gets channel ch
+        g[i % n, ch] = rng.standard_normal((ho, wo))
+    wt = rng.standard_normal((m, c, k, k)).astype(dtype)
+    args = ((h, w), (s, s), (p, p, p, p), (1, 1), 1)
+    got = K.conv2d_backward_data(g, wt, *args, module=backend)
+    assert got.shape == (n, c, h, w) and (np.any(got != 0) or not nonzero)
+    check(got, R.conv2d_backward_data(g, wt, *args), dtype)
+
+
+def test_conv2d_backward_data_zero_channels_keep_nan(backend):
+    """A NaN in an otherwise zero grad_out still reaches grad_in (the channel counts as
+    nonzero)."""
+    g = np.zeros((1, 80, 6, 6), np.float32)
+    g[0, 7, 2, 3] = np.nan
+    wt = np.ones((80, 4, 1, 1), np.float32)
+    got = K.conv2d_backward_data(g, wt, (6, 6), module=backend)
+    assert np.isnan(got[0, :, 2, 3]).all() and not np.isnan(got[0, :, 0, 0]).any()
