@@ -175,7 +175,7 @@ def bench_batch(ctx, batch, args, rows, checks, worker):
     if ctx["pm_ort"] is not None:
         fns[O.NAME] = O.step(ctx["pm_ort"], x, cls_list)
     steps = C.timeit_interleaved(fns, repeats=args.repeats, warmup=args.warmup,
-                                 budget_s=args.budget * len(fns))
+                                 budget_s=args.budget * len(fns), paired=args.order == "paired")
     parts = None if args.scaling else time_parts(ctx, x, xt, classes, cls_list, args)
     new = step_rows(ctx, base, steps, parts, flops)
     checked = args.check_max_batch is None or batch <= args.check_max_batch
@@ -313,6 +313,11 @@ def parse(argv):
                    help="check the gradients only up to this batch (timing only above it)")
     p.add_argument("--profile", action="store_true",
                    help="per-op profiles of the pydevis and torch steps (bench/op_profile.py)")
+    p.add_argument("--order", choices=("paired", "alternate"), default="paired",
+                   help="paired (default): each timed step follows an untimed step of the same "
+                        "implementation, as in an ascent loop; alternate: the implementations' "
+                        "steps strictly alternate, so each step runs in the wake of the other "
+                        "library's (torch's spinning OpenMP workers under the default policy)")
     return p.parse_args(argv)
 
 
@@ -338,7 +343,7 @@ def main(argv=None) -> int:
         Path(args.onnx_dir).mkdir(parents=True, exist_ok=True)
         fwd = ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--budget",
                str(args.budget), "--nets", *args.nets, "--batches", *map(str, args.batches),
-               "--onnx-dir", str(args.onnx_dir)]
+               "--onnx-dir", str(args.onnx_dir), "--order", args.order]
         fwd += ["--quick"] * args.quick + ["--profile"] * args.profile
         fwd += ["--scaling"] * args.scaling
         if args.check_max_batch is not None:
@@ -364,6 +369,7 @@ def main(argv=None) -> int:
     return C.finish(NAME, args, parts, rows, errors, rc, info,
                     worker_keys=("max_rss_mb", "gemm", "stream", "profiles"),
                     tolerance=TOL, nets=args.nets, batches=args.batches, targets=targets,
+                    order=args.order,
                     onnx2torch=Q.onnx2torch_status() or "installed")
 
 

@@ -97,10 +97,14 @@ def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
 
 
 def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
-                       budget_s: float | None = None) -> dict[str, Timing]:
+                       budget_s: float | None = None, paired: bool = False) -> dict[str, Timing]:
     """:func:`timeit` for several functions at once, run round-robin (one call of each per round,
     the order rotated every round), so that a busy spell on a shared machine hits all of them
-    alike and the ratios between them stay meaningful. ``budget_s`` bounds the rounds' total."""
+    alike and the ratios between them stay meaningful. ``budget_s`` bounds the rounds' total.
+
+    ``paired``: each timed call follows an untimed call of the same function, so that it runs
+    after its own kind, as a step of an ascent loop does, not in the wake of another library's
+    call (whose spinning OpenMP workers and cache contents it would otherwise inherit)."""
     names = list(fns)
     for _ in range(max(warmup, 0)):
         for name in names:
@@ -109,6 +113,8 @@ def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, w
     spent = 0.0
     for r in range(max(repeats, 1)):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            if paired:
+                fns[name]()
             t0 = time.perf_counter()
             fns[name]()
             dt = time.perf_counter() - t0

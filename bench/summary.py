@@ -52,8 +52,9 @@ def targets(rows: list[dict]) -> list[dict]:
 
 
 def print_all(parts: list[dict], rows: list[dict], args) -> None:
+    order = getattr(args, "order", "alternate")
     print(f"\nOne ascent step (forward + backward to the input, class target); median of "
-          f"{args.repeats}; load average now {C.load_average()}")
+          f"{args.repeats}, steps {order} (--order); load average now {C.load_average()}")
     for part in parts:
         gm, bw = part["gemm"], part.get("stream") or {}
         print(f"  threads={part['threads']} OMP_WAIT_POLICY={part['policy']}: sgemm "
