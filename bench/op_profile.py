@@ -24,7 +24,7 @@ import numpy as np
 
 REPEATS = 3
 TOP = 12
-CONVS = ("Conv", "Relu+Conv")  # a Relu fused into the Conv's backward step (engine.fuse_relu)
+CONVS = ("Conv", "Relu+Conv", "Clip+Conv")  # a Relu or Clip fused into the Conv (engine.fuse_relu)
 
 
 def profile_case(ctx, x, cls_list, torch_step, base, worker) -> dict:
