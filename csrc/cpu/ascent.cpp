@@ -24,17 +24,11 @@
 
 #include "../common/parallel.h"
 #include "kernels.h"
+#include "scratch.h"
 
 namespace pydevis::cpu {
 
 namespace {
-
-template <typename T>
-std::vector<T>& scratch(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
-}
 
 // scipy.ndimage "reflect" (half-sample symmetric) index of any integer i into [0, n).
 inline int64_t reflect(int64_t i, int64_t n) {
@@ -166,7 +160,7 @@ void blur_plane(Load&& load, Store&& store, int64_t H, int64_t W, const double* 
   // A reflected copy of each row lets the horizontal taps run without index arithmetic, unless
   // the radius makes it unreasonably long.
   const bool padded = W + 2 * r <= (int64_t(1) << 22);
-  std::vector<double>& buf = scratch<double>(size_t(HW + 2 * W + (padded ? 2 * r : 0)));
+  std::vector<double>& buf = thread_scratch<double>(size_t(HW + 2 * W + (padded ? 2 * r : 0)));
   double* tmp = buf.data();             // horizontal pass, H × W
   double* acc = tmp + HW;               // one output row
   double* row = acc + W;                // the reflected input row (padded mode)
@@ -229,7 +223,7 @@ void gaussian_blur(const T* v, T* out, int64_t planes, int64_t H, int64_t W,
 template <typename T>
 void clip_small(const T* v, const T* g, T* out, int64_t N, int64_t C, int64_t HW, double pct) {
   parallel_for(N, C * HW * 4, [&](int64_t n) {
-    std::vector<double>& buf = scratch<double>(size_t(2 * HW));
+    std::vector<double>& buf = thread_scratch<double>(size_t(2 * HW));
     const T* vn = v + n * C * HW;
     pixel_scores(vn, g ? g + n * C * HW : nullptr, Cut{}, C, HW, buf.data());
     const Cut cut = percentile_cut(buf.data(), buf.data() + HW, HW, pct);
@@ -293,7 +287,7 @@ void ascent_step(const T* v, const T* g, T* out, int64_t N, int64_t C, int64_t H
   // Stage 2, per image, in place: the norm scores and their cut, the contribution scores of the
   // image the norm clip leaves and their cut, then one pass that zeroes and clamps.
   parallel_for(N, C * HW * 6, [&](int64_t n) {
-    std::vector<double>& buf = scratch<double>(size_t(3 * HW));
+    std::vector<double>& buf = thread_scratch<double>(size_t(3 * HW));
     double* sorted = buf.data() + 2 * HW;
     T* on = out + n * C * HW;
     Cut by_norm, by_contrib;

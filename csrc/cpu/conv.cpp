@@ -48,6 +48,7 @@
 #include "depthwise.h"
 #include "kernels.h"
 #include "rectify.h"
+#include "scratch.h"
 #include "winograd.h"
 
 namespace pydevis::cpu {
@@ -64,14 +65,6 @@ constexpr int64_t kSparseMinChannels = 64;        // zero grad_out channels drop
 // grad_in planes right after they are written, while they are in cache.
 template <typename T>
 using Fused = FusedRelu<T>;
-
-// Per-thread scratch, reused across calls; Which tells apart buffers used at the same time.
-template <typename T, int Which = 0>
-std::vector<T>& thread_buffer(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
-}
 
 // One task: sample n, group gi, input channels [c0, c1) of that group; for a direct (1×1)
 // conv only the pixels [j0, j1) of their planes.
@@ -96,9 +89,9 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
     return;
   }
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
-  T* acc = g.sw > 1 ? thread_buffer<T, 1>(size_t(nc * plane)).data() : dst;
+  T* acc = g.sw > 1 ? thread_scratch<T, 1>(size_t(nc * plane)).data() : dst;
   std::fill(acc, acc + nc * plane, T(0));
-  T* col = thread_buffer<T>(size_t(rows * tile_oh * g.Wo)).data();
+  T* col = thread_scratch<T>(size_t(rows * tile_oh * g.Wo)).data();
   for (int64_t oh0 = 0; oh0 < g.Ho; oh0 += tile_oh) {
     const int64_t oh1 = std::min(g.Ho, oh0 + tile_oh), cols = (oh1 - oh0) * g.Wo;
     gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), G + oh0 * g.Wo, int(HoWo), col,
@@ -119,7 +112,7 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, NP = g.N * HoWo, rows = (c1 - c0) * kk;
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
   const T* A = weight + gi * Mg * Cg * kk + c0 * kk;
-  T* col = thread_buffer<T>(size_t(rows * tile_n * HoWo)).data();
+  T* col = thread_scratch<T>(size_t(rows * tile_n * HoWo)).data();
   for (int64_t n0 = 0; n0 < g.N; n0 += tile_n) {
     const int64_t n1 = std::min(g.N, n0 + tile_n), cols = (n1 - n0) * HoWo;
     gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), B + n0 * HoWo, int(NP), col,
@@ -131,7 +124,7 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
       if (direct) {
         for (int64_t c = 0; c < c1 - c0; ++c) std::copy_n(src + c * cols, HW, dst + c * HW);
       } else {
-        T* acc = g.sw > 1 ? thread_buffer<T, 1>(size_t(nc * plane)).data() : dst;
+        T* acc = g.sw > 1 ? thread_scratch<T, 1>(size_t(nc * plane)).data() : dst;
         std::fill(acc, acc + nc * plane, T(0));
         scatter_tile(src, cols, nc, 0, g.Ho, acc, g);
         if (g.sw > 1) unsplit(acc, nc, dst, g);

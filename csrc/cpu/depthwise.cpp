@@ -21,17 +21,10 @@
 #include "../common/clones.h"
 #include "../common/parallel.h"
 #include "col2im.h"
+#include "scratch.h"
 
 namespace pydevis::cpu {
 namespace depthwise_detail {
-
-// Per-thread scratch, reused across calls; Which tells apart buffers used at the same time.
-template <typename T, int Which>
-std::vector<T>& thread_buffer(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
-}
 
 // dst (one input plane, H × W) += scatter of one col row restricted to output rows [oh0, oh1).
 template <typename T>
@@ -253,8 +246,8 @@ void depthwise_backward_data(const T* grad_out, const T* weight, T* grad_in, con
   const DepthwisePlan plan(g);
   const int64_t prw = std::min(g.sw, g.W);
   parallel_for(planes, HoWo * g.kH * g.kW + HW, [&](int64_t p) {
-    T* Gp = thread_buffer<T, 0>(size_t(plan.gp_size())).data();
-    T* Z = thread_buffer<T, 1>(size_t(plan.zmax * prw)).data();
+    T* Gp = thread_scratch<T, 0>(size_t(plan.gp_size())).data();
+    T* Z = thread_scratch<T, 1>(size_t(plan.zmax * prw)).data();
     T* dst = grad_in + p * HW;
     depthwise_plane(grad_out + p * HoWo, weight + (p % g.C) * g.kH * g.kW, dst, Gp, Z, plan, g);
     relu.apply(dst, p * HW, HW);

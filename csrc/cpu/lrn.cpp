@@ -14,18 +14,13 @@
 
 #include "../common/parallel.h"
 #include "kernels.h"
+#include "scratch.h"
 
 namespace pydevis::cpu {
 
 namespace {
 constexpr int64_t kPixelTile = 256;
 
-template <typename T>
-std::vector<T>& lrn_buffer(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
-}
 }  // namespace
 
 template <typename T>
@@ -40,7 +35,7 @@ void lrn_backward(const T* grad_out, const T* x, T* grad_in, int64_t N, int64_t 
   parallel_for(N * tiles, cost, [&](int64_t task) {
     const int64_t n = task / tiles, p0 = (task % tiles) * kPixelTile;
     const int64_t tw = std::min(kPixelTile, HW - p0);
-    T* sb = lrn_buffer<T>(size_t(2 * C * kPixelTile)).data();  // s^-beta, then t
+    T* sb = thread_scratch<T>(size_t(2 * C * kPixelTile)).data();  // s^-beta, then t
     T* t = sb + C * kPixelTile;
     const T* xn = x + n * C * HW + p0;
     const T* gn = grad_out + n * C * HW + p0;

@@ -39,17 +39,11 @@
 #include "../common/parallel.h"
 #include "kernels.h"
 #include "rectify.h"
+#include "scratch.h"
 
 namespace pydevis::cpu {
 
 namespace {
-// A per-thread scratch buffer of at least n elements; one buffer per (T, Slot).
-template <typename T, int Slot>
-std::vector<T>& thread_row(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
-}
 // The 2x2 stride-2 fast path (no padding, no dilation, floor output size): one output row oh
 // reads input rows 2oh and 2oh+1 once and writes both grad_in rows, the Relu backward (Mode >= 0)
 // applied in the same pass. The switch is the general path's: the last tap whose value beat the
@@ -182,12 +176,12 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
   for (int64_t k = 0; k < g.kH * g.kW; ++k)
     tap_off[k] = (k / g.kW) * g.dh * g.W + (k % g.kW) * g.dw;
   parallel_for(g.N * g.C, HoWo * g.kH * g.kW + HW, [&](int64_t p) {
-    T* b = thread_row<T, 0>(size_t(g.Wo)).data();
-    int32_t* t = thread_row<int32_t, 0>(size_t(g.Wo)).data();
+    T* b = thread_scratch<T, 0>(size_t(g.Wo)).data();
+    int32_t* t = thread_scratch<int32_t, 0>(size_t(g.Wo)).data();
     const T* xp = x + p * HW;
     const T* phases = xp;  // stride 1: the rows themselves
     if (sw > 1) {  // de-interleave once, so that every tap below reads contiguous memory
-      T* ph = thread_row<T, 1>(size_t(nph * g.H * Wp)).data();
+      T* ph = thread_scratch<T, 1>(size_t(nph * g.H * Wp)).data();
       for (int64_t ih = 0; ih < g.H; ++ih) {
         const T* __restrict__ row = xp + ih * g.W;
         if (sw == 2 && nph == 2) {  // the common stride: a fixed 2-way split the compiler

@@ -41,6 +41,7 @@
 #include "../common/parallel.h"
 #include "blas.h"
 #include "rectify.h"
+#include "scratch.h"
 #include "winograd_f4.h"
 
 #include "../common/clones.h"
@@ -79,13 +80,6 @@ struct Tiling {
   int64_t Wp;            // E row length: R·TW + 2 (R: 2 or 4, the output tile's side)
 };
 
-template <int Which>
-std::vector<float>& buffer(size_t n) {
-  thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf;
-}
-
 // Planes of 16-plane buffers (V, P, U), 64 bytes off a multiple of 4 KiB apart: the transforms
 // touch all 16 at once, which at multiples of 4 KiB would map to the same L1 sets.
 int64_t plane_stride(int64_t floats) { return ceil_div(floats, 1024) * 1024 + 16; }
@@ -121,7 +115,7 @@ PYDEVIS_CLONES void transform_row(const float* __restrict__ tap, int64_t C, floa
 template <int R>
 void transform_weights(const float* w, float* u, int64_t us, int64_t M, int64_t C) {
   parallel_for(M, C * 64, [&](int64_t m) {
-    std::vector<float>& tap = buffer<4>(size_t(9 * C));
+    std::vector<float>& tap = thread_scratch<float, 4>(size_t(9 * C));
     const float* wm = w + m * C * 9;
     for (int64_t c = 0; c < C; ++c)
       for (int j = 0; j < 9; ++j) tap[size_t(j * C + c)] = wm[c * 9 + j];
@@ -232,11 +226,11 @@ void run_block(const float* grad_out, const float* u, int64_t us, float* grad_in
   const int64_t M = g.M / g.group, C = g.C / g.group, TW = tl.TW, ld = tl.rows * TW;
   const int64_t nt = (r1 - r0) * TW;
   const int64_t vs = plane_stride(M * ld), ps = plane_stride(C * ld);
-  float* v = buffer<0>(size_t(kPlanes * vs)).data();
-  float* p = buffer<1>(size_t(kPlanes * ps)).data();
+  float* v = thread_scratch<float, 0>(size_t(kPlanes * vs)).data();
+  float* p = thread_scratch<float, 1>(size_t(kPlanes * ps)).data();
   const int64_t scratch_n = R == 2 ? 4 * tl.Wp + 2 * (TW + 1) + 4 * TW
                                    : std::max(f4::input_scratch(tl.Wp, TW), f4::output_scratch(TW));
-  float* scratch = buffer<2>(size_t(scratch_n)).data();
+  float* scratch = thread_scratch<float, 2>(size_t(scratch_n)).data();
   for (int64_t m = 0; m < M; ++m)
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / tl.TH, ty = r % tl.TH;
@@ -286,7 +280,7 @@ void run(const float* grad_out, const float* weight, float* grad_in, const ConvG
   if (u == nullptr) {
     // U in the calling thread's buffer, reused across calls (fresh pages cost more than the
     // transform: 16 MiB for 512 channels).
-    float* fresh = buffer<3>(size_t(kPlanes * us)).data();
+    float* fresh = thread_scratch<float, 3>(size_t(kPlanes * us)).data();
     transform_weights<R>(weight, fresh, us, g.M, Cg);
     u = fresh;
   }
