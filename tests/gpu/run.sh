@@ -13,7 +13,7 @@
 #  4. times every kernel, C++ vs CUDA, printing the GPU's name (tests/gpu/bench_cuda.py; a CUDA
 #     result that differs from the C++ one fails the run).
 # Exit status: 0 only when all of that passed. PYTHON picks the interpreter (default python3),
-# JOBS the compile jobs (default: all cores). Extra arguments go to pytest.
+# JOBS the compile jobs (default: all cores), BENCH_JSON a file for the bench's rows. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -59,8 +59,9 @@ cp -r "$ROOT/pydevis" "$WORK/site/pydevis"
 find "$WORK/site/pydevis" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +
 cp "$WORK"/build/_C.*.so "$WORK"/build/_cuda.*.so "$WORK/site/pydevis/"
 skip=$(find "$ROOT/build" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | paste -sd: - || true)
-run() {  # the copy, not an installed or editable pydevis
-    env PYTHONSAFEPATH=1 PYTHONPATH="$WORK/site:$ROOT/tests" SKBUILD_EDITABLE_SKIP="$skip" \
+run() {  # the copy, not an installed or editable pydevis (a PYTHONPATH given stays behind it:
+        # the GPU machine gets scipy-openblas32 that way, as a carried wheel)
+    env PYTHONSAFEPATH=1 PYTHONPATH="$WORK/site:$ROOT/tests${PYTHONPATH:+:$PYTHONPATH}" SKBUILD_EDITABLE_SKIP="$skip" \
         PYDEVIS_REQUIRE_CPP=1 PYDEVIS_REQUIRE_CUDA=1 "$@"
 }
 run "$PY" - "$WORK/site" <<'PYEOF' || fail "the built pydevis._cuda does not load or sees no GPU"
@@ -93,5 +94,5 @@ fi
 
 # 4. the bench
 step "bench: C++ vs CUDA"
-run "$PY" "$ROOT/tests/gpu/bench_cuda.py" || fail "a CUDA kernel differs from the C++ one (above)"
+run "$PY" "$ROOT/tests/gpu/bench_cuda.py" ${BENCH_JSON:+--json "$BENCH_JSON"} || fail "a CUDA kernel differs from the C++ one (above)"
 step "tests/gpu/run.sh: passed"

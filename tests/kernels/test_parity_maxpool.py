@@ -104,7 +104,8 @@ def test_max_pool2d_backward_matches_onnxruntime_switches(backend):
             [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
              helper.make_tensor_value_info("i", TensorProto.INT64, None)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                  ir_version=8)
         sess = ort.InferenceSession(model.SerializeToString(),
                                     providers=["CPUExecutionProvider"])
         y, idx = sess.run(None, {"x": x})
