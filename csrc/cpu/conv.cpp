@@ -24,8 +24,9 @@
 // Small output planes (Ho·Wo < kBatchedCols, N > 1: ResNet's and VGG's 7×7 and 14×14 layers,
 // AlexNet's 13×13): a per-sample GEMM would have only Ho·Wo columns, a shape OpenBLAS runs far
 // below its peak. grad_out is then packed once as an (M × N·Ho·Wo) matrix and each task, a
-// (group, channel block), runs its GEMMs over the columns of several samples at once (tiles of
-// whole samples), then col2im's each sample; it owns its channels in every sample.
+// (group, channel block, part of the samples), runs its GEMMs over the columns of several
+// samples at once (tiles of whole samples), then col2im's each sample; it owns its channels in
+// its samples. The samples are split only when the channel blocks are too few for the team.
 //
 // 3×3 stride-1 undilated float32 convs with >= 16 channels per group each way (and enough
 // tiles) go to Winograd's F(2×2, 3×3) or F(4×4, 3×3) instead (winograd.cpp: 2.25× or 4× fewer
@@ -59,6 +60,7 @@ constexpr int64_t kTileBytes = 512 * 1024;        // col tile target (half an L2
 constexpr int64_t kMinTileCols = 256;             // but GEMM tiles at least this wide
 constexpr int64_t kBatchedCols = 400;             // Ho·Wo below this: GEMMs over the batch
 constexpr int64_t kBatchedTileCols = 768;         // whose tiles are at least this wide
+constexpr int64_t kMinPartCols = 128;             // a batched task's samples: this many columns
 constexpr int64_t kSparseMinChannels = 64;        // zero grad_out channels dropped from here
 
 // A Relu fused after the conv's backward (rectify.h's FusedRelu) is applied to each task's
@@ -102,19 +104,19 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
   relu.apply(dst, first, nc * HW);
 }
 
-// One batched task: group gi, input channels [c0, c1) of that group, in every sample. B is the
-// packed grad_out of the group (Mg × N·Ho·Wo); tiles of tile_n whole samples.
+// One batched task: group gi, input channels [c0, c1) of that group, in samples [s0, s1). B is
+// the packed grad_out of the group (Mg × N·Ho·Wo); tiles of tile_n whole samples.
 template <typename T>
 void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g, int64_t gi,
-                      int64_t c0, int64_t c1, int64_t tile_n, bool direct,
-                      const Fused<T>& relu) {
+                      int64_t c0, int64_t c1, int64_t s0, int64_t s1, int64_t tile_n,
+                      bool direct, const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, NP = g.N * HoWo, rows = (c1 - c0) * kk;
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
   const T* A = weight + gi * Mg * Cg * kk + c0 * kk;
   T* col = thread_scratch<T>(size_t(rows * tile_n * HoWo)).data();
-  for (int64_t n0 = 0; n0 < g.N; n0 += tile_n) {
-    const int64_t n1 = std::min(g.N, n0 + tile_n), cols = (n1 - n0) * HoWo;
+  for (int64_t n0 = s0; n0 < s1; n0 += tile_n) {
+    const int64_t n1 = std::min(s1, n0 + tile_n), cols = (n1 - n0) * HoWo;
     gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), B + n0 * HoWo, int(NP), col,
             int(cols));
     for (int64_t n = n0; n < n1; ++n) {
@@ -149,16 +151,24 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
   const int64_t nt = max_threads();
   int64_t blocks = std::max<int64_t>(1, ceil_div(2 * nt, g.group));
   blocks = std::min({blocks, Cg, std::max<int64_t>(1, Cg * kk / kMinBlockRows)});
+  // Too few channel blocks for the team (a 1×1 conv from 64-96 channels has one block of
+  // kMinBlockRows: MobileNetV2's 14×14 layers ran on one thread of 16): the samples are split
+  // too, each part keeping >= kMinPartCols GEMM columns.
+  int64_t parts = 1;
+  if (g.group * blocks < 2 * nt)
+    parts = std::min({ceil_div(2 * nt, g.group * blocks), g.N,
+                      std::max<int64_t>(1, NP / kMinPartCols)});
   const int64_t rows_max = ceil_div(Cg, blocks) * kk;
   const int64_t tile_cols = std::max(
       kBatchedTileCols, 2 * kTileBytes / int64_t(sizeof(T) * std::max<int64_t>(rows_max, 1)));
   const int64_t tile_n = std::clamp(ceil_div(tile_cols, HoWo), int64_t(1), g.N);
   const int64_t Mg = g.M / g.group;
   BlasSingleThread single;
-  parallel_for(g.group * blocks, Mg * NP * rows_max * 2, [&](int64_t t) {
-    const int64_t b = t % blocks, gi = t / blocks;
+  parallel_for(g.group * blocks * parts, Mg * NP * rows_max * 2 / parts, [&](int64_t t) {
+    const int64_t part = t % parts, b = (t / parts) % blocks, gi = t / parts / blocks;
     run_batched_task(B + gi * Mg * NP, weight, grad_in, g, gi, Cg * b / blocks,
-                     Cg * (b + 1) / blocks, tile_n, direct, relu);
+                     Cg * (b + 1) / blocks, g.N * part / parts, g.N * (part + 1) / parts, tile_n,
+                     direct, relu);
   });
 }
 

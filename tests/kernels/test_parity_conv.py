@@ -179,6 +179,31 @@ def test_conv2d_backward_data_large_planes(backend, dtype, label):
           R.conv2d_backward_data(g, w, *args), dtype)
 
 
+# Output planes under 400 pixels at batch > 1 (the batched path: GEMMs over several samples)
+# with too few channel blocks for the team: the C++ backend splits the samples as well, in
+# ragged parts (7 samples in 4), grouped, strided; a 1x1 conv from 24 channels (one block).
+# label: n, c, m, group, (h, w), (kh, kw), strides, pads
+BATCHED_CASES = {
+    "1x1 24->40, batch 8, 14x14": (8, 24, 40, 1, (14, 14), (1, 1), (1, 1), (0, 0, 0, 0)),
+    "3x3 pad 1, batch 7, 15x15": (7, 12, 20, 1, (15, 15), (3, 3), (1, 1), (1, 1, 1, 1)),
+    "3x3/2 grouped, batch 6": (6, 8, 10, 2, (19, 20), (3, 3), (2, 2), (1, 0, 1, 1)),
+    "1x1, batch 6, 7x7": (6, 32, 64, 1, (7, 7), (1, 1), (1, 1), (0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label", list(BATCHED_CASES))
+def test_conv2d_backward_data_batched_sample_parts(backend, dtype, label):
+    n, c, m, group, hw, k, strides, pads = BATCHED_CASES[label]
+    case = dict(n=n, c=c, m=m, group=group, hw=hw, k=k, strides=strides, pads=pads,
+                dilations=(1, 1), dtype=dtype, seed=len(label))
+    g, w = _conv_args(case)
+    assert g.shape[2] * g.shape[3] < 400 and n > 1  # the batched path
+    args = (hw, strides, pads, (1, 1), group)
+    check(K.conv2d_backward_data(g, w, *args, module=backend),
+          R.conv2d_backward_data(g, w, *args), dtype)
+
+
 # 3×3, stride 1, undilated, ungrouped, C and M >= 16, float32: the C++ backend's Winograd
 # F(2×2, 3×3) and F(4×4, 3×3) paths (winograd.cpp), held to 1e-5 (F(4×4): 3e-5) of the largest
 # value of the float64 result
