@@ -7,6 +7,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -14,6 +17,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/checks.h"
@@ -410,6 +414,50 @@ py::array ascent_step(const py::array& v, const py::array& g, const py::array& e
 
 }  // namespace
 
+// ---- pool_trace (a test hook of csrc/common/parallel.cpp) -------------------------------------
+std::vector<int> pool_trace(int64_t n, int threads, int stall_ms, int item_us) {
+  if (n < 1 || n > (1 << 20)) throw py::value_error("pool_trace: n must be in [1, 2^20]");
+  if (threads < 1 || threads > 64) throw py::value_error("pool_trace: threads must be in [1, 64]");
+  if (stall_ms < 0 || stall_ms > 10000)
+    throw py::value_error("pool_trace: stall_ms must be in [0, 10000]");
+  if (item_us < 0 || item_us > 100000)
+    throw py::value_error("pool_trace: item_us must be in [0, 100000]");
+  struct Ctx {
+    std::vector<std::thread::id> who;
+    std::thread::id caller;
+    int stall_ms, item_us;
+    std::atomic<bool> stalled{false};
+  } ctx{std::vector<std::thread::id>(size_t(n)), std::this_thread::get_id(), stall_ms, item_us};
+  {
+    py::gil_scoped_release nogil;
+    pydevis::parallel_run(
+        n, threads,
+        [](void* p, int64_t begin, int64_t end) {
+          auto& c = *static_cast<Ctx*>(p);
+          const auto me = std::this_thread::get_id();
+          if (me != c.caller && c.stall_ms > 0 && !c.stalled.exchange(true))
+            std::this_thread::sleep_for(std::chrono::milliseconds(c.stall_ms));
+          for (int64_t i = begin; i < end; ++i) {
+            const auto until =
+                std::chrono::steady_clock::now() + std::chrono::microseconds(c.item_us);
+            while (c.item_us > 0 && std::chrono::steady_clock::now() < until) {
+            }
+            c.who[size_t(i)] = me;
+          }
+        },
+        &ctx);
+  }
+  std::vector<std::thread::id> seen{ctx.caller};
+  std::vector<int> out(size_t(n), -1);
+  for (size_t i = 0; i < size_t(n); ++i) {
+    if (ctx.who[i] == std::thread::id()) continue;  // not run: -1
+    auto it = std::find(seen.begin(), seen.end(), ctx.who[i]);
+    if (it == seen.end()) it = seen.insert(seen.end(), ctx.who[i]);
+    out[i] = int(it - seen.begin());
+  }
+  return out;
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pydevis CPU kernels (C++, own thread pool, OpenBLAS); see docs/kernels.md";
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
@@ -475,6 +523,12 @@ PYBIND11_MODULE(_C, m) {
         "them.");
   m.def("spin_microseconds", &pydevis::spin_microseconds,
         "How long (µs) the pool's idle workers spin before they sleep (PYDEVIS_SPIN_US).");
+  m.def("pool_trace", &pool_trace, py::arg("n"), py::arg("threads"), py::arg("stall_ms") = 0,
+        py::arg("item_us") = 0,
+        "Test hook of the thread pool: run a loop of n items (each busy item_us µs) on up to "
+        "`threads` members and return, per item, which thread ran it (0: the caller, then 1, "
+        "2... in order of first appearance, -1: none); with stall_ms > 0 the first chunk a "
+        "worker takes sleeps that long first.");
   m.attr("has_openmp") =
 #ifdef _OPENMP
       true;

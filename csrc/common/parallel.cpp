@@ -3,14 +3,24 @@
 // Member 0 of every loop is the calling thread; members 1.. are workers, started on first need
 // and kept (detached) for the life of the process. Each worker has its own mailbox: the caller
 // writes the loop (job_), then each member's ticket; a worker waits for its ticket to change,
-// spinning for spin_microseconds() and then sleeping on its own condition variable, runs its
-// range and counts down pending_; the caller runs range 0, then waits (spins, then sleeps) until
-// pending_ is 0. Workers that are not in a loop's team are not woken and never read job_. One
-// loop at a time holds the pool (busy); a loop that finds it held runs serially. Sleep and wake
-// use the store-then-load pattern on sequentially consistent atomics (the sleeper stores its
-// flag, then checks the ticket; the waker stores the ticket, then checks the flag), so one of
-// the two always sees the other, and the waker then takes the sleeper's mutex, which the sleeper
-// holds until it is inside wait(), before it notifies.
+// spinning for spin_microseconds() and then sleeping on its own condition variable.
+//
+// Work: the loop's items are cut into chunks (up to kChunksPerMember per member), and each
+// member owns a contiguous run of them (the static split: in a quiet machine every member runs
+// its own run, in order, and touches the data it touched in the last loop). A member takes its
+// own chunks first, then takes the chunks left in the other members' runs (each run has an
+// atomic cursor), so a member that is late — a worker not yet awake, or one whose core another
+// process holds — delays the loop by at most the chunk it is in, not by its whole share.
+// A worker starts only by claiming its mailbox's invitation (a compare-exchange of `invite`
+// from the loop's generation to 0); once every chunk is taken the caller withdraws the
+// invitations not yet claimed the same way, so a worker that wakes late finds nothing to do
+// and never reads job_, and the caller waits (spins, then sleeps) only for the workers that did
+// start (pending_). Workers that are not in a loop's team are not woken and never read job_.
+// One loop at a time holds the pool (busy); a loop that finds it held runs serially. Sleep and
+// wake use the store-then-load pattern on sequentially consistent atomics (the sleeper stores
+// its flag, then checks the ticket; the waker stores the ticket, then checks the flag), so one
+// of the two always sees the other, and the waker then takes the sleeper's mutex, which the
+// sleeper holds until it is inside wait(), before it notifies.
 #include "parallel.h"
 
 #include <pthread.h>
@@ -70,15 +80,26 @@ bool spin_until(P done, int us) {
   }
 }
 
+constexpr int64_t kChunksPerMember = 4;
+
 struct Job {
-  int64_t n = 0;
+  int64_t n = 0;       // items
+  int64_t chunks = 1;  // chunk c covers items [c·n/chunks, (c+1)·n/chunks)
   int team = 1;
   void (*chunk)(void*, int64_t, int64_t) = nullptr;
   void* ctx = nullptr;
 };
 
+// Member t's run of chunks: [next, end) not yet taken; next only grows (fetch_add), and a value
+// at or past end means the run is spent.
+struct alignas(64) Run {
+  std::atomic<int64_t> next{0};
+  int64_t end = 0;
+};
+
 struct alignas(64) Mailbox {
   std::atomic<uint64_t> ticket{0};
+  std::atomic<uint64_t> invite{0};  // the generation this worker may still start, else 0
   std::atomic<bool> sleeping{false};
   std::mutex m;
   std::condition_variable cv;
@@ -92,12 +113,19 @@ class Pool {
   // With busy held.
   void run(int64_t n, int team, void (*chunk)(void*, int64_t, int64_t), void* ctx) {
     while (static_cast<int>(boxes_.size()) < team - 1) start_worker();
-    job_ = Job{n, team, chunk, ctx};
+    if (static_cast<int>(runs_.size()) < team) runs_ = std::vector<Run>(size_t(team));
+    const int64_t chunks = std::min<int64_t>(n, int64_t(team) * kChunksPerMember);
+    job_ = Job{n, chunks, team, chunk, ctx};
+    for (int t = 0; t < team; ++t) {
+      runs_[size_t(t)].next.store(chunks * t / team, std::memory_order_relaxed);
+      runs_[size_t(t)].end = chunks * (t + 1) / team;
+    }
     error_ = nullptr;
     pending_.store(team - 1, std::memory_order_relaxed);
     ++generation_;
     for (int w = 1; w < team; ++w) {
       Mailbox& box = *boxes_[w - 1];
+      box.invite.store(generation_, std::memory_order_seq_cst);
       box.ticket.store(generation_, std::memory_order_seq_cst);
       if (box.sleeping.load(std::memory_order_seq_cst)) {
         std::lock_guard<std::mutex> lk(box.m);
@@ -105,6 +133,14 @@ class Pool {
       }
     }
     member(0, job_);
+    // Every chunk is taken: the workers that have not started will not be needed.
+    int withdrawn = 0;
+    for (int w = 1; w < team; ++w) {
+      uint64_t expected = generation_;
+      if (boxes_[w - 1]->invite.compare_exchange_strong(expected, 0, std::memory_order_seq_cst))
+        ++withdrawn;
+    }
+    if (withdrawn > 0) pending_.fetch_sub(withdrawn, std::memory_order_seq_cst);
     auto finished = [this] { return pending_.load(std::memory_order_seq_cst) == 0; };
     if (!spin_until(finished, spin_us_)) {
       std::unique_lock<std::mutex> lk(done_m_);
@@ -127,16 +163,22 @@ class Pool {
     boxes_.push_back(std::move(box));
   }
 
+  // Member t's own run of chunks, then what is left of the others' (from t + 1 on, round).
   void member(int t, const Job& job) {
-    const int64_t q = job.n / job.team, r = job.n % job.team;
-    const int64_t begin = t * q + std::min<int64_t>(t, r);
-    const int64_t end = begin + q + (t < r ? 1 : 0);
     t_in_task = true;
-    try {
-      if (begin < end) job.chunk(job.ctx, begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lk(error_m_);
-      if (!error_) error_ = std::current_exception();
+    for (int k = 0; k < job.team; ++k) {
+      Run& run = runs_[size_t((t + k) % job.team)];
+      for (;;) {
+        if (run.next.load(std::memory_order_relaxed) >= run.end) break;
+        const int64_t c = run.next.fetch_add(1, std::memory_order_relaxed);
+        if (c >= run.end) break;
+        try {
+          job.chunk(job.ctx, c * job.n / job.chunks, (c + 1) * job.n / job.chunks);
+        } catch (...) {
+          std::lock_guard<std::mutex> lk(error_m_);
+          if (!error_) error_ = std::current_exception();
+        }
+      }
     }
     t_in_task = false;
   }
@@ -156,6 +198,8 @@ class Pool {
         box.sleeping.store(false, std::memory_order_relaxed);
       }
       seen = box.ticket.load(std::memory_order_acquire);
+      uint64_t expected = seen;  // withdrawn (the loop is done, or a later one is on): skip
+      if (!box.invite.compare_exchange_strong(expected, 0, std::memory_order_seq_cst)) continue;
       member(index, job_);
       if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
           caller_sleeping_.load(std::memory_order_seq_cst)) {
@@ -167,6 +211,7 @@ class Pool {
 
   const int spin_us_;
   std::vector<std::unique_ptr<Mailbox>> boxes_;  // worker w's is boxes_[w - 1]; grows under busy
+  std::vector<Run> runs_;                         // member t's chunks; grows under busy
   uint64_t generation_ = 0;
   Job job_;
   std::exception_ptr error_;

@@ -32,9 +32,11 @@ int spin_microseconds();
 // Runtime's, takes the cores); the next loop wakes them.
 void park_workers();
 
-// Run chunk(ctx, begin, end) over a static split of [0, n) across min(n, threads) members of the
-// pool, the caller being member 0: member t gets a contiguous range, the first n % team ranges
-// one item longer. Serial (one call, [0, n)) in the cases the header comment lists.
+// Run chunk(ctx, begin, end) over [0, n) on min(n, threads) members of the pool, the caller
+// being member 0: [0, n) is cut into up to 4 chunks per member, member t owns a contiguous run
+// of them and takes its own first, then the others' that are left (parallel.cpp), so chunks
+// may run on any member and in any order; each item is in exactly one call. Serial (one call,
+// [0, n)) in the cases the header comment lists.
 void parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t), void* ctx);
 
 // Below this much work (element operations) a loop runs on the calling thread: waking the
@@ -43,7 +45,7 @@ void parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t)
 // numba backend's threshold too (bench/README.md, "numba: serial path for small arrays").
 constexpr int64_t kMinParallelWork = 1 << 18;
 
-// f(i) for i in [0, n), statically split over the pool when n * cost_per_item is large enough.
+// f(i) for i in [0, n), on the pool (parallel_run) when n * cost_per_item is large enough.
 template <typename F>
 void parallel_for(int64_t n, int64_t cost_per_item, F&& f) {
   const int threads = max_threads();

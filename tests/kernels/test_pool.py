@@ -1,5 +1,6 @@
 """The C++ kernels' thread pool (csrc/common/parallel.h): the same bits from any number of
-threads, callers and forks, whether its workers spin or sleep; PYDEVIS_SPIN_US checked.
+threads, callers and forks, whether its workers spin or sleep; PYDEVIS_SPIN_US checked; a late
+worker's share is taken by the others (pool_trace, a test hook).
 
 Each multi-threaded case runs in a fresh interpreter (the pool reads OMP_NUM_THREADS and
 PYDEVIS_SPIN_US once), with a timeout: a lost wake-up shows as a failure, not a hung suite."""
@@ -106,6 +107,44 @@ print(os.waitstatus_to_exitcode(status), digest() == want)
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_fork_after_use():
     assert _run(_FORK, OMP_NUM_THREADS="2", timeout=120) == "0 True"
+
+
+# pool_trace(n, threads, stall_ms, item_us): which thread ran each item (0: the caller).
+_TRACE = """
+import json, sys
+from pydevis import _C
+print(json.dumps([_C.pool_trace(*map(int, a.split(","))) for a in sys.argv[1:]]))
+"""
+
+
+def test_every_item_runs_once_on_the_team():
+    import json
+
+    runs = json.loads(_run(_TRACE, "64,2,0,1000", "7,3,0,100", "1,2,0,0", "5,1,0,0",
+                           OMP_NUM_THREADS="2", timeout=120))
+    busy, ragged, one, serial = runs
+    assert len(busy) == 64 and set(busy) == {0, 1}  # 64 ms of items: the worker took part
+    assert len(ragged) == 7 and min(ragged) >= 0 and max(ragged) <= 2
+    assert one == [0] and serial == [0] * 5
+
+
+def test_a_late_worker_delays_the_loop_by_one_chunk_at_most():
+    """The worker stalls 300 ms in its first chunk (as when another process holds its core):
+    the caller takes the rest of the worker's share instead of waiting (a static split left
+    it half the items)."""
+    import json
+
+    (trace,) = json.loads(_run(_TRACE, "64,2,300,500", OMP_NUM_THREADS="2", timeout=120))
+    chunk = 64 // (2 * 4)  # kChunksPerMember = 4 chunks per member
+    assert -1 not in trace
+    assert trace.count(0) >= 64 - chunk, trace
+
+
+@pytest.mark.parametrize("args", [(0, 2), (1 << 21, 2), (4, 0), (4, 65), (4, 2, -1),
+                                  (4, 2, 0, -5)])
+def test_pool_trace_checks_its_arguments(args):
+    with pytest.raises(ValueError, match="pool_trace"):
+        _cpp._C.pool_trace(*args)
 
 
 def test_spin_setting_is_read():
