@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ModelError, UnsupportedOpError
 from ..graph import Graph, Node
 from .registry import NONDIFF, Rule, lookup
+from .rules.activation import clip_bounds
 
 
 @dataclass(frozen=True)
@@ -90,22 +91,14 @@ FUSE = True
 
 
 def _clip_bounds(node: Node, graph: Graph) -> tuple[float, float] | None:
-    """A Clip's (min, max) when the graph fixes them (attributes before opset 11, constant
-    inputs since), as ``rules.activation.clip`` reads them; None when an input sets them or they
-    are not numbers with min <= max (that Clip is then not fused)."""
-    if node.since_version < 11:
-        lo, hi = float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
-    else:
-        bounds = []
-        for k, default in ((1, -np.inf), (2, np.inf)):
-            name = node.inputs[k] if len(node.inputs) > k else ""
-            if name and name not in graph.constants:
+    """A Clip's (min, max) when the graph fixes them (attributes before opset 11, one-number
+    constant inputs since), read as ``rules.activation.clip`` reads them; None when an input
+    sets them or they are not numbers with min <= max (that Clip is then not fused)."""
+    if node.since_version >= 11:
+        for name in node.inputs[1:3]:
+            if name and (name not in graph.constants or graph.constants[name].size != 1):
                 return None
-            value = graph.constants[name] if name else None
-            if value is not None and value.size != 1:
-                return None
-            bounds.append(float(value.reshape(())) if value is not None else default)
-        lo, hi = bounds
+    lo, hi = clip_bounds(node, graph.constants.__getitem__)
     return (lo, hi) if lo <= hi else None  # NaN fails too
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ..backward.rules.activation import _softmax_axis
+from ..backward.rules.activation import _softmax_axis, clip_bounds
 from .registry import translation
 
 
@@ -33,18 +31,9 @@ def relu(node, b, gy, mode):
     return [rectifier(b, gy[0], node.outputs[0], mode, 0.0, math.inf)]
 
 
-def _clip_bounds(node, b) -> tuple[float, float]:
-    if node.since_version < 11:
-        return float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
-    ins = node.inputs
-    lo = float(b.value(ins[1])) if len(ins) > 1 and ins[1] else -np.inf
-    hi = float(b.value(ins[2])) if len(ins) > 2 and ins[2] else np.inf
-    return lo, hi
-
-
 @translation("Clip")
 def clip(node, b, gy, mode):
-    lo, hi = _clip_bounds(node, b)
+    lo, hi = clip_bounds(node, b.value)
     rect_mode = mode if lo == 0.0 else "gradient"
     g = rectifier(b, gy[0], node.outputs[0], rect_mode, lo, hi)
     return [g] + [None] * (len(node.inputs) - 1)

@@ -16,18 +16,22 @@ def relu(node, ctx, gy, mode):
     return [kernels.rectifier_backward(gy[0], ctx.value(node.outputs[0]), mode, 0.0, np.inf)]
 
 
-def _clip_bounds(node, ctx) -> tuple[float, float]:
+def clip_bounds(node, value) -> tuple[float, float]:
+    """A Clip's (min, max): its attributes before opset 11, since then its inputs 1 and 2, each
+    read as one number through ``value(name)`` (an absent bound is -inf / inf). Shared by this
+    rule, the engine's Clip+Conv fusion and the ONNX export's translation."""
     if node.since_version < 11:
         return float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
-    lo = float(ctx.value(node.inputs[1])) if len(node.inputs) > 1 and node.inputs[1] else -np.inf
-    hi = float(ctx.value(node.inputs[2])) if len(node.inputs) > 2 and node.inputs[2] else np.inf
+    ins = node.inputs
+    lo = float(np.asarray(value(ins[1])).reshape(())) if len(ins) > 1 and ins[1] else -np.inf
+    hi = float(np.asarray(value(ins[2])).reshape(())) if len(ins) > 2 and ins[2] else np.inf
     return lo, hi
 
 
 @rule("Clip", needs=("out:0", "in:1", "in:2"))
 def clip(node, ctx, gy, mode):
     """g·[lo<y<hi]; with lo == 0 (ReLU6) it is a rectifier, so deconvnet/guided apply to it."""
-    lo, hi = _clip_bounds(node, ctx)
+    lo, hi = clip_bounds(node, ctx.value)
     rect_mode = mode if lo == 0.0 else "gradient"
     g = kernels.rectifier_backward(gy[0], ctx.value(node.outputs[0]), rect_mode, lo, hi)
     return [g] + [None] * (len(node.inputs) - 1)
