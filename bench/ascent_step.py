@@ -199,9 +199,12 @@ def timed(args, fn):
 
 
 def spread(t) -> dict:
-    """The step-time fields of a row: median, min, max of the timed runs."""
+    """The step-time fields of a row: median, min, max of the timed runs; the median count of
+    involuntary context switches in the process during one (``preempted``: threads that lost
+    their core, to each other or to another process)."""
     return {"step_ms": t.median_ms, "step_min_ms": t.min_ms, "step_max_ms": t.max_ms,
-            "runs": t.repeats}
+            "runs": t.repeats,
+            "preempted": float(np.median(t.preempted)) if t.preempted else None}
 
 
 def time_parts(ctx, x, xt, classes, cls_list, args) -> dict:

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,10 @@ class Timing:
     min_ms: float
     repeats: int
     times_ms: list[float]
+    # involuntary context switches of the whole process during each timed run (getrusage:
+    # every thread's): a step whose threads were preempted, by each other or by another
+    # process, shows them; empty where not measured
+    preempted: list[int] = field(default_factory=list)
 
     @property
     def max_ms(self) -> float:
@@ -110,19 +114,32 @@ def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, w
         for name in names:
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
+    preempted: dict[str, list[int]] = {name: [] for name in names}
     spent = 0.0
     for r in range(max(repeats, 1)):
         for name in names[r % len(names):] + names[:r % len(names)]:
             if paired:
                 fns[name]()
+            cs0 = _involuntary_switches()
             t0 = time.perf_counter()
             fns[name]()
             dt = time.perf_counter() - t0
             times[name].append(dt * 1e3)
+            preempted[name].append(_involuntary_switches() - cs0)
             spent += dt
         if budget_s is not None and spent > budget_s and r + 1 >= min(3, repeats):
             break
-    return {name: Timing(statistics.median(t), min(t), len(t), t) for name, t in times.items()}
+    return {name: Timing(statistics.median(t), min(t), len(t), t, preempted[name])
+            for name, t in times.items()}
+
+
+def _involuntary_switches() -> int:
+    """The process's involuntary context switches so far (all threads; 0 off Unix)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 # ---- threads ------------------------------------------------------------------------------------

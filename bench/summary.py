@@ -64,10 +64,11 @@ def print_all(parts: list[dict], rows: list[dict], args) -> None:
               f"{part['load_after']}; max RSS {part['max_rss_mb']:.0f} MB; allocator "
               f"{part.get('allocator', 'default')} (torch and pydevis alike)")
     print(C.table(rows, ["net", "batch", "threads", "policy", "impl", "step_min_ms", "step_ms",
-                         "step_max_ms", "fwd_ms", "bwd_ms", "fwd_plain_ms", "speedup",
-                         "gflops", "pct_peak"],
+                         "step_max_ms", "preempted", "fwd_ms", "bwd_ms", "fwd_plain_ms",
+                         "speedup", "gflops", "pct_peak"],
                   ["net", "batch", "thr", "policy", "impl", "min ms", "median ms", "max ms",
-                   "fwd ms", "bwd ms", "ORT plain ms", "torch/it", "GFLOP/s", "% peak"]))
+                   "preempt", "fwd ms", "bwd ms", "ORT plain ms", "torch/it", "GFLOP/s",
+                   "% peak"]))
     print(f"\nTargets: {IMPL} >= {SPEEDUP}x torch (worst policy), AlexNet b8 >= {PEAK_PCT:.0f} % "
           "of the GEMM peak")
     lines = []
