@@ -6,8 +6,10 @@
 # the bindings) on that copy with the sanitizer runtimes preloaded (python is not instrumented).
 # Fails when the build fails, when the sanitized module is not the one under test, when a test
 # fails, and when a sanitizer reports anything (both abort on the first error and report file and
-# line: the build keeps its debug information). Extra arguments go to pytest. Needs gcc, cmake and
-# the venv of tests/run.sh (PYTHON overrides it); JOBS compile jobs (default 2).
+# line: the build keeps its debug information). Before them, the thread pool alone under
+# ThreadSanitizer (tests/cpp/pool_stress.cpp, built with -fsanitize=thread). Extra arguments go
+# to pytest. Needs gcc, cmake and the venv of tests/run.sh (PYTHON overrides it); JOBS compile
+# jobs (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -60,6 +62,27 @@ run "$PY" -c "import sys, pydevis._C as m; sys.exit(not m.__file__.startswith('$
                                                     and f'imported {m.__file__} instead')" || {
     echo "run_sanitizers.sh: cannot import the sanitized pydevis._C" >&2; exit 1; }
 status=0
+# The thread pool under ThreadSanitizer, driven from C++ (tests/cpp/pool_stress.cpp): every item
+# of every loop run once, every throw delivered, no race, on teams larger than the cores, with
+# workers spinning and sleeping.
+if ! "${CXX:-c++}" -std=c++17 -O1 -g -fsanitize=thread -pthread -I"$ROOT/csrc/common" \
+        "$ROOT/tests/cpp/pool_stress.cpp" "$ROOT/csrc/common/parallel.cpp" \
+        -o "$WORK/pool_stress" 2>"$WORK/tsan_build.log"; then
+    cat "$WORK/tsan_build.log"
+    echo "run_sanitizers.sh: FAILED to build tests/cpp/pool_stress.cpp with -fsanitize=thread" >&2
+    exit 1
+fi
+for spin in 200 0; do  # workers that spin between loops, and workers that sleep at once
+    # setarch -R: TSAN's shadow memory needs the classic address layout on some kernels
+    if ! out=$(PYDEVIS_SPIN_US=$spin TSAN_OPTIONS=halt_on_error=1 \
+               setarch "$(uname -m)" -R "$WORK/pool_stress" 2>&1); then
+        echo "$out"
+        echo "run_sanitizers.sh: the thread pool under TSAN failed (PYDEVIS_SPIN_US=$spin)" >&2
+        status=1
+    else
+        echo "pool_stress PYDEVIS_SPIN_US=$spin: $out"
+    fi
+done
 # --capture=sys: the sanitizers write to file descriptor 2, which pytest must leave alone (an
 # aborting process never prints what pytest captured).
 run "$PY" -m pytest -q -p no:cacheprovider --capture=sys \
