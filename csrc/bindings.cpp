@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "common/checks.h"
@@ -216,6 +217,28 @@ py::array rectifier_backward(const py::array& grad_out, const py::array& out, in
   pydevis::rectifier_front(shape_of(grad_out), shape_of(out), mode);
   return f64 ? rect_impl<double>(grad_out, out, mode, lo, hi)
              : rect_impl<float>(grad_out, out, mode, lo, hi);
+}
+
+// ---- add ------------------------------------------------------------------------------------
+template <typename T>
+py::array add_impl(const py::array& a, const py::array& b) {
+  auto out = new_array<T>(shape_of(a));
+  T* dst = out.mutable_data();
+  const int64_t n = a.size();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::add<T>(cptr<T>(a), cptr<T>(b), dst, n);
+  }
+  return std::move(out);
+}
+
+py::array add(const py::array& a, const py::array& b) {
+  pydevis::check_layout(a, "a", -1);
+  pydevis::check_layout(b, "b", -1);
+  const bool f64 = pydevis::is_float64(a, "a");
+  pydevis::check_same_dtype(b, "b", a, "a");
+  pydevis::check_same_shape(shape_of(b), "b", shape_of(a), "a");
+  return f64 ? add_impl<double>(a, b) : add_impl<float>(a, b);
 }
 
 // ---- lrn_backward -------------------------------------------------------------------------
@@ -458,6 +481,15 @@ std::vector<int> pool_trace(int64_t n, int threads, int stall_ms, int item_us) {
   return out;
 }
 
+// ---- loop census (csrc/common/parallel.h; bench/scaling_census.py) --------------------------
+void census_start() { pydevis::census_start(); }
+
+std::vector<std::tuple<int64_t, bool, double>> census_stop() {
+  std::vector<std::tuple<int64_t, bool, double>> out;
+  for (const auto& l : pydevis::census_stop()) out.emplace_back(l.items, l.pooled, l.ms);
+  return out;
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pydevis CPU kernels (C++, own thread pool, OpenBLAS); see docs/kernels.md";
   m.def("conv2d_backward_data", &conv2d_backward_data, py::arg("grad_out"), py::arg("weight"),
@@ -489,6 +521,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("rectifier_backward", &rectifier_backward, py::arg("grad_out"), py::arg("out"),
         py::arg("mode"), py::arg("lo"), py::arg("hi"),
         "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");
+  m.def("add", &add, py::arg("a"), py::arg("b"),
+        "a + b (same shape and float dtype), on the thread pool past 2^18 elements.");
   m.def("lrn_backward", &lrn_backward, py::arg("grad_out"), py::arg("x"), py::arg("size"),
         py::arg("alpha"), py::arg("beta"), py::arg("bias"), "dL/dX of ONNX LRN.");
   m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("in_shape"),
@@ -529,6 +563,12 @@ PYBIND11_MODULE(_C, m) {
         "`threads` members and return, per item, which thread ran it (0: the caller, then 1, "
         "2... in order of first appearance, -1: none); with stall_ms > 0 the first chunk a "
         "worker takes sleeps that long first.");
+  m.def("census_start", &census_start,
+        "Start the loop census (clearing it): from now on every parallel loop of the kernels "
+        "records its item count, whether it ran on the pool and its wall time.");
+  m.def("census_stop", &census_stop,
+        "Stop the loop census and return its records: (items, pooled, ms) per top-level loop, "
+        "in order.");
   m.attr("has_openmp") =
 #ifdef _OPENMP
       true;

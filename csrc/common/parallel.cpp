@@ -265,6 +265,30 @@ int max_threads() {
 
 void park_workers() { g_naps.fetch_add(1, std::memory_order_relaxed); }
 
+std::atomic<bool> g_census_on{false};
+namespace {
+std::mutex g_census_mutex;
+std::vector<CensusLoop> g_census;
+}  // namespace
+
+void census_start() {
+  std::lock_guard<std::mutex> lk(g_census_mutex);
+  g_census.clear();
+  g_census_on.store(true);
+}
+
+std::vector<CensusLoop> census_stop() {
+  std::lock_guard<std::mutex> lk(g_census_mutex);
+  g_census_on.store(false);
+  return std::move(g_census);
+}
+
+void census_record(int64_t items, bool pooled, double ms) {
+  if (t_in_task) return;  // a loop inside another's task: serial, and inside that task's time
+  std::lock_guard<std::mutex> lk(g_census_mutex);
+  if (g_census_on.load(std::memory_order_relaxed)) g_census.push_back({items, pooled, ms});
+}
+
 int spin_microseconds() {
   static const int us = env_int("PYDEVIS_SPIN_US", 200, 0, 1000000);
   return us;

@@ -17,8 +17,11 @@
 // run and the first exception is rethrown to the caller.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 namespace pydevis {
 
@@ -45,9 +48,23 @@ void parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t)
 // numba backend's threshold too (bench/README.md, "numba: serial path for small arrays").
 constexpr int64_t kMinParallelWork = 1 << 18;
 
-// f(i) for i in [0, n), on the pool (parallel_run) when n * cost_per_item is large enough.
+// The loop census (bench/scaling_census.py): while it is on, every parallel_for records its item
+// count, whether it went to the pool and its wall time, so that a run on one core with a team of
+// T says how finely each kernel cuts its work for T threads (a loop of 3 items on a team of 16
+// keeps 13 cores idle). Off by default: one relaxed load per loop. census_start clears the
+// records and turns it on, census_stop turns it off and returns them.
+struct CensusLoop {
+  int64_t items;
+  bool pooled;
+  double ms;
+};
+extern std::atomic<bool> g_census_on;
+void census_start();
+std::vector<CensusLoop> census_stop();
+void census_record(int64_t items, bool pooled, double ms);
+
 template <typename F>
-void parallel_for(int64_t n, int64_t cost_per_item, F&& f) {
+void parallel_for_impl(int64_t n, int64_t cost_per_item, F&& f) {
   const int threads = max_threads();
   if (n <= 1 || n * cost_per_item < kMinParallelWork || threads <= 1) {
     for (int64_t i = 0; i < n; ++i) f(i);
@@ -61,6 +78,20 @@ void parallel_for(int64_t n, int64_t cost_per_item, F&& f) {
         for (int64_t i = begin; i < end; ++i) fn(i);
       },
       const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+// f(i) for i in [0, n), on the pool (parallel_run) when n * cost_per_item is large enough.
+template <typename F>
+void parallel_for(int64_t n, int64_t cost_per_item, F&& f) {
+  if (!g_census_on.load(std::memory_order_relaxed)) {
+    parallel_for_impl(n, cost_per_item, f);
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  parallel_for_impl(n, cost_per_item, f);
+  const std::chrono::duration<double, std::milli> dt = std::chrono::steady_clock::now() - t0;
+  const bool pooled = n > 1 && n * cost_per_item >= kMinParallelWork && max_threads() > 1;
+  census_record(n, pooled, dt.count());
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -50,6 +50,26 @@ void rectifier_backward(const T* grad_out, const T* out, T* grad_in, int64_t n, 
   else run<T, 2>(grad_out, out, grad_in, n, lo, hi);
 }
 
+// add: out = a + b, the sum of a tensor's gradients where it fans out (pydevis/backward/engine.py:
+// ResNet's and MobileNetV2's skip connections). numpy adds on one core; at batch 8 ResNet-18's
+// eight sums take 3-5 ms of a one-core backward, time a team of 16 would otherwise wait through.
+// Same chunks and threshold as the rectifier; an add rounds the same in any split.
+template <typename T>
+void add(const T* a, const T* b, T* out, int64_t n) {
+  auto chunk = [](const T* __restrict__ x, const T* __restrict__ y, T* __restrict__ z,
+                  int64_t m) {
+    for (int64_t i = 0; i < m; ++i) z[i] = x[i] + y[i];
+  };
+  if (n < kMinParallelElems || max_threads() == 1) return chunk(a, b, out, n);
+  parallel_for(ceil_div(n, kChunk), kMinParallelWork, [&](int64_t c) {
+    const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);
+    chunk(a + i0, b + i0, out + i0, i1 - i0);
+  });
+}
+
+template void add<float>(const float*, const float*, float*, int64_t);
+template void add<double>(const double*, const double*, double*, int64_t);
+
 template void rectifier_backward<float>(const float*, const float*, float*, int64_t, int, float,
                                         float);
 template void rectifier_backward<double>(const double*, const double*, double*, int64_t, int,

@@ -44,6 +44,10 @@ template <typename T>
 void rectifier_backward(const T* grad_out, const T* out, T* grad_in, int64_t n, int mode, T lo,
                         T hi);
 
+// out = a + b, n elements (the walk's sums of fan-out gradients).
+template <typename T>
+void add(const T* a, const T* b, T* out, int64_t n);
+
 template <typename T>
 void lrn_backward(const T* grad_out, const T* x, T* grad_in, int64_t N, int64_t C, int64_t HW,
                   int64_t size, double alpha, double beta, double bias);

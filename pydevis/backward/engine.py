@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import kernels
 from ..errors import ModelError, UnsupportedOpError
 from ..graph import Graph, Node
 from .registry import NONDIFF, Rule, lookup
@@ -197,7 +198,7 @@ def run(plan: Plan, ctx: Context, seed: np.ndarray, data: set[str], input_name: 
             if rule.broadcast:
                 g = unbroadcast(g, ctx.shape(name))
             prev = grads.get(name)
-            grads[name] = g if prev is None else prev + g
+            grads[name] = g if prev is None else kernels.add(prev, g)
     out = grads.get(input_name)
     if out is None:  # the target does not depend on the input through any differentiable path
         return np.zeros_like(seed, shape=ctx.shape(input_name))

@@ -12,6 +12,7 @@ NAME = "cpp"
 
 __all__ = [
     "NAME",
+    "add",
     "ascent_step",
     "ascent_update",
     "avg_pool2d_backward",
@@ -55,6 +56,7 @@ def unavailable_reason() -> str | None:
 
 if _C is not None:  # the extension's functions are the backend's, unwrapped
     from .._C import (
+        add,
         ascent_step,
         ascent_update,
         avg_pool2d_backward,

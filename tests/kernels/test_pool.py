@@ -42,6 +42,7 @@ for i in range(int(sys.argv[1])):
     h.update(_C.conv2d_backward_data(g, w, (56, 56), (2, 2), (1, 1, 1, 1), (1, 1), 1).tobytes())
     h.update(_C.linear_backward_data(gl, wl).tobytes())
     h.update(_C.max_pool2d_backward(g, x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)).tobytes())
+    h.update(_C.add(x, x[::-1].copy()).tobytes())
 print(h.hexdigest())
 """
 

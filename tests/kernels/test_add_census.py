@@ -1,0 +1,121 @@
+"""kernels.add (the backward walk's sums of fan-out gradients) and the C++ pool's loop census.
+
+add: numpy's ``a + b`` is the oracle (an add rounds the same in any split), at sizes below and
+above the pool's threshold, in a fresh interpreter per team size; mismatched operands are a
+ValueError from the binding and numpy's own behaviour from ``kernels.add``.
+Census: the loops a known kernel must run are recorded with their item counts, and only while
+the census is on; bench/scaling_census.py's bound is checked on hand-made records."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pydevis import kernels
+from pydevis.kernels import _cpp
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_cpp = pytest.mark.skipif(_cpp._C is None, reason="pydevis._C is not built")
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(0,), (7,), (3, 5, 11), (1 << 18,), (2, 3, 70001),
+                                   (8, 64, 56, 56)])
+def test_add_matches_numpy(shape, dtype):
+    rng = np.random.default_rng(len(shape))
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    a.flat[::97] = np.nan
+    b.flat[5::89] = np.inf
+    for out in (_cpp._C.add(a, b), kernels.add(a, b, module=_cpp)):
+        assert out.dtype == dtype and out.shape == shape
+        np.testing.assert_array_equal(out, a + b)
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_add_pooled_same_bits(threads):
+    script = ("import numpy as np, hashlib; from pydevis import _C\n"
+              "r = np.random.default_rng(3); a = r.standard_normal(3_000_001).astype(np.float32)\n"
+              "b = r.standard_normal(a.size).astype(np.float32)\n"
+              "assert (_C.add(a, b) == a + b).all(); _C.census_start(); _C.add(a, b)\n"
+              "print(_C.census_stop())")
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    r = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True,
+                       env=env, timeout=120, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    loops = eval(r.stdout)  # noqa: S307 (our own subprocess's repr of a list of tuples)
+    assert [(n, pooled) for n, pooled, _ in loops] == [(46, True)]  # ceil(3000001 / 65536)
+
+
+@needs_cpp
+def test_add_binding_rejects_mismatch():
+    a = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="b"):
+        _cpp._C.add(a, np.zeros((3, 2), np.float32))
+    with pytest.raises((ValueError, TypeError)):
+        _cpp._C.add(a, np.zeros((2, 3), np.float64))
+    with pytest.raises((ValueError, TypeError)):
+        _cpp._C.add(a.astype(np.int32), a.astype(np.int32))
+
+
+def test_add_falls_back_to_numpy():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(kernels.add(a, np.float32(2)), a + 2)  # broadcast: numpy's
+    np.testing.assert_array_equal(kernels.add(a, a.astype(np.float64)), a + a.astype(np.float64))
+    np.testing.assert_array_equal(kernels.add(a.T, a.T), a.T + a.T)
+
+
+_CENSUS = """
+import numpy as np
+from pydevis import _C
+g = np.ones(1 << 19, np.float32)
+rect = lambda a: _C.rectifier_backward(a, a, 0, 0.0, float("inf"))
+assert _C.census_stop() == []  # never started: nothing kept
+rect(g)
+_C.census_start()
+rect(g)
+rect(g[:1000])  # below the threshold: no loop at all
+loops = _C.census_stop()
+rect(g)
+assert _C.census_stop() == [], "recorded after stop"
+print([(n, p) for n, p, ms in loops], all(ms >= 0 for _, _, ms in loops))
+"""
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads, want", [("1", "[]"), ("2", "[(8, True)]")])
+def test_census_records_only_while_on(threads, want):
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    r = subprocess.run([sys.executable, "-P", "-c", _CENSUS], capture_output=True, text=True,
+                       env=env, timeout=60, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    # one loop of (1 << 19) / 65536 = 8 chunks on a team of 2; none on a team of 1 (the kernel
+    # then runs its serial path without a loop)
+    assert r.stdout.strip() == f"{want} True"
+
+
+def _census_module():
+    spec = importlib.util.spec_from_file_location("scaling_census", ROOT / "bench" /
+                                                  "scaling_census.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_census_bound():
+    bound = _census_module().bound
+    # 10 ms in a pooled loop of 3 items on 16 threads: one item's time, 3.33 ms; a serial loop
+    # and the time outside loops count in full
+    assert bound([(3, True, 10.0)], 10.0, 16) == pytest.approx(10.0 / 3)
+    assert bound([(32, True, 8.0)], 8.0, 16) == pytest.approx(0.5)
+    assert bound([(33, True, 33.0)], 33.0, 16) == pytest.approx(3.0)
+    assert bound([(8, False, 4.0), (16, True, 16.0)], 21.0, 16) == pytest.approx(1.0 + 4.0 + 1.0)
