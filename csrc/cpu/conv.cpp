@@ -58,6 +58,7 @@ namespace {
 constexpr int64_t kMinBlockRows = 64;             // GEMM rows per channel block, at least
 constexpr int64_t kTileBytes = 512 * 1024;        // col tile target (half an L2)
 constexpr int64_t kMinTileCols = 256;             // but GEMM tiles at least this wide
+constexpr int64_t kMinDirectPartCols = 64;        // a 1×1 conv's pixels split this finely
 constexpr int64_t kBatchedCols = 400;             // Ho·Wo below this: GEMMs over the batch
 constexpr int64_t kBatchedTileCols = 768;         // whose tiles are at least this wide
 constexpr int64_t kMinPartCols = 128;             // a batched task's samples: this many columns
@@ -68,8 +69,46 @@ constexpr int64_t kSparseMinChannels = 64;        // zero grad_out channels drop
 template <typename T>
 using Fused = FusedRelu<T>;
 
+// Input rows [h0, h1) of nc channel planes (dst: the first plane's row 0): the GEMM over the
+// output rows that reach them (a neighbour part computes the rows they share again, the halo),
+// scattered into a scratch window of those rows only (a geometry whose padding ends at the
+// window: the scatter drops every other row), then copied (or unsplit) into place. The tiles
+// are the whole-plane task's, clipped to those output rows, so each pixel's terms are summed in
+// the same order as there (the same bits as without parts, for the same tile height).
+template <typename T>
+void run_rows(const T* G, const T* A, T* dst, const ConvGeom& g, int64_t nc, int64_t rows,
+              int64_t tile_oh, int64_t h0, int64_t h1, int64_t first, const Fused<T>& relu) {
+  const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
+  const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
+  // oh reaches input rows [oh·sh - pt, oh·sh - pt + (kH-1)·dh]
+  const int64_t lo_num = h0 + g.pt - (g.kH - 1) * g.dh;
+  const int64_t oh_lo = lo_num <= 0 ? 0 : ceil_div(lo_num, g.sh);
+  const int64_t oh_hi = std::min(g.Ho, (h1 - 1 + g.pt) / g.sh + 1);
+  ConvGeom w = g;  // the window: rows [h0, h1) as a whole plane
+  w.H = h1 - h0;
+  w.pt = g.pt + h0;
+  const int64_t row_len = split_row(w), plane = w.H * row_len;
+  T* acc = thread_scratch<T, 1>(size_t(nc * plane)).data();
+  std::fill(acc, acc + nc * plane, T(0));
+  T* col = thread_scratch<T>(size_t(rows * tile_oh * g.Wo)).data();
+  for (int64_t oh0 = oh_lo, oh1; oh0 < oh_hi; oh0 = oh1) {  // the whole plane's tiles, clipped
+    oh1 = std::min(oh_hi, (oh0 / tile_oh + 1) * tile_oh);
+    const int64_t cols = (oh1 - oh0) * g.Wo;
+    gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), G + oh0 * g.Wo, int(HoWo), col,
+            int(cols));
+    scatter_tile(col, cols, nc, oh0, oh1, acc, w);
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    T* out = dst + c * HW + h0 * g.W;
+    if (g.sw > 1) unsplit(acc + c * plane, 1, out, w);
+    else std::copy_n(acc + c * plane, w.H * g.W, out);
+    relu.apply(out, first + c * HW + h0 * g.W, w.H * g.W);
+  }
+}
+
 // One task: sample n, group gi, input channels [c0, c1) of that group; for a direct (1×1)
-// conv only the pixels [j0, j1) of their planes.
+// conv only the pixels [j0, j1) of their planes, for another conv only the input rows
+// [j0, j1) (all of them: [0, H)).
 template <typename T>
 void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, int64_t n,
               int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct, int64_t j0,
@@ -90,7 +129,12 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
       relu.apply(dst + c * HW + j0, first + c * HW + j0, j1 - j0);
     return;
   }
-  const int64_t nc = c1 - c0, plane = g.H * split_row(g);
+  const int64_t nc = c1 - c0;
+  if (j0 != 0 || j1 != g.H) {  // input rows [j0, j1) only
+    run_rows(G, A, dst, g, nc, rows, tile_oh, j0, j1, first, relu);
+    return;
+  }
+  const int64_t plane = g.H * split_row(g);
   T* acc = g.sw > 1 ? thread_scratch<T, 1>(size_t(nc * plane)).data() : dst;
   std::fill(acc, acc + nc * plane, T(0));
   T* col = thread_scratch<T>(size_t(rows * tile_oh * g.Wo)).data();
@@ -246,17 +290,61 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     blocks = ceil_div(4 * nt, base);
     blocks = std::min({blocks, Cg, std::max<int64_t>(1, Cg * kk / kMinBlockRows)});
   }
+  // Still fewer tasks than 2 per thread, and not a 1×1 conv: the input rows are split too
+  // (run_rows), each part's output rows at least 4 times those it shares with a neighbour
+  // (<= 25 % of its GEMM done twice), their count rounded down to a multiple of the team when
+  // it exceeds it. A net's first conv, to 3 channels, had 1 task (3×3, MobileNetV2) or 2 of 1
+  // and 2 channels (7×7, ResNet); such uneven channel blocks are dropped when the rows alone
+  // give the shorter loop (its estimate: rounds of the team × the largest task's share).
+  int64_t row_parts = 1;
+  if (!direct && nt > 1 && base * blocks < 2 * nt) {
+    const int64_t halo = std::max<int64_t>(1, ceil_div((g.kH - 1) * g.dh, g.sh));
+    auto rows_for = [&](int64_t nb) {
+      int64_t p = std::min(
+          {ceil_div(2 * nt, base * nb), std::max<int64_t>(1, g.Ho / (4 * halo)), g.H});
+      if (base * nb * p > nt && (base * nb * p) % nt != 0)
+        p = std::max<int64_t>(1, base * nb * p / nt * nt / (base * nb));
+      return p;
+    };
+    auto makespan = [&](int64_t nb, int64_t p) {
+      const double share = double(ceil_div(Cg, nb)) / double(Cg) / double(p) *
+                           (1.0 + double(halo * (p - 1)) / double(g.Ho));
+      return double(ceil_div(base * nb * p, nt)) * share;
+    };
+    row_parts = rows_for(blocks);
+    const int64_t alone = rows_for(1);
+    if (blocks > 1 && makespan(1, alone) < makespan(blocks, row_parts)) {
+      blocks = 1;
+      row_parts = alone;
+    }
+  }
   const int64_t rows_max = ceil_div(Cg, blocks) * kk;
+  // Tile height from a whole group's rows, not a block's: the same tiles for any team size, so
+  // each pixel's terms add in one order and the result is the same bits on any thread count
+  // (with a block's rows, a picture's strided convs differed in the last bits from 1 to 2
+  // threads).
   const int64_t tile_cols =
-      std::max(kMinTileCols, kTileBytes / int64_t(sizeof(T) * std::max<int64_t>(rows_max, 1)));
+      std::max(kMinTileCols, kTileBytes / int64_t(sizeof(T) * std::max<int64_t>(Cg * kk, 1)));
   const int64_t tile_oh = std::clamp(tile_cols / g.Wo, int64_t(1), g.Ho);
 
   // A direct conv with too few channel blocks for the team (MobileNet's 1×1 convs to 16-24
   // channels at batch 1 ran on one thread) also splits its pixels: no two tasks then write the
   // same output.
+  // Parts of >= kMinDirectPartCols pixels (a 14×14 plane has 196: MobileNetV2's 576 -> 96 and
+  // 384 -> 64 1×1 convs at batch 1 ran on one thread with the 256 of a tile), their count
+  // rounded down to a multiple of the team when it exceeds it (3 equal tasks on 2 threads take
+  // as long as 2 of them on one).
   int64_t parts = 1;
-  if (direct && nt > 1 && HoWo > 1 && base * blocks < 4 * nt && (base * blocks) % nt != 0)
-    parts = std::min(ceil_div(4 * nt, base * blocks), std::max<int64_t>(1, HoWo / kMinTileCols));
+  if (direct && nt > 1 && HoWo > 1 && base * blocks < 4 * nt && (base * blocks) % nt != 0) {
+    parts = std::min(ceil_div(4 * nt, base * blocks),
+                     std::max<int64_t>(1, HoWo / kMinDirectPartCols));
+    const int64_t tasks = base * blocks * parts;
+    if (tasks > nt && tasks % nt != 0)
+      parts = std::max<int64_t>(1, tasks / nt * nt / (base * blocks));
+  }
+
+  if (!direct) parts = row_parts;
+  const int64_t span = direct ? HoWo : g.H;  // what the parts split: pixels, or input rows
 
   BlasSingleThread single;
   const int64_t tasks = base * blocks * parts;
@@ -264,8 +352,8 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     const int64_t part = t % parts, b = (t / parts) % blocks, ng = t / parts / blocks;
     const int64_t gi = ng % g.group, n = ng / g.group;
     const int64_t c0 = Cg * b / blocks, c1 = Cg * (b + 1) / blocks;
-    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct, HoWo * part / parts,
-             HoWo * (part + 1) / parts, relu);
+    run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct, span * part / parts,
+             span * (part + 1) / parts, relu);
   });
 }
 
