@@ -241,6 +241,37 @@ py::array add(const py::array& a, const py::array& b) {
   return f64 ? add_impl<double>(a, b) : add_impl<float>(a, b);
 }
 
+// ---- contiguous ---------------------------------------------------------------------------
+template <typename T>
+py::array contiguous_impl(const py::array& a, const Ints& shape, const Ints& strides) {
+  auto out = new_array<T>(shape);
+  T* dst = out.mutable_data();
+  const T* src = static_cast<const T*>(a.data());
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::copy_strided<T>(src, shape.data(), strides.data(), int(shape.size()), dst);
+  }
+  return std::move(out);
+}
+
+py::array contiguous(const py::array& a) {
+  const Ints shape = shape_of(a);
+  pydevis::check_rank(shape, "a", -1);
+  pydevis::checked_numel(shape, "a");
+  const bool f64 = pydevis::is_float64(a, "a");
+  PYDEVIS_CHECK(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_, "a: array must be aligned");
+  const int64_t item = f64 ? 8 : 4;
+  Ints strides(shape.size());
+  for (size_t d = 0; d < shape.size(); ++d) {
+    const int64_t b = a.strides(py::ssize_t(d));
+    PYDEVIS_CHECK(b % item == 0, "a: stride ", b, " of dimension ", d,
+                  " is not a multiple of the item size");
+    strides[d] = b / item;
+  }
+  return f64 ? contiguous_impl<double>(a, shape, strides)
+             : contiguous_impl<float>(a, shape, strides);
+}
+
 // ---- lrn_backward -------------------------------------------------------------------------
 template <typename T>
 py::array lrn_impl(const py::array& go, const py::array& x, int64_t size, double alpha,
@@ -523,6 +554,9 @@ PYBIND11_MODULE(_C, m) {
         "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");
   m.def("add", &add, py::arg("a"), py::arg("b"),
         "a + b (same shape and float dtype), on the thread pool past 2^18 elements.");
+  m.def("contiguous", &contiguous, py::arg("a"),
+        "A C-contiguous copy of a float32/float64 array of any strides (a view), on the thread "
+        "pool past 2^18 elements.");
   m.def("lrn_backward", &lrn_backward, py::arg("grad_out"), py::arg("x"), py::arg("size"),
         py::arg("alpha"), py::arg("beta"), py::arg("bias"), "dL/dX of ONNX LRN.");
   m.def("avg_pool2d_backward", &avg_pool2d_backward, py::arg("grad_out"), py::arg("in_shape"),

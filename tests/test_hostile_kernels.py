@@ -69,6 +69,7 @@ def f32(*shape):
 
 VALID = {
     "add": dict(a=f32(2, 3), b=f32(2, 3)),
+    "contiguous": dict(a=f32(4, 3, 2)[:, ::-2].transpose(2, 0, 1)),
     "conv2d_backward_data": dict(grad_out=f32(1, 4, 3, 3), weight=f32(4, 1, 3, 3), in_hw=(5, 5),
                                  strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=2),
     "max_pool2d_backward": dict(grad_out=f32(1, 2, 2, 2), x=f32(1, 2, 4, 5), kernel_shape=(2, 2),

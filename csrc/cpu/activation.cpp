@@ -67,6 +67,57 @@ void add(const T* a, const T* b, T* out, int64_t n) {
   });
 }
 
+template <typename T>
+void copy_strided(const T* src, const int64_t* shape, const int64_t* strides, int ndim, T* dst) {
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  if (n == 0) return;
+  // The trailing dims that are laid out contiguously form one block of B elements (copied as a
+  // run); the others are walked per block. B = 1 with a strided last dim: a strided loop.
+  int inner = ndim;
+  int64_t block = 1;
+  while (inner > 0 && (shape[inner - 1] == 1 || strides[inner - 1] == block)) {
+    block *= shape[inner - 1];
+    --inner;
+  }
+  const int64_t step = block == 1 && inner > 0 ? strides[inner - 1] : 1;
+  const int64_t run = block == 1 && inner > 0 ? shape[inner - 1] : block;
+  const int outer_dims = block == 1 && inner > 0 ? inner - 1 : inner;
+  const int64_t runs = n / run;
+  // elements [i0, i1) of run r
+  auto copy_part = [&](int64_t r, int64_t i0, int64_t i1) {
+    int64_t off = 0;
+    for (int64_t d = outer_dims - 1, rest = r; d >= 0; --d) {
+      off += (rest % shape[d]) * strides[d];
+      rest /= shape[d];
+    }
+    const T* __restrict__ s = src + off;
+    T* __restrict__ o = dst + r * run;
+    if (step == 1) std::copy(s + i0, s + i1, o + i0);
+    else for (int64_t i = i0; i < i1; ++i) o[i] = s[i * step];
+  };
+  if (n < kMinParallelElems || max_threads() == 1) {
+    for (int64_t r = 0; r < runs; ++r) copy_part(r, 0, run);
+    return;
+  }
+  if (run >= kChunk) {  // long runs (a sample's channel slice): pieces of kChunk elements
+    const int64_t pieces = ceil_div(run, kChunk);
+    parallel_for(runs * pieces, kMinParallelWork, [&](int64_t t) {
+      const int64_t r = t / pieces, i0 = (t % pieces) * kChunk;
+      copy_part(r, i0, std::min(run, i0 + kChunk));
+    });
+    return;
+  }
+  const int64_t per = kChunk / run;  // short runs: several per task
+  parallel_for(ceil_div(runs, per), kMinParallelWork, [&](int64_t c) {
+    for (int64_t r = c * per, r1 = std::min(runs, (c + 1) * per); r < r1; ++r)
+      copy_part(r, 0, run);
+  });
+}
+
+template void copy_strided<float>(const float*, const int64_t*, const int64_t*, int, float*);
+template void copy_strided<double>(const double*, const int64_t*, const int64_t*, int, double*);
+
 template void add<float>(const float*, const float*, float*, int64_t);
 template void add<double>(const double*, const double*, double*, int64_t);
 

@@ -48,6 +48,11 @@ void rectifier_backward(const T* grad_out, const T* out, T* grad_in, int64_t n, 
 template <typename T>
 void add(const T* a, const T* b, T* out, int64_t n);
 
+// dst (C-contiguous) = the array at src with shape[ndim] and strides[ndim] in elements (any
+// sign): a view's copy, e.g. a Concat backward's channel slice at batch > 1.
+template <typename T>
+void copy_strided(const T* src, const int64_t* shape, const int64_t* strides, int ndim, T* dst);
+
 template <typename T>
 void lrn_backward(const T* grad_out, const T* x, T* grad_in, int64_t N, int64_t C, int64_t HW,
                   int64_t size, double alpha, double beta, double bias);

@@ -1,4 +1,5 @@
-"""kernels.add (the backward walk's sums of fan-out gradients) and the C++ pool's loop census.
+"""kernels.add (the backward walk's sums of fan-out gradients), the C++ strided copy (views
+made contiguous for the kernels) and the C++ pool's loop census.
 
 add: numpy's ``a + b`` is the oracle (an add rounds the same in any split), at sizes below and
 above the pool's threshold, in a fresh interpreter per team size; mismatched operands are a
@@ -54,6 +55,72 @@ def test_add_pooled_same_bits(threads):
     assert r.returncode == 0, r.stderr
     loops = eval(r.stdout)  # noqa: S307 (our own subprocess's repr of a list of tuples)
     assert [(n, pooled) for n, pooled, _ in loops] == [(46, True)]  # ceil(3000001 / 65536)
+
+
+def _views(dtype):
+    """Views of every layout: channel slices at batch > 1 (a Concat backward's), transposes,
+    negative and stepped strides, size-1 dims, 0-d, empty; small and above the threshold."""
+    r = np.random.default_rng(5)
+    big = r.standard_normal((8, 128, 27, 27)).astype(dtype)
+    small = r.standard_normal((3, 4, 5, 6)).astype(dtype)
+    yield "channel slice", big[:, 64:]
+    yield "channel slice, small", small[:, 1:3]
+    yield "transposed", big.transpose(0, 2, 3, 1)
+    yield "reversed", big[::-1, :, ::-1]
+    yield "stepped last dim", big[..., ::2]
+    yield "size-1 dims", big[:, 3:4, :, 5:6]
+    yield "0-d", small[1, 2, 3, 4, ...]
+    yield "empty", small[:, 2:2]
+    yield "2-D transposed", r.standard_normal((700, 900)).astype(dtype).T
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_contiguous_copies_any_view(dtype):
+    for label, view in _views(dtype):
+        assert view.dtype == dtype and (view.ndim == 0 or view.size == 0
+                                        or not view.flags.c_contiguous
+                                        or label == "size-1 dims"), label
+        for out in (_cpp._C.contiguous(view), kernels._contiguous(view)):
+            assert out.flags.c_contiguous and out.dtype == dtype, label
+            np.testing.assert_array_equal(out, np.ascontiguousarray(view), err_msg=label)
+
+
+@needs_cpp
+def test_contiguous_views_stay_views_until_copied():
+    a = np.random.default_rng(1).standard_normal((8, 128, 27, 27)).astype(np.float32)
+    v = a[:, 64:]
+    out = kernels._contiguous(v)
+    assert not np.shares_memory(out, a)
+    np.testing.assert_array_equal(out, v)
+    assert kernels._contiguous(a) is a  # already contiguous: no copy
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_contiguous_pooled(threads):
+    script = ("import numpy as np; from pydevis import _C\n"
+              "a = np.random.default_rng(3).standard_normal((8, 128, 55, 55)).astype(np.float32)\n"
+              "v = a[:, 64:]; _C.census_start(); out = _C.contiguous(v); loops = _C.census_stop()\n"
+              "assert (out == v).all() and out.flags.c_contiguous\n"
+              "w = a.transpose(0, 2, 3, 1)[:, ::-1]; assert (_C.contiguous(w) == w).all()\n"
+              "print(loops[0][:2])")
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    r = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True,
+                       env=env, timeout=120, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    # 8 runs of 64 x 55 x 55 = 193 600 elements, each in pieces of 65 536: 8 x 3 items
+    assert r.stdout.strip() == "(24, True)"
+
+
+@needs_cpp
+def test_contiguous_rejects():
+    with pytest.raises((ValueError, TypeError)):
+        _cpp._C.contiguous(np.zeros((4, 4), np.int32)[:, ::2])
+    buf = np.zeros(4 * 6 + 1, np.uint8)
+    mis = np.frombuffer(buf.data, dtype=np.float32, count=6, offset=1).reshape(2, 3)
+    with pytest.raises(ValueError, match="aligned"):
+        _cpp._C.contiguous(mis)
 
 
 @needs_cpp
