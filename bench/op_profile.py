@@ -58,11 +58,12 @@ def ort_forward(pm, x) -> dict:
     return {"wall_ms": wall, "by_op_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
 
 
-def backward_rules(pm, x, cls_list, worker) -> dict:
-    """Per-rule ms of the backward walk (mean of ``REPEATS`` walks after one warm-up)."""
+def walk_setup(pm, x, cls_list):
+    """(plan, context, seed) of one class-target backward walk: what ``engine.run`` takes, so
+    that a bench can wrap the plan's rules and walk it again and again (also
+    ``bench/scaling_census.py``)."""
     from pydevis import targets
     from pydevis.backward import engine
-    from pydevis.backward.registry import Rule
 
     tensor = pm.scores
     plan = pm.plan(tensor)
@@ -70,6 +71,15 @@ def backward_rules(pm, x, cls_list, worker) -> dict:
     shapes = pm.shapes(plan.shapes + (pm.graph.input_name,), x.shape[0])
     cx = engine.Context(pm.graph, values, shapes, pm.data)
     seed, _ = targets.seed(values[tensor], targets.parse(cls_list, x.shape[0]))
+    return plan, cx, seed
+
+
+def backward_rules(pm, x, cls_list, worker) -> dict:
+    """Per-rule ms of the backward walk (mean of ``REPEATS`` walks after one warm-up)."""
+    from pydevis.backward import engine
+    from pydevis.backward.registry import Rule
+
+    plan, cx, seed = walk_setup(pm, x, cls_list)
     times: dict[int, float] = {}
     info: dict[int, dict] = {}
     steps = []

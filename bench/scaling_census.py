@@ -72,16 +72,13 @@ def bound(loops, rule_ms: float, threads: int) -> float:
 
 
 def census_case(pm, x, cls, threads: int, repeats: int) -> dict:
-    from pydevis import _C, kernels, targets
+    import op_profile
+
+    from pydevis import _C, kernels
     from pydevis.backward import engine
     from pydevis.backward.registry import Rule
 
-    tensor = pm.scores
-    plan = pm.plan(tensor)
-    values = pm.runner.run(x, plan.values)
-    shapes = pm.shapes(plan.shapes + (pm.graph.input_name,), x.shape[0])
-    cx = engine.Context(pm.graph, values, shapes, pm.data)
-    seed, _ = targets.seed(values[tensor], targets.parse(cls, x.shape[0]))
+    plan, cx, seed = op_profile.walk_setup(pm, x, cls)
     rec: dict[int, dict] = {}
     outputs: dict[int, list] = {}  # each rule's result in an untimed walk, for the replay below
     recording = [False]  # kept results hold memory that the timed walks would otherwise reuse

@@ -144,3 +144,21 @@ def test_ascent_step_quick_scaling(tmp_path):
     assert all(r["rss_mb"] > 0 and r["fwd_ms"] is None for r in rows)
     checked = {c["case"].split()[1] for c in data["checks"]}
     assert checked == {"b1"}
+
+
+def test_scaling_census_runs(tmp_path):
+    """bench/scaling_census.py end to end on one small net: a census per rule, a bound no larger
+    than the one-core walk and no smaller than an even split of it over the team."""
+    mod = _bench("scaling_census")
+    out = tmp_path / "census.json"
+    rc = mod.main(["--threads", "4", "--nets", "squeezenet", "--batches", "2", "--repeats", "1",
+                   "--onnx-dir", str(tmp_path), "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["threads"] == 4 and len(data["cases"]) == 1
+    case = data["cases"][0]
+    assert case["net"] == "squeezenet" and case["batch"] == 2
+    assert case["rules"] and all(r["loops"] is not None for r in case["rules"])
+    assert any(items > 1 and pooled for r in case["rules"] for items, pooled in r["loops"])
+    total = sum(r["ms"] for r in case["rules"]) + case["sums_ms"] + case["other_ms"]
+    assert total / 4 <= case["bound_ms"] <= total * 1.0001

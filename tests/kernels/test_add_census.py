@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]
 needs_cpp = pytest.mark.skipif(_cpp._C is None, reason="pydevis._C is not built")
 
 
+def _in_team(script: str, threads: str) -> str:
+    """stdout of ``script`` in a fresh interpreter whose pool has ``threads`` members."""
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    r = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True,
+                       env=env, timeout=120, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 @needs_cpp
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(0,), (7,), (3, 5, 11), (1 << 18,), (2, 3, 70001),
@@ -49,11 +58,7 @@ def test_add_pooled_same_bits(threads):
               "b = r.standard_normal(a.size).astype(np.float32)\n"
               "assert (_C.add(a, b) == a + b).all(); _C.census_start(); _C.add(a, b)\n"
               "print(_C.census_stop())")
-    env = {**os.environ, "OMP_NUM_THREADS": threads}
-    r = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True,
-                       env=env, timeout=120, cwd=tempfile.gettempdir())
-    assert r.returncode == 0, r.stderr
-    loops = eval(r.stdout)  # noqa: S307 (our own subprocess's repr of a list of tuples)
+    loops = eval(_in_team(script, threads))  # noqa: S307 (our subprocess's repr of tuples)
     assert [(n, pooled) for n, pooled, _ in loops] == [(46, True)]  # ceil(3000001 / 65536)
 
 
@@ -105,12 +110,8 @@ def test_contiguous_pooled(threads):
               "assert (out == v).all() and out.flags.c_contiguous\n"
               "w = a.transpose(0, 2, 3, 1)[:, ::-1]; assert (_C.contiguous(w) == w).all()\n"
               "print(loops[0][:2])")
-    env = {**os.environ, "OMP_NUM_THREADS": threads}
-    r = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True,
-                       env=env, timeout=120, cwd=tempfile.gettempdir())
-    assert r.returncode == 0, r.stderr
     # 8 runs of 64 x 55 x 55 = 193 600 elements, each in pieces of 65 536: 8 x 3 items
-    assert r.stdout.strip() == "(24, True)"
+    assert _in_team(script, threads) == "(24, True)"
 
 
 @needs_cpp
@@ -161,13 +162,9 @@ print([(n, p) for n, p, ms in loops], all(ms >= 0 for _, _, ms in loops))
 @needs_cpp
 @pytest.mark.parametrize("threads, want", [("1", "[]"), ("2", "[(8, True)]")])
 def test_census_records_only_while_on(threads, want):
-    env = {**os.environ, "OMP_NUM_THREADS": threads}
-    r = subprocess.run([sys.executable, "-P", "-c", _CENSUS], capture_output=True, text=True,
-                       env=env, timeout=60, cwd=tempfile.gettempdir())
-    assert r.returncode == 0, r.stderr
     # one loop of (1 << 19) / 65536 = 8 chunks on a team of 2; none on a team of 1 (the kernel
     # then runs its serial path without a loop)
-    assert r.stdout.strip() == f"{want} True"
+    assert _in_team(_CENSUS, threads) == f"{want} True"
 
 
 def _census_module():
