@@ -163,7 +163,7 @@ def bench_batch(ctx, batch, args, rows, checks, worker):
     macs = N.count_macs(model, xt)
     flops = 4.0 * macs["total"]  # 2·MACs forward + 2·MACs backward-data
     base = {"net": name, "batch": batch, "threads": ctx["threads"], "policy": ctx["policy"],
-            "size": size, "gflop": flops / 1e9, "macs": macs}
+            "size": size, "gflop": flops / 1e9, "macs": macs, "neighbours": args.neighbours}
 
     def pydevis_step(b):
         def step():
@@ -174,17 +174,19 @@ def bench_batch(ctx, batch, args, rows, checks, worker):
     fns = {"torch": torch_step, **{b: pydevis_step(b) for b in ctx["backends"]}}
     if ctx["pm_ort"] is not None:
         fns[O.NAME] = O.step(ctx["pm_ort"], x, cls_list)
-    steps = C.timeit_interleaved(fns, repeats=args.repeats, warmup=args.warmup,
-                                 budget_s=args.budget * len(fns), paired=args.order == "paired")
-    parts = None if args.scaling else time_parts(ctx, x, xt, classes, cls_list, args)
+    with C.neighbours(args.neighbours):  # --neighbours: busy processes beside the timed runs
+        steps = C.timeit_interleaved(fns, repeats=args.repeats, warmup=args.warmup,
+                                     budget_s=args.budget * len(fns),
+                                     paired=args.order == "paired")
+        parts = None if args.scaling else time_parts(ctx, x, xt, classes, cls_list, args)
+        to = timed(args, lambda: torch_step(ctx["o2t"])) if ctx["o2t"] is not None else None
     new = step_rows(ctx, base, steps, parts, flops)
     checked = args.check_max_batch is None or batch <= args.check_max_batch
     for r in new:
         r.update(checked=checked,
                  rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    if ctx["o2t"] is not None:
-        to = timed(args, lambda: torch_step(ctx["o2t"]))
-        new.append(dict(base, impl="onnx2torch", **spread(to), x_torch=to.median_ms /
+    if to is not None:
+        new.append(dict(base, impl="onnx2torch", **C.spread(to), x_torch=to.median_ms /
                         steps["torch"].median_ms, gflops=flops / (to.median_ms * 1e6)))
     rows.extend(new)
     C.log(f"[ascent_step] {case} (load {C.load_average()}): " + ", ".join(
@@ -196,15 +198,6 @@ def bench_batch(ctx, batch, args, rows, checks, worker):
 
 def timed(args, fn):
     return C.timeit(fn, repeats=args.repeats, warmup=args.warmup, budget_s=args.budget)
-
-
-def spread(t) -> dict:
-    """The step-time fields of a row: median, min, max of the timed runs; the median count of
-    involuntary context switches in the process during one (``preempted``: threads that lost
-    their core, to each other or to another process)."""
-    return {"step_ms": t.median_ms, "step_min_ms": t.min_ms, "step_max_ms": t.max_ms,
-            "runs": t.repeats,
-            "preempted": float(np.median(t.preempted)) if t.preempted else None}
 
 
 def time_parts(ctx, x, xt, classes, cls_list, args) -> dict:
@@ -249,12 +242,12 @@ def step_rows(ctx, base, steps, parts, flops) -> list[dict]:
     def rates(ms):
         return {"gflops": flops / (ms * 1e6), "pct_peak": 100 * flops / (ms * 1e6) / peak}
 
-    rows = [dict(base, impl="torch", **spread(tt), fwd_ms=ms("torch_fwd"),
+    rows = [dict(base, impl="torch", **C.spread(tt), fwd_ms=ms("torch_fwd"),
                  bwd_ms=ms("torch_bwd"), x_torch=1.0, speedup=1.0,
                  **rates(tt.median_ms))]
     for b in ctx["backends"]:
         ts = steps[b]
-        rows.append(dict(base, impl=f"pydevis[{b}]", **spread(ts), fwd_ms=ms("fwd"),
+        rows.append(dict(base, impl=f"pydevis[{b}]", **C.spread(ts), fwd_ms=ms("fwd"),
                          fwd_plain_ms=ms("plain"), bwd_ms=ms(f"bwd:{b}"),
                          x_torch=ts.median_ms / tt.median_ms,
                          speedup=tt.median_ms / ts.median_ms,
@@ -298,6 +291,16 @@ def worker(args) -> int:
 
 
 # ---- driver -------------------------------------------------------------------------------------
+def _neighbours(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = -1
+    if not 0 <= k <= C.MAX_NEIGHBOURS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number in 0..{C.MAX_NEIGHBOURS}")
+    return k
+
+
 def parse(argv):
     p = argparse.ArgumentParser(prog="bench/ascent_step.py", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -316,6 +319,10 @@ def parse(argv):
                    help="check the gradients only up to this batch (timing only above it)")
     p.add_argument("--profile", action="store_true",
                    help="per-op profiles of the pydevis and torch steps (bench/op_profile.py)")
+    p.add_argument("--neighbours", type=_neighbours, default=0, metavar="K",
+                   help=f"K busy-looping processes (0-{C.MAX_NEIGHBOURS}, not pinned) run "
+                        "beside the timed steps: the spread of each implementation's step when "
+                        "another job shares the cores (default 0)")
     p.add_argument("--order", choices=("paired", "alternate"), default="paired",
                    help="paired (default): each timed step follows an untimed step of the same "
                         "implementation, as in an ascent loop; alternate: the implementations' "
@@ -346,7 +353,8 @@ def main(argv=None) -> int:
         Path(args.onnx_dir).mkdir(parents=True, exist_ok=True)
         fwd = ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--budget",
                str(args.budget), "--nets", *args.nets, "--batches", *map(str, args.batches),
-               "--onnx-dir", str(args.onnx_dir), "--order", args.order]
+               "--onnx-dir", str(args.onnx_dir), "--order", args.order,
+               "--neighbours", str(args.neighbours)]
         fwd += ["--quick"] * args.quick + ["--profile"] * args.profile
         fwd += ["--scaling"] * args.scaling
         if args.check_max_batch is not None:
@@ -372,7 +380,7 @@ def main(argv=None) -> int:
     return C.finish(NAME, args, parts, rows, errors, rc, info,
                     worker_keys=("max_rss_mb", "gemm", "stream", "profiles"),
                     tolerance=TOL, nets=args.nets, batches=args.batches, targets=targets,
-                    order=args.order,
+                    order=args.order, neighbours=args.neighbours,
                     onnx2torch=Q.onnx2torch_status() or "installed")
 
 

@@ -9,6 +9,7 @@
   (OpenMP of the C++ backend, numba, numpy's OpenBLAS, torch, ONNX Runtime via ``pydevis.load``);
 - :func:`run_workers`: run a script once per thread count, each in a subprocess whose environment
   fixes that count before anything is imported (OpenMP reads ``OMP_NUM_THREADS`` once);
+- :func:`neighbours`: busy-looping processes beside a timing (another process sharing the cores);
 - :func:`write_json`, :func:`table`, :func:`check_close`.
 
 Every script exposes ``main(argv=None) -> int`` (``pydevis bench`` calls it) and accepts the
@@ -18,6 +19,7 @@ options of :func:`add_common_args`; ``--quick`` gives tiny sizes and one repeat 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime as _dt
 import json
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,16 @@ class Timing:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def spread(t: Timing) -> dict:
+    """The step-time fields of a row: median, min, max of the timed runs and their ratio
+    (``step_swing``, max / min); the median count of involuntary context switches in the
+    process during one (``preempted``: threads that lost their core, to each other or to
+    another process; None where not measured)."""
+    return {"step_ms": t.median_ms, "step_min_ms": t.min_ms, "step_max_ms": t.max_ms,
+            "step_swing": t.max_ms / t.min_ms, "runs": t.repeats,
+            "preempted": float(np.median(t.preempted)) if t.preempted else None}
 
 
 def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
@@ -131,6 +143,36 @@ def timeit_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, w
             break
     return {name: Timing(statistics.median(t), min(t), len(t), t, preempted[name])
             for name, t in times.items()}
+
+
+# A neighbour: a process that only burns CPU, and exits when its parent is gone (a killed
+# worker leaves none behind): every few milliseconds it checks that its parent is still the
+# pid it was given (given, not read at start-up: the parent may be gone by then).
+_BUSY = ("import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n"
+         "    for _ in range(100000):\n        pass\n")
+MAX_NEIGHBOURS = 64
+
+
+@contextlib.contextmanager
+def neighbours(count: int) -> Iterator[list[subprocess.Popen]]:
+    """``count`` busy-looping Python processes for the duration of the block, not pinned: the
+    scheduler shares the cores between them and the timed steps, as on a machine where another
+    job runs. They are killed (and reaped) on the way out, whatever happens in the block."""
+    if not 0 <= count <= MAX_NEIGHBOURS:
+        raise ValueError(f"neighbours: {count} is not in 0..{MAX_NEIGHBOURS}")
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(count):
+            procs.append(subprocess.Popen([sys.executable, "-I", "-S", "-c", _BUSY,
+                                           str(os.getpid())],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def _involuntary_switches() -> int:

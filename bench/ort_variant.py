@@ -17,6 +17,11 @@ import time
 
 import numpy as np
 
+try:
+    from .common import spread
+except ImportError:  # run as a script
+    from common import spread  # type: ignore[no-redef]
+
 IMPL = "pydevis[ort]"
 NAME = "ort"
 
@@ -64,8 +69,7 @@ def row(base: dict, pm_ort, ts, tt, t_plain, setup_ms: float, flops: float,
     """The JSON row: ``ts`` its timing, ``tt`` torch's (same rounds), ``t_plain`` the plain
     ORT forward of the original model; ``providers``: where the session ran."""
     torch_ms = tt.median_ms
-    return dict(base, impl=IMPL, step_ms=ts.median_ms, step_min_ms=ts.min_ms,
-                step_max_ms=ts.max_ms, runs=ts.repeats, speedup=torch_ms / ts.median_ms,
+    return dict(base, impl=IMPL, **spread(ts), speedup=torch_ms / ts.median_ms,
                 fwd_ms=None,
                 fwd_plain_ms=None if t_plain is None else t_plain.median_ms, bwd_ms=None,
                 setup_ms=setup_ms,

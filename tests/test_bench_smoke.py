@@ -137,8 +137,11 @@ def test_ascent_step_quick_scaling(tmp_path):
     """``--scaling``: step times only, the worker's RSS per batch, batches above
     ``--check-max-batch`` timed but marked unchecked."""
     data = _run("ascent_step", tmp_path, "--nets", "squeezenet", "--batches", "1", "3",
-                "--backends", "cpp", "--scaling", "--check-max-batch", "1")
+                "--backends", "cpp", "--scaling", "--check-max-batch", "1", "--neighbours", "1")
     rows = data["rows"]
+    assert data["neighbours"] == 1 and all(r["neighbours"] == 1 for r in rows)
+    assert all(r["step_swing"] == pytest.approx(r["step_max_ms"] / r["step_min_ms"])
+               for r in rows)
     assert {(r["impl"], r["batch"]) for r in rows} >= {("torch", 1), ("pydevis[cpp]", 3)}
     assert all(r["checked"] is (r["batch"] == 1) for r in rows)
     assert all(r["rss_mb"] > 0 and r["fwd_ms"] is None for r in rows)
@@ -162,3 +165,65 @@ def test_scaling_census_runs(tmp_path):
     assert any(items > 1 and pooled for r in case["rules"] for items, pooled in r["loops"])
     total = sum(r["ms"] for r in case["rules"]) + case["sums_ms"] + case["other_ms"]
     assert total / 4 <= case["bound_ms"] <= total * 1.0001
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_neighbours_burn_cpu_and_are_reaped():
+    """``--neighbours``: the processes run (they use CPU) during the block and are gone after
+    it, also when the block raises."""
+    common = _bench("common")
+    with pytest.raises(RuntimeError, match="inside"):
+        with common.neighbours(2) as procs:
+            assert len(procs) == 2 and all(p.poll() is None for p in procs)
+            before = [_cpu_ticks(p.pid) for p in procs]
+            import time
+
+            time.sleep(0.5)
+            assert all(_cpu_ticks(p.pid) > b for p, b in zip(procs, before, strict=True))
+            raise RuntimeError("inside")
+    assert all(p.returncode is not None for p in procs)
+    with pytest.raises(ValueError, match="not in 0..64"):
+        with common.neighbours(65):
+            pass
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_neighbour_exits_when_its_parent_dies(tmp_path):
+    """A worker killed mid-timing leaves no neighbour burning: each one exits when its parent
+    is gone."""
+    import subprocess
+    import time
+
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from bench import common\n"
+            "with common.neighbours(1) as procs:\n"
+            "    print(procs[0].pid, flush=True)\n"
+            "    os._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return  # gone
+        if state in ("Z", "X"):
+            return  # exited, not yet reaped by whoever adopted it
+        time.sleep(0.1)
+    pytest.fail(f"neighbour {pid} still running 20 s after its parent exited")
+
+
+def test_ascent_step_refuses_a_bad_neighbour_count(capsys):
+    mod = _bench("ascent_step")
+    for bad in ("-1", "65", "two"):
+        with pytest.raises(SystemExit) as exc:
+            mod.parse(["--neighbours", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "--neighbours" in err and "0..64" in err
