@@ -36,9 +36,9 @@
 // The col2im is col2im.h's scatter_tile (vectorised; strided convs through phase-split planes).
 //
 // Special cases: 1×1 kernels with unit stride and no padding GEMM straight into grad_in (col2im
-// is the identity; batched, the GEMM's rows are copied out per sample; at batch 1 with few
-// channel blocks the pixels are split across the threads too); depthwise convs (Cg == Mg == 1)
-// skip BLAS for their own gather kernel (depthwise.cpp).
+// is the identity; batched, each task a range of the packed columns, copied out to the samples
+// it covers; at batch 1 with few channel blocks the pixels are split across the threads too);
+// depthwise convs (Cg == Mg == 1) skip BLAS for their own gather kernel (depthwise.cpp).
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -148,12 +148,13 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
   relu.apply(dst, first, nc * HW);
 }
 
-// One batched task: group gi, input channels [c0, c1) of that group, in samples [s0, s1). B is
-// the packed grad_out of the group (Mg × N·Ho·Wo); tiles of tile_n whole samples.
+// One batched task (not a direct conv): group gi, input channels [c0, c1) of that group, in
+// samples [s0, s1). B is the packed grad_out of the group (Mg × N·Ho·Wo); tiles of tile_n
+// whole samples.
 template <typename T>
 void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g, int64_t gi,
                       int64_t c0, int64_t c1, int64_t s0, int64_t s1, int64_t tile_n,
-                      bool direct, const Fused<T>& relu) {
+                      const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, NP = g.N * HoWo, rows = (c1 - c0) * kk;
   const int64_t nc = c1 - c0, plane = g.H * split_row(g);
@@ -167,15 +168,36 @@ void run_batched_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g
       const int64_t first = (n * g.C + gi * Cg + c0) * HW;
       T* dst = grad_in + first;
       const T* src = col + (n - n0) * HoWo;
-      if (direct) {
-        for (int64_t c = 0; c < c1 - c0; ++c) std::copy_n(src + c * cols, HW, dst + c * HW);
-      } else {
-        T* acc = g.sw > 1 ? thread_scratch<T, 1>(size_t(nc * plane)).data() : dst;
-        std::fill(acc, acc + nc * plane, T(0));
-        scatter_tile(src, cols, nc, 0, g.Ho, acc, g);
-        if (g.sw > 1) unsplit(acc, nc, dst, g);
-      }
+      T* acc = g.sw > 1 ? thread_scratch<T, 1>(size_t(nc * plane)).data() : dst;
+      std::fill(acc, acc + nc * plane, T(0));
+      scatter_tile(src, cols, nc, 0, g.Ho, acc, g);
+      if (g.sw > 1) unsplit(acc, nc, dst, g);
       relu.apply(dst, first, nc * HW);
+    }
+  }
+}
+
+// One batched task of a direct (1×1) conv: group gi, input channels [c0, c1), the columns
+// [j0, j1) of the packed grad_out (pixels of any samples: a part may end inside a sample), in
+// tiles of tile_cols columns, each copied out to the samples' planes it covers.
+template <typename T>
+void run_batched_direct_task(const T* B, const T* weight, T* grad_in, const ConvGeom& g,
+                             int64_t gi, int64_t c0, int64_t c1, int64_t j0, int64_t j1,
+                             int64_t tile_cols, const Fused<T>& relu) {
+  const int64_t Cg = g.C / g.group, Mg = g.M / g.group;
+  const int64_t HW = g.H * g.W, NP = g.N * HW, nc = c1 - c0;
+  const T* A = weight + gi * Mg * Cg + c0;
+  T* col = thread_scratch<T>(size_t(nc * std::min(tile_cols, j1 - j0))).data();
+  for (int64_t t0 = j0; t0 < j1; t0 += tile_cols) {
+    const int64_t t1 = std::min(j1, t0 + tile_cols), cols = t1 - t0;
+    gemm_tn(int(nc), int(cols), int(Mg), A, int(Cg), B + t0, int(NP), col, int(cols));
+    for (int64_t n = t0 / HW; n * HW < t1; ++n) {  // the samples this tile reaches
+      const int64_t p0 = std::max(t0, n * HW) - n * HW, p1 = std::min(t1, (n + 1) * HW) - n * HW;
+      const int64_t first = (n * g.C + gi * Cg + c0) * HW;
+      for (int64_t c = 0; c < nc; ++c) {
+        std::copy_n(col + c * cols + (n * HW + p0 - t0), p1 - p0, grad_in + first + c * HW + p0);
+        relu.apply(grad_in + first + c * HW + p0, first + c * HW + p0, p1 - p0);
+      }
     }
   }
 }
@@ -197,22 +219,37 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
   blocks = std::min({blocks, Cg, std::max<int64_t>(1, Cg * kk / kMinBlockRows)});
   // Too few channel blocks for the team (a 1×1 conv from 64-96 channels has one block of
   // kMinBlockRows: MobileNetV2's 14×14 layers ran on one thread of 16): the samples are split
-  // too, each part keeping >= kMinPartCols GEMM columns.
+  // too, each part keeping >= kMinPartCols GEMM columns. A direct conv's parts are ranges of
+  // columns (>= kMinDirectPartCols), not whole samples: with whole samples, MobileNetV2's
+  // 96 <- 576 1×1 convs at 14×14, batch 8, had 8 tasks for 16 threads (the loop census), and
+  // its 160 <- 960 ones at 7×7 3 parts; a count above the team is rounded down to a multiple
+  // of it, as at batch 1.
   int64_t parts = 1;
-  if (g.group * blocks < 2 * nt)
-    parts = std::min({ceil_div(2 * nt, g.group * blocks), g.N,
-                      std::max<int64_t>(1, NP / kMinPartCols)});
+  const int64_t gb = g.group * blocks;
+  if (gb < 2 * nt) {
+    if (direct) {
+      parts = std::min(ceil_div(2 * nt, gb), std::max<int64_t>(1, NP / kMinDirectPartCols));
+      if (gb * parts > nt && (gb * parts) % nt != 0)
+        parts = std::max<int64_t>(1, gb * parts / nt * nt / gb);
+    } else {
+      parts = std::min({ceil_div(2 * nt, gb), g.N, std::max<int64_t>(1, NP / kMinPartCols)});
+    }
+  }
   const int64_t rows_max = ceil_div(Cg, blocks) * kk;
   const int64_t tile_cols = std::max(
       kBatchedTileCols, 2 * kTileBytes / int64_t(sizeof(T) * std::max<int64_t>(rows_max, 1)));
   const int64_t tile_n = std::clamp(ceil_div(tile_cols, HoWo), int64_t(1), g.N);
   const int64_t Mg = g.M / g.group;
   BlasSingleThread single;
-  parallel_for(g.group * blocks * parts, Mg * NP * rows_max * 2 / parts, [&](int64_t t) {
+  parallel_for(gb * parts, Mg * NP * rows_max * 2 / parts, [&](int64_t t) {
     const int64_t part = t % parts, b = (t / parts) % blocks, gi = t / parts / blocks;
-    run_batched_task(B + gi * Mg * NP, weight, grad_in, g, gi, Cg * b / blocks,
-                     Cg * (b + 1) / blocks, g.N * part / parts, g.N * (part + 1) / parts, tile_n,
-                     direct, relu);
+    const int64_t c0 = Cg * b / blocks, c1 = Cg * (b + 1) / blocks;
+    if (direct)
+      run_batched_direct_task(B + gi * Mg * NP, weight, grad_in, g, gi, c0, c1,
+                              NP * part / parts, NP * (part + 1) / parts, tile_n * HoWo, relu);
+    else
+      run_batched_task(B + gi * Mg * NP, weight, grad_in, g, gi, c0, c1, g.N * part / parts,
+                       g.N * (part + 1) / parts, tile_n, relu);
   });
 }
 
@@ -220,13 +257,15 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
 // target the last conv of a net often has one nonzero channel per image (SqueezeNet's conv10:
 // grad_out 1000 × 13 × 13, of which the class's plane is nonzero; 2.4 ms of a 17 ms step as a
 // dense GEMM). The channels that are nonzero somewhere, in order; a channel's scan stops at its
-// first nonzero chunk, so a dense grad_out costs one chunk per channel.
+// first nonzero chunk, so a dense grad_out costs one chunk per channel. The channels are scanned
+// on the pool: a sparse grad_out is read whole (SqueezeNet's at batch 8, 5.4 MB, was the
+// largest serial part of its backward in the loop census).
 template <typename T>
 std::vector<int64_t> nonzero_channels(const T* grad_out, const ConvGeom& g) {
   constexpr int64_t kChunk = 64;
   const int64_t HoWo = g.Ho * g.Wo;
-  std::vector<int64_t> act;
-  for (int64_t m = 0; m < g.M; ++m) {
+  std::vector<char> nonzero(size_t(g.M), 0);
+  parallel_for(g.M, g.N * HoWo, [&](int64_t m) {
     bool any = false;
     for (int64_t n = 0; n < g.N && !any; ++n) {
       const T* p = grad_out + (n * g.M + m) * HoWo;
@@ -237,8 +276,11 @@ std::vector<int64_t> nonzero_channels(const T* grad_out, const ConvGeom& g) {
         any = nz;
       }
     }
-    if (any) act.push_back(m);
-  }
+    nonzero[size_t(m)] = any;
+  });
+  std::vector<int64_t> act;
+  for (int64_t m = 0; m < g.M; ++m)
+    if (nonzero[size_t(m)]) act.push_back(m);
   return act;
 }
 

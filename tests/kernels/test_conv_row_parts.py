@@ -44,6 +44,18 @@ CASES = {
                                None),
 }
 
+# Batched direct (1×1) convs on small planes (csrc/cpu/conv.cpp, run_batched): parts are ranges
+# of the packed columns (pixels of any samples), not whole samples.
+BATCHED = {
+    "batched 1x1, 64 <- 384, 14x14": (8, 64, 384, (14, 14), (1, 1), (1, 1), (0, 0, 0, 0),
+                                      (1, 1), 1, None),
+    "batched 1x1, 160 <- 960, 7x7, guided": (8, 160, 960, (7, 7), (1, 1), (1, 1), (0, 0, 0, 0),
+                                             (1, 1), 1, "guided"),
+    "batched 1x1, 3 samples of 13x13, parts inside samples": (3, 24, 40, (13, 13), (1, 1), (1, 1),
+                                                              (0, 0, 0, 0), (1, 1), 1,
+                                                              "gradient"),
+}
+
 _SCRIPT = """
 import hashlib, json, sys
 import numpy as np
@@ -83,7 +95,8 @@ def _run(threads: str) -> dict:
     if threads in _RUNS:
         return _RUNS[threads]
     env = {**os.environ, "OMP_NUM_THREADS": threads}
-    r = subprocess.run([sys.executable, "-P", "-c", _SCRIPT, str(TESTS), json.dumps(CASES)],
+    r = subprocess.run([sys.executable, "-P", "-c", _SCRIPT, str(TESTS),
+                        json.dumps({**CASES, **BATCHED})],
                        capture_output=True, text=True, env=env, timeout=300,
                        cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr[-3000:]
@@ -110,7 +123,28 @@ def test_row_parts_match_the_oracle(threads):
     nt = int(threads)
     for name, tasks in EXPECTED.items():
         assert loops[name] == [tasks[nt]], name
-    assert all(len(v) == 1 and v[0] > 1 for v in loops.values()), loops
+    assert all(len(loops[k]) == 1 and loops[k][0] > 1 for k in CASES), loops
+
+
+# Batched 1×1: from 64 output channels the scan for zero grad_out channels (one loop over M),
+# the pack of grad_out (one loop over M), then the tasks: channel
+# blocks (1 for 24-64 channels, 2 for 160) × column parts, 2 per thread at most, each of
+# >= 64 columns (NP = 1568, 392, 507: 24, 6, 7 parts at most), a count above the team rounded
+# down to a multiple of it. With whole samples as parts the 14×14 case had 8 tasks on 16.
+EXPECTED_BATCHED = {
+    "batched 1x1, 64 <- 384, 14x14": {1: 2, 2: 4, 3: 6, 16: 16},
+    "batched 1x1, 160 <- 960, 7x7, guided": {1: 2, 2: 4, 3: 6, 16: 12},
+    "batched 1x1, 3 samples of 13x13, parts inside samples": {1: 2, 2: 4, 3: 6, 16: 7},
+}
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3", "16"])
+def test_batched_direct_parts_match_the_oracle(threads):
+    loops = {k: v[0] for k, v in _run(threads).items()}  # each case checked against the oracle
+    for name, tasks in EXPECTED_BATCHED.items():
+        m = BATCHED[name][2]
+        scan = [m] if m >= 64 else []
+        assert loops[name] == [*scan, m, tasks[int(threads)]], name
 
 
 def test_same_bits_on_any_team():
@@ -118,6 +152,7 @@ def test_same_bits_on_any_team():
     the channel blocks: each pixel's terms add in the same order, so neither row parts nor
     channel blocks change a bit. One thread: one task per group, no parts, no blocks."""
     one = {k: v[1] for k, v in _run("1").items()}
-    assert {k: v[0] for k, v in _run("1").items()} == {k: [c[8]] for k, c in CASES.items()}
+    assert {k: v[0] for k, v in _run("1").items() if k in CASES} == {
+        k: [c[8]] for k, c in CASES.items()}
     for threads in ("2", "3", "16"):
         assert {k: v[1] for k, v in _run(threads).items()} == one, threads

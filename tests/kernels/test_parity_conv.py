@@ -288,6 +288,9 @@ SPARSE_CASES = {
     "3x3 stride 2": (2, 8, 70, (15, 14), 3, 2, 1, [69]),
     "half the channels": (1, 8, 64, (7, 7), 1, 1, 0, list(range(0, 64, 2))),
     "all zero": (2, 8, 64, (7, 7), 3, 1, 1, []),
+    # SqueezeNet's conv10 at batch 8: 1.35 M values, the scan for the nonzero channels pooled
+    "1x1, a class per image, batch 8": (8, 16, 1000, (13, 13), 1, 1, 0,
+                                        [3, 999, 500, 3, 0, 998, 1, 2]),
 }
 
 
