@@ -27,6 +27,7 @@
 #include "common/numpy_checks.h"
 #include "common/parallel.h"
 #include "cpu/kernels.h"
+#include "cpu/small_gemm.h"
 #include "cpu/winograd.h"
 
 namespace py = pybind11;
@@ -239,6 +240,27 @@ py::array add(const py::array& a, const py::array& b) {
   pydevis::check_same_dtype(b, "b", a, "a");
   pydevis::check_same_shape(shape_of(b), "b", shape_of(a), "a");
   return f64 ? add_impl<double>(a, b) : add_impl<float>(a, b);
+}
+
+// ---- small_gemm_tn (the narrow-plane GEMM of the conv backward, exposed for its tests) -----
+py::array small_gemm_tn(const py::array& a, const py::array& b, int64_t m) {
+  pydevis::check_layout(a, "a", 2);
+  pydevis::check_layout(b, "b", 2);
+  CHECK(pydevis::has_dtype<float>(a) && pydevis::has_dtype<float>(b),
+        "small_gemm_tn: a and b must be float32");
+  const Ints as = shape_of(a), bs = shape_of(b);
+  CHECK(as[0] == bs[0], "small_gemm_tn: a has ", as[0], " rows, b ", bs[0]);
+  CHECK(bs[1] >= 1 && bs[1] <= pydevis::cpu::kSmallGemmMaxCols, "small_gemm_tn: b has ", bs[1],
+        " columns, expected 1..", pydevis::cpu::kSmallGemmMaxCols);
+  CHECK(m >= 1 && m <= as[1], "small_gemm_tn: m = ", m, ", expected 1..", as[1]);
+  auto out = new_array<float>({m, bs[1]});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    pydevis::cpu::small_gemm_tn(m, bs[1], as[0], cptr<float>(a), as[1], cptr<float>(b), bs[1],
+                                dst, bs[1]);
+  }
+  return std::move(out);
 }
 
 // ---- contiguous ---------------------------------------------------------------------------
@@ -554,6 +576,11 @@ PYBIND11_MODULE(_C, m) {
         "Relu/Clip backward: mode 0 gradient, 1 deconvnet, 2 guided.");
   m.def("add", &add, py::arg("a"), py::arg("b"),
         "a + b (same shape and float dtype), on the thread pool past 2^18 elements.");
+  m.def("small_gemm_tn", &small_gemm_tn, py::arg("a"), py::arg("b"), py::arg("m"),
+        "a[:, :m].T @ b for float32 a (k x lda), b (k x n), n <= 64: the conv backward's GEMM "
+        "on narrow planes (its tests; the scalar loop where small_gemm_available() is False).");
+  m.def("small_gemm_available", &pydevis::cpu::small_gemm_available,
+        "Whether the conv backward uses small_gemm_tn here (x86-64 with AVX-512F).");
   m.def("contiguous", &contiguous, py::arg("a"),
         "A C-contiguous copy of a float32/float64 array of any strides (a view), on the thread "
         "pool past 2^18 elements.");

@@ -50,6 +50,7 @@
 #include "kernels.h"
 #include "rectify.h"
 #include "scratch.h"
+#include "small_gemm.h"
 #include "winograd.h"
 
 namespace pydevis::cpu {
@@ -64,6 +65,18 @@ constexpr int64_t kBatchedTileCols = 768;         // whose tiles are at least th
 constexpr int64_t kMinPartCols = 128;             // a batched task's samples: this many columns
 constexpr int64_t kSparseMinChannels = 64;        // zero grad_out channels dropped from here
 
+// The GEMM of a task: OpenBLAS, or for a float32 conv on a narrow plane (narrow: chosen once per
+// conv, so that every task of it, any team size, sums alike) small_gemm_tn, which does not pack
+// A (small_gemm.cpp: 576 × 49 × 512, one core, 0.33 -> 0.27 ms).
+template <typename T>
+void gemm_cols(bool narrow, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T* c, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (narrow) return small_gemm_tn(m, n, k, a, lda, b, ldb, c, ldc);
+  }
+  gemm_tn(int(m), int(n), int(k), a, int(lda), b, int(ldb), c, int(ldc));
+}
+
 // A Relu fused after the conv's backward (rectify.h's FusedRelu) is applied to each task's
 // grad_in planes right after they are written, while they are in cache.
 template <typename T>
@@ -77,7 +90,8 @@ using Fused = FusedRelu<T>;
 // the same order as there (the same bits as without parts, for the same tile height).
 template <typename T>
 void run_rows(const T* G, const T* A, T* dst, const ConvGeom& g, int64_t nc, int64_t rows,
-              int64_t tile_oh, int64_t h0, int64_t h1, int64_t first, const Fused<T>& relu) {
+              int64_t tile_oh, int64_t h0, int64_t h1, int64_t first, bool narrow,
+              const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo;
   // oh reaches input rows [oh·sh - pt, oh·sh - pt + (kH-1)·dh]
@@ -94,8 +108,7 @@ void run_rows(const T* G, const T* A, T* dst, const ConvGeom& g, int64_t nc, int
   for (int64_t oh0 = oh_lo, oh1; oh0 < oh_hi; oh0 = oh1) {  // the whole plane's tiles, clipped
     oh1 = std::min(oh_hi, (oh0 / tile_oh + 1) * tile_oh);
     const int64_t cols = (oh1 - oh0) * g.Wo;
-    gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), G + oh0 * g.Wo, int(HoWo), col,
-            int(cols));
+    gemm_cols(narrow, rows, cols, Mg, A, Cg * kk, G + oh0 * g.Wo, HoWo, col, cols);
     scatter_tile(col, cols, nc, oh0, oh1, acc, w);
   }
   for (int64_t c = 0; c < nc; ++c) {
@@ -112,7 +125,7 @@ void run_rows(const T* G, const T* A, T* dst, const ConvGeom& g, int64_t nc, int
 template <typename T>
 void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g, int64_t n,
               int64_t gi, int64_t c0, int64_t c1, int64_t tile_oh, bool direct, int64_t j0,
-              int64_t j1, const Fused<T>& relu) {
+              int64_t j1, bool narrow, const Fused<T>& relu) {
   const int64_t Cg = g.C / g.group, Mg = g.M / g.group, kk = g.kH * g.kW;
   const int64_t HW = g.H * g.W, HoWo = g.Ho * g.Wo, rows = (c1 - c0) * kk;
   const T* G = grad_out + (n * g.M + gi * Mg) * HoWo;
@@ -123,15 +136,14 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
     if (HoWo == 1)  // a matrix-vector product (OpenBLAS's sgemm with n = 1 is ~4x slower)
       gemv_t(int(rows), int(Mg), A, int(Cg * kk), G, int(HoWo), dst, int(HW));
     else
-      gemm_tn(int(rows), int(j1 - j0), int(Mg), A, int(Cg * kk), G + j0, int(HoWo), dst + j0,
-              int(HW));
+      gemm_cols(narrow, rows, j1 - j0, Mg, A, Cg * kk, G + j0, HoWo, dst + j0, HW);
     for (int64_t c = 0; c < c1 - c0; ++c)
       relu.apply(dst + c * HW + j0, first + c * HW + j0, j1 - j0);
     return;
   }
   const int64_t nc = c1 - c0;
   if (j0 != 0 || j1 != g.H) {  // input rows [j0, j1) only
-    run_rows(G, A, dst, g, nc, rows, tile_oh, j0, j1, first, relu);
+    run_rows(G, A, dst, g, nc, rows, tile_oh, j0, j1, first, narrow, relu);
     return;
   }
   const int64_t plane = g.H * split_row(g);
@@ -140,8 +152,7 @@ void run_task(const T* grad_out, const T* weight, T* grad_in, const ConvGeom& g,
   T* col = thread_scratch<T>(size_t(rows * tile_oh * g.Wo)).data();
   for (int64_t oh0 = 0; oh0 < g.Ho; oh0 += tile_oh) {
     const int64_t oh1 = std::min(g.Ho, oh0 + tile_oh), cols = (oh1 - oh0) * g.Wo;
-    gemm_tn(int(rows), int(cols), int(Mg), A, int(Cg * kk), G + oh0 * g.Wo, int(HoWo), col,
-            int(cols));
+    gemm_cols(narrow, rows, cols, Mg, A, Cg * kk, G + oh0 * g.Wo, HoWo, col, cols);
     scatter_tile(col, cols, nc, oh0, oh1, acc, g);
   }
   if (g.sw > 1) unsplit(acc, nc, dst, g);
@@ -388,6 +399,9 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
   if (!direct) parts = row_parts;
   const int64_t span = direct ? HoWo : g.H;  // what the parts split: pixels, or input rows
 
+  // Planes of <= 64 pixels (7×7, 8×8; the batch is 1 here) run small_gemm_tn where it runs.
+  const bool narrow = std::is_same_v<T, float> && HoWo > 1 && HoWo <= kSmallGemmMaxCols &&
+                      small_gemm_available();
   BlasSingleThread single;
   const int64_t tasks = base * blocks * parts;
   parallel_for(tasks, Mg * HoWo * rows_max * 2 / parts, [&](int64_t t) {
@@ -395,7 +409,7 @@ void conv2d_backward_data(const T* grad_out, const T* weight, T* grad_in, const 
     const int64_t gi = ng % g.group, n = ng / g.group;
     const int64_t c0 = Cg * b / blocks, c1 = Cg * (b + 1) / blocks;
     run_task(grad_out, weight, grad_in, g, n, gi, c0, c1, tile_oh, direct, span * part / parts,
-             span * (part + 1) / parts, relu);
+             span * (part + 1) / parts, narrow, relu);
   });
 }
 

@@ -42,6 +42,10 @@ CASES = {
     "3x3/2, 64 channels": (1, 64, 32, (30, 30), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, None),
     "5x5 pad 2, 48 channels": (1, 48, 16, (27, 27), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1,
                                None),
+    # a 7×7 plane: the narrow-plane GEMM (small_gemm.cpp) where the CPU has AVX-512; its
+    # channel blocks (8 channels: 72 rows, a tail of 8 after two 32-row blocks) differ by team
+    "3x3 on 7x7, 64 channels, rectified": (1, 64, 48, (7, 7), (3, 3), (1, 1), (1, 1, 1, 1),
+                                           (1, 1), 1, "gradient"),
 }
 
 # Batched direct (1×1) convs on small planes (csrc/cpu/conv.cpp, run_batched): parts are ranges
