@@ -267,28 +267,37 @@ void run_batched(const T* grad_out, const T* weight, T* grad_in, const ConvGeom&
 // Output channels whose gradient is zero in every sample add nothing to grad_in. With a class
 // target the last conv of a net often has one nonzero channel per image (SqueezeNet's conv10:
 // grad_out 1000 × 13 × 13, of which the class's plane is nonzero; 2.4 ms of a 17 ms step as a
-// dense GEMM). The channels that are nonzero somewhere, in order; a channel's scan stops at its
-// first nonzero chunk, so a dense grad_out costs one chunk per channel. The channels are scanned
-// on the pool: a sparse grad_out is read whole (SqueezeNet's at batch 8, 5.4 MB, was the
-// largest serial part of its backward in the loop census).
+// dense GEMM). The channels that are nonzero somewhere, in order. First, on the calling thread,
+// each channel's first chunk in the first sample: that decides a dense grad_out at once (one
+// chunk per channel, no loop on the pool). The channels still open are then read whole, on the
+// pool when they are many: SqueezeNet's 999 zero planes at batch 8, 5.4 MB, were the largest
+// serial part of its backward in the loop census.
 template <typename T>
 std::vector<int64_t> nonzero_channels(const T* grad_out, const ConvGeom& g) {
   constexpr int64_t kChunk = 64;
   const int64_t HoWo = g.Ho * g.Wo;
+  auto any_in = [](const T* p, int64_t i0, int64_t i1) {
+    bool nz = false;
+    for (int64_t i = i0; i < i1; ++i) nz |= p[i] != T(0);  // NaN counts as nonzero
+    return nz;
+  };
   std::vector<char> nonzero(size_t(g.M), 0);
-  parallel_for(g.M, g.N * HoWo, [&](int64_t m) {
-    bool any = false;
-    for (int64_t n = 0; n < g.N && !any; ++n) {
-      const T* p = grad_out + (n * g.M + m) * HoWo;
-      for (int64_t i0 = 0; i0 < HoWo && !any; i0 += kChunk) {
-        const int64_t i1 = std::min(HoWo, i0 + kChunk);
-        bool nz = false;
-        for (int64_t i = i0; i < i1; ++i) nz |= p[i] != T(0);  // NaN counts as nonzero
-        any = nz;
+  std::vector<int64_t> open;
+  for (int64_t m = 0; m < g.M; ++m) {
+    if (any_in(grad_out + m * HoWo, 0, std::min(kChunk, HoWo))) nonzero[size_t(m)] = 1;
+    else open.push_back(m);
+  }
+  if (!open.empty())
+    parallel_for(int64_t(open.size()), g.N * HoWo, [&](int64_t i) {
+      const int64_t m = open[size_t(i)];
+      bool any = false;
+      for (int64_t n = 0; n < g.N && !any; ++n) {
+        const T* p = grad_out + (n * g.M + m) * HoWo;
+        for (int64_t i0 = 0; i0 < HoWo && !any; i0 += kChunk)
+          any = any_in(p, i0, std::min(HoWo, i0 + kChunk));
       }
-    }
-    nonzero[size_t(m)] = any;
-  });
+      nonzero[size_t(m)] = any;
+    });
   std::vector<int64_t> act;
   for (int64_t m = 0; m < g.M; ++m)
     if (nonzero[size_t(m)]) act.push_back(m);

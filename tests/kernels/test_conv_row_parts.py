@@ -130,8 +130,8 @@ def test_row_parts_match_the_oracle(threads):
     assert all(len(loops[k]) == 1 and loops[k][0] > 1 for k in CASES), loops
 
 
-# Batched 1×1: from 64 output channels the scan for zero grad_out channels (one loop over M),
-# the pack of grad_out (one loop over M), then the tasks: channel
+# Batched 1×1: the pack of grad_out (one loop over M; a dense grad_out's scan for zero
+# channels runs no loop), then the tasks: channel
 # blocks (1 for 24-64 channels, 2 for 160) × column parts, 2 per thread at most, each of
 # >= 64 columns (NP = 1568, 392, 507: 24, 6, 7 parts at most), a count above the team rounded
 # down to a multiple of it. With whole samples as parts the 14×14 case had 8 tasks on 16.
@@ -147,8 +147,7 @@ def test_batched_direct_parts_match_the_oracle(threads):
     loops = {k: v[0] for k, v in _run(threads).items()}  # each case checked against the oracle
     for name, tasks in EXPECTED_BATCHED.items():
         m = BATCHED[name][2]
-        scan = [m] if m >= 64 else []
-        assert loops[name] == [*scan, m, tasks[int(threads)]], name
+        assert loops[name] == [m, tasks[int(threads)]], name
 
 
 def test_same_bits_on_any_team():
