@@ -48,7 +48,7 @@ CASES = {
                                            (1, 1), 1, "gradient"),
 }
 
-# Batched direct (1×1) convs on small planes (csrc/cpu/conv.cpp, run_batched): parts are ranges
+# Batched direct (1×1) convs on small planes (csrc/cpu/conv_batched.cpp): parts are ranges
 # of the packed columns (pixels of any samples), not whole samples.
 BATCHED = {
     "batched 1x1, 64 <- 384, 14x14": (8, 64, 384, (14, 14), (1, 1), (1, 1), (0, 0, 0, 0),
