@@ -535,6 +535,25 @@ std::vector<int> pool_trace(int64_t n, int threads, int stall_ms, int item_us) {
 }
 
 // ---- loop census (csrc/common/parallel.h; bench/scaling_census.py) --------------------------
+// census_nest: a test hook. An outer parallel_for of `outer` items, each running an inner
+// parallel_for of `inner` items busy item_us µs each; the outer loop is pooled when outer_pooled
+// (it then runs the inner loops inside its tasks), else serial (each inner loop may pool).
+void census_nest(int64_t outer, int64_t inner, int item_us, bool outer_pooled) {
+  if (outer < 1 || outer > 64 || inner < 1 || inner > 4096)
+    throw py::value_error("census_nest: outer must be in [1, 64], inner in [1, 4096]");
+  if (item_us < 0 || item_us > 10000)
+    throw py::value_error("census_nest: item_us must be in [0, 10000]");
+  py::gil_scoped_release nogil;
+  auto busy = [item_us] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(item_us);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  };
+  pydevis::parallel_for(outer, outer_pooled ? pydevis::kMinParallelWork : 1, [&](int64_t) {
+    pydevis::parallel_for(inner, pydevis::kMinParallelWork, [&](int64_t) { busy(); });
+  });
+}
+
 void census_start() { pydevis::census_start(); }
 
 std::vector<std::tuple<int64_t, bool, double>> census_stop() {
@@ -624,12 +643,17 @@ PYBIND11_MODULE(_C, m) {
         "`threads` members and return, per item, which thread ran it (0: the caller, then 1, "
         "2... in order of first appearance, -1: none); with stall_ms > 0 the first chunk a "
         "worker takes sleeps that long first.");
+  m.def("census_nest", &census_nest, py::arg("outer"), py::arg("inner"), py::arg("item_us"),
+        py::arg("outer_pooled"),
+        "Test hook of the loop census: a parallel loop of `outer` items, each running a loop "
+        "of `inner` items busy item_us µs each; the outer loop pooled or serial.");
   m.def("census_start", &census_start,
         "Start the loop census (clearing it): from now on every parallel loop of the kernels "
         "records its item count, whether it ran on the pool and its wall time.");
   m.def("census_stop", &census_stop,
-        "Stop the loop census and return its records: (items, pooled, ms) per top-level loop, "
-        "in order.");
+        "Stop the loop census and return its records, in order: (items, pooled, ms) per loop "
+        "not inside a pooled loop's task; ms is the loop's wall time less that of the loops "
+        "recorded inside it (a serial loop's inner loops), so each moment counts once.");
   m.attr("has_openmp") =
 #ifdef _OPENMP
       true;

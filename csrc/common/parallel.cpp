@@ -48,6 +48,7 @@ namespace pydevis {
 namespace {
 
 thread_local bool t_in_task = false;
+thread_local double t_census_inner_ms = 0.0;  // census_enter / census_leave
 std::atomic<uint64_t> g_naps{0};  // park_workers() counts up: spinning workers go to sleep
 
 inline void cpu_relax() {
@@ -283,10 +284,20 @@ std::vector<CensusLoop> census_stop() {
   return std::move(g_census);
 }
 
-void census_record(int64_t items, bool pooled, double ms) {
+double census_enter() {
+  const double saved = t_census_inner_ms;
+  t_census_inner_ms = 0.0;
+  return saved;
+}
+
+void census_leave(int64_t items, bool pooled, double ms, double saved) {
+  const double inner = t_census_inner_ms;
+  t_census_inner_ms = saved;
   if (t_in_task) return;  // a loop inside another's task: serial, and inside that task's time
+  t_census_inner_ms += ms;
   std::lock_guard<std::mutex> lk(g_census_mutex);
-  if (g_census_on.load(std::memory_order_relaxed)) g_census.push_back({items, pooled, ms});
+  if (g_census_on.load(std::memory_order_relaxed))
+    g_census.push_back({items, pooled, std::max(0.0, ms - inner)});
 }
 
 int spin_microseconds() {
@@ -294,19 +305,20 @@ int spin_microseconds() {
   return us;
 }
 
-void parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t), void* ctx) {
+bool parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t), void* ctx) {
   const int team = static_cast<int>(std::min<int64_t>(n, threads));
   if (team <= 1 || t_in_task) {
     if (n > 0) chunk(ctx, 0, n);
-    return;
+    return false;
   }
   Pool& p = pool();
   std::unique_lock<std::mutex> lk(p.busy, std::try_to_lock);
   if (!lk.owns_lock()) {  // another thread's loop holds the pool
     chunk(ctx, 0, n);
-    return;
+    return false;
   }
   p.run(n, team, chunk, ctx);
+  return true;
 }
 
 }  // namespace pydevis

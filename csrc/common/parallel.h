@@ -39,8 +39,8 @@ void park_workers();
 // being member 0: [0, n) is cut into up to 4 chunks per member, member t owns a contiguous run
 // of them and takes its own first, then the others' that are left (parallel.cpp), so chunks
 // may run on any member and in any order; each item is in exactly one call. Serial (one call,
-// [0, n)) in the cases the header comment lists.
-void parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t), void* ctx);
+// [0, n)) in the cases the header comment lists. Returns whether the pool ran it.
+bool parallel_run(int64_t n, int threads, void (*chunk)(void*, int64_t, int64_t), void* ctx);
 
 // Below this much work (element operations) a loop runs on the calling thread: waking the
 // team costs more than it saves. 2^15 was too low on a busy machine (a 2^18-element Relu
@@ -53,25 +53,34 @@ constexpr int64_t kMinParallelWork = 1 << 18;
 // T says how finely each kernel cuts its work for T threads (a loop of 3 items on a team of 16
 // keeps 13 cores idle). Off by default: one relaxed load per loop. census_start clears the
 // records and turns it on, census_stop turns it off and returns them.
+// A loop inside a pooled loop's task runs serially within that task's time and is not recorded.
+// A loop inside a serial loop (a per-sample loop at batch 1, say) may go to the pool and is
+// recorded, so the serial loop records only its time outside the loops recorded inside it
+// (`ms` is exclusive): the records' times add up to the time spent in loops, each once.
 struct CensusLoop {
   int64_t items;
   bool pooled;
-  double ms;
+  double ms;  // wall time, less that of the loops recorded while it ran
 };
 extern std::atomic<bool> g_census_on;
 void census_start();
 std::vector<CensusLoop> census_stop();
-void census_record(int64_t items, bool pooled, double ms);
+// Around one loop: census_enter returns the calling thread's sum of the times of the loops
+// recorded so far inside its enclosing loop and clears it; census_leave records the loop and
+// gives the enclosing loop's sum back with this loop's time added.
+double census_enter();
+void census_leave(int64_t items, bool pooled, double ms, double saved);
 
+// Whether f ran on the pool.
 template <typename F>
-void parallel_for_impl(int64_t n, int64_t cost_per_item, F&& f) {
+bool parallel_for_impl(int64_t n, int64_t cost_per_item, F&& f) {
   const int threads = max_threads();
   if (n <= 1 || n * cost_per_item < kMinParallelWork || threads <= 1) {
     for (int64_t i = 0; i < n; ++i) f(i);
-    return;
+    return false;
   }
   using Fn = typename std::remove_reference<F>::type;
-  parallel_run(
+  return parallel_run(
       n, threads,
       [](void* ctx, int64_t begin, int64_t end) {
         Fn& fn = *static_cast<Fn*>(ctx);
@@ -87,11 +96,11 @@ void parallel_for(int64_t n, int64_t cost_per_item, F&& f) {
     parallel_for_impl(n, cost_per_item, f);
     return;
   }
+  const double saved = census_enter();
   const auto t0 = std::chrono::steady_clock::now();
-  parallel_for_impl(n, cost_per_item, f);
+  const bool pooled = parallel_for_impl(n, cost_per_item, f);
   const std::chrono::duration<double, std::milli> dt = std::chrono::steady_clock::now() - t0;
-  const bool pooled = n > 1 && n * cost_per_item >= kMinParallelWork && max_threads() > 1;
-  census_record(n, pooled, dt.count());
+  census_leave(n, pooled, dt.count(), saved);
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

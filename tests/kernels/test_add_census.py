@@ -183,3 +183,33 @@ def test_census_bound():
     assert bound([(32, True, 8.0)], 8.0, 16) == pytest.approx(0.5)
     assert bound([(33, True, 33.0)], 33.0, 16) == pytest.approx(3.0)
     assert bound([(8, False, 4.0), (16, True, 16.0)], 21.0, 16) == pytest.approx(1.0 + 4.0 + 1.0)
+
+
+_NEST = """import json, time
+from pydevis import _C
+out = []
+for pooled in (False, True):
+    _C.census_start()
+    t0 = time.perf_counter()
+    _C.census_nest(3, 4, 2000, pooled)
+    wall = (time.perf_counter() - t0) * 1e3
+    out.append([wall, _C.census_stop()])
+print(json.dumps(out))
+"""
+
+
+@needs_cpp
+def test_census_counts_nested_loops_once():
+    # A serial outer loop (3 items) whose items each run a pooled loop of 4 items busy 2 ms: the
+    # three inner loops are recorded, pooled, and the outer one with only its own time (its
+    # items' bookkeeping), so that the records add up to the wall time, not twice it. An outer
+    # loop on the pool runs the inner ones inside its tasks: one record.
+    import json
+
+    (wall_s, serial), (wall_p, pooled) = json.loads(_in_team(_NEST, "2"))
+    assert [(n, p) for n, p, _ in serial] == [(4, True)] * 3 + [(3, False)]
+    assert all(ms >= 2.0 * 4 / 2 * 0.9 for _, _, ms in serial[:3])  # 2 items each, per member
+    assert serial[3][2] < 0.25 * wall_s  # was the whole wall time, inner loops included
+    assert sum(ms for _, _, ms in serial) <= wall_s * 1.01
+    assert [(n, p) for n, p, _ in pooled] == [(3, True)]
+    assert pooled[0][2] <= wall_p * 1.01 and pooled[0][2] >= 2.0 * 4 * 2 * 0.9
