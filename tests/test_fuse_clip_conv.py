@@ -25,6 +25,9 @@ PATHS = {
     "one_by_one_split": (1, 8, 12, (30, 28), (1, 1), 1, 0, 1),
     "depthwise": (2, 6, 6, (31, 29), (3, 3), 1, 1, 6),
     "depthwise_strided": (2, 6, 6, (11, 9), (3, 3), 2, 1, 6),
+    # rows of 64 and more: rectified row by row as the kernel writes them (depthwise.cpp)
+    "depthwise_wide": (1, 4, 4, (9, 70), (3, 3), 1, 1, 4),
+    "depthwise_wide_strided": (2, 4, 4, (7, 67), (3, 3), 2, 1, 4),
 }
 
 

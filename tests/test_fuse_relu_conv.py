@@ -27,6 +27,8 @@ PATHS = {
     "one_by_one": (2, 8, 12, (9, 10), (1, 1), 1, 0, 1),
     "one_by_one_split": (1, 8, 12, (30, 28), (1, 1), 1, 0, 1),  # pixels split across threads
     "depthwise": (2, 6, 6, (11, 9), (3, 3), 1, 1, 6),
+    "depthwise_wide": (1, 4, 4, (9, 70), (3, 3), 1, 1, 4),  # rectified row by row
+    "depthwise_wide_strided": (2, 4, 4, (7, 67), (3, 3), 2, 1, 4),
 }
 
 

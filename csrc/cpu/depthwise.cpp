@@ -11,8 +11,8 @@
 // stores when sw > 1): see docs/kernels.md.
 //
 // Parallel scheme: the thread pool over the N·C planes, each with this thread's Gp and Z
-// (thread_local, reused across calls); the per-plane work is compiled for AVX-512, AVX2 and the
-// baseline and the widest the CPU has runs (clones.h).
+// (thread_local, reused across calls); the per-plane work, the fused rectifier's included, is
+// compiled for AVX-512, AVX2 and the baseline and the widest the CPU has runs (clones.h).
 #include "depthwise.h"
 
 #include <algorithm>
@@ -47,6 +47,15 @@ inline void scatter_row(const T* row, int64_t oh0, int64_t oh1, T* dst, const Co
 }
 
 constexpr int64_t kRowForm = 24;
+// A flat sum runs over a multiple of kFlatRound elements (whole AVX-512 vectors of float, two
+// of double), the extra ones computed from Gp's zero slack into Z's and dropped: on small
+// planes (7², 14²) the loop's scalar remainder cost as much as its vector body.
+constexpr int64_t kFlatRound = 16;
+inline int64_t flat_size(int64_t n) { return ceil_div(n, kFlatRound) * kFlatRound; }
+// A fused rectifier runs over each grad_in row right after it is written when rows are this
+// wide (a 112² plane is 50 KB: by the plane's end its first rows have left L1), else over the
+// whole plane after it (rows of 7-56 as separate calls cost 1.7-3x more than one pass).
+constexpr int64_t kRowRectify = 64;
 struct DepthwisePlan {
   struct Phase {
     int64_t rh, rw, Ha, Jb;       // first pixel, rows and columns of the phase
@@ -85,12 +94,13 @@ struct DepthwisePlan {
           p.w.push_back(r.kh[i] * g.kW + r.kw[j]);
           p.off.push_back((r.dh[i] - A0) * Wp + (r.dw[j] - B0));
         }
-      zmax = std::max(zmax, p.Ha * Wp);
+      zmax = std::max(zmax, flat_size(p.Ha * Wp));
       phases.push_back(std::move(p));
     }
   }
-  // Gp's length: its rows, plus one row of slack for the dropped columns of the last row.
-  int64_t gp_size() const { return (rows + 1) * Wp; }
+  // Gp's length: its rows, plus one row of slack for the dropped columns of the last row and
+  // kFlatRound for the rounded-up length of the flat sums.
+  int64_t gp_size() const { return (rows + 1) * Wp + kFlatRound; }
 };
 
 // z[i] (=, or += with Acc) Σ_{t<K} w[t]·src[i + off[t]] over i in [0, n).
@@ -139,7 +149,25 @@ PYDEVIS_INLINE void phase_sum(T* z, const T* src, const DepthwisePlan::Phase& ph
   }
 }
 
-// Gp = the plane G (Ho × Wo) inside zeros, as the plan lays it out.
+// The rectifier fused after the conv (FusedRelu), for one plane: applied to each grad_in row
+// right after the row is written, while it is in L1, in the plane's vector code (clones.h);
+// y is the plane's rectifier output, or nullptr.
+template <typename T>
+struct PlaneRelu {
+  const T* y;
+  int mode;
+  T lo, hi;
+  PYDEVIS_INLINE void row(T* d, int64_t offset, int64_t n) const {
+    if (y == nullptr) return;
+    if (mode == 0) rectify_span_mode<T, 0>(d, y + offset, n, lo, hi);
+    else if (mode == 1) rectify_span_mode<T, 1>(d, y + offset, n, lo, hi);
+    else rectify_span_mode<T, 2>(d, y + offset, n, lo, hi);
+  }
+};
+
+// Gp = the plane G (Ho × Wo) inside zeros, as the plan lays it out. Short rows (the 7² and 14²
+// planes) are written element by element: there, a memset and a memcpy call per row cost more
+// than the plane's taps.
 template <typename T>
 PYDEVIS_INLINE void pad_plane(const T* G, T* Gp, const DepthwisePlan& plan,
                               const ConvGeom& g) {
@@ -147,27 +175,34 @@ PYDEVIS_INLINE void pad_plane(const T* G, T* Gp, const DepthwisePlan& plan,
   std::fill(Gp, Gp + top * plan.Wp, T(0));
   for (int64_t oh = 0; oh < g.Ho; ++oh) {
     T* row = Gp + (top + oh) * plan.Wp;
+    const T* src = G + oh * g.Wo;
+    if (plan.Wp < kRowForm) {
+      for (int64_t k = 0; k < plan.Wp; ++k)
+        row[k] = k >= left && k < left + g.Wo ? src[k - left] : T(0);
+      continue;
+    }
     std::fill(row, row + left, T(0));
-    std::copy_n(G + oh * g.Wo, g.Wo, row + left);
+    std::copy_n(src, g.Wo, row + left);
     std::fill(row + left + g.Wo, row + left + g.Wo + right, T(0));
   }
   std::fill(Gp + (top + g.Ho) * plan.Wp, Gp + plan.gp_size(), T(0));
 }
 
-// The phases of row phase q0 / prw (prw = min(sw, W) of them), computed flat into Z (one
-// plan.zmax slot each), then written into dst's rows rh + sh·a, interleaved.
+// Every phase computed flat into Z (one plan.zmax slot each), then grad_in written row by row
+// in order (a single sequential stream), each row interleaving its row phase's prw = min(sw, W)
+// phase rows (phase q = rh·prw + rw).
 template <typename T>
 PYDEVIS_INLINE void flat_phases(const T* Gp, T* Z, T* dst, const T* wc,
-                                const DepthwisePlan& plan, int64_t q0, int64_t prw,
-                                const ConvGeom& g) {
-  for (int64_t q = q0; q < q0 + prw; ++q) {
+                                const DepthwisePlan& plan, int64_t prw, const ConvGeom& g,
+                                const PlaneRelu<T>& relu) {
+  const int64_t nph = int64_t(plan.phases.size());
+  for (int64_t q = 0; q < nph; ++q) {
     const DepthwisePlan::Phase& ph = plan.phases[size_t(q)];
-    phase_sum(Z + (q - q0) * plan.zmax, Gp, ph, wc, ph.Ha * plan.Wp);
+    phase_sum(Z + q * plan.zmax, Gp, ph, wc, flat_size(ph.Ha * plan.Wp));
   }
-  const DepthwisePlan::Phase& p0 = plan.phases[size_t(q0)];
-  for (int64_t a = 0; a < p0.Ha; ++a) {
-    T* __restrict__ o = dst + (p0.rh + a * g.sh) * g.W;
-    const T* __restrict__ z0 = Z + a * plan.Wp;
+  for (int64_t ih = 0; ih < g.H; ++ih) {
+    T* __restrict__ o = dst + ih * g.W;
+    const T* __restrict__ z0 = Z + (ih % g.sh) * prw * plan.zmax + (ih / g.sh) * plan.Wp;
     if (prw == 1) {
       std::copy_n(z0, g.W, o);
     } else if (prw == 2) {  // interleave two phase rows (vectorises)
@@ -181,22 +216,28 @@ PYDEVIS_INLINE void flat_phases(const T* Gp, T* Z, T* dst, const T* wc,
         for (int64_t b = 0; rw + b * g.sw < g.W; ++b) o[rw + b * g.sw] = zr[b];
       }
     }
+    if (g.W >= kRowRectify) relu.row(o, ih * g.W, g.W);
   }
 }
 
-// One plane p of the N·C: Gp and Z are this thread's scratch (gp_size and zmax·min(sw, W)).
+// One plane p of the N·C: Gp and Z are this thread's scratch (gp_size and zmax per phase).
 template <typename T>
 PYDEVIS_INLINE void plane_body(const T* G, const T* wc, T* dst, T* Gp, T* Z,
-                               const DepthwisePlan& plan, const ConvGeom& g) {
+                               const DepthwisePlan& plan, const ConvGeom& g,
+                               const PlaneRelu<T>& relu) {
   pad_plane(G, Gp, plan, g);
-  const int64_t prw = std::min(g.sw, g.W), nph = int64_t(plan.phases.size());
+  const int64_t prw = std::min(g.sw, g.W);
   if (prw == 1 && g.W >= kRowForm) {  // sw = 1 and wide rows: each grad_in row from Gp's rows
     for (const DepthwisePlan::Phase& ph : plan.phases)
-      for (int64_t a = 0; a < ph.Ha; ++a)
-        phase_sum(dst + (ph.rh + a * g.sh) * g.W, Gp + a * plan.Wp, ph, wc, g.W);
+      for (int64_t a = 0; a < ph.Ha; ++a) {
+        const int64_t at = (ph.rh + a * g.sh) * g.W;
+        phase_sum(dst + at, Gp + a * plan.Wp, ph, wc, g.W);
+        if (g.W >= kRowRectify) relu.row(dst + at, at, g.W);
+      }
   } else {
-    for (int64_t q0 = 0; q0 < nph; q0 += prw) flat_phases(Gp, Z, dst, wc, plan, q0, prw, g);
+    flat_phases(Gp, Z, dst, wc, plan, prw, g, relu);
   }
+  if (g.W < kRowRectify) relu.row(dst, 0, g.H * g.W);  // short rows: the plane at once
 }
 
 }  // namespace depthwise_detail
@@ -204,13 +245,15 @@ PYDEVIS_INLINE void plane_body(const T* G, const T* wc, T* dst, T* Gp, T* Z,
 // The widest vector code the CPU has, chosen at load time (clones.h).
 PYDEVIS_CLONES void depthwise_plane(const float* G, const float* wc, float* dst, float* Gp,
                                     float* Z, const depthwise_detail::DepthwisePlan& plan,
-                                    const ConvGeom& g) {
-  depthwise_detail::plane_body(G, wc, dst, Gp, Z, plan, g);
+                                    const ConvGeom& g,
+                                    const depthwise_detail::PlaneRelu<float>& relu) {
+  depthwise_detail::plane_body(G, wc, dst, Gp, Z, plan, g, relu);
 }
 PYDEVIS_CLONES void depthwise_plane(const double* G, const double* wc, double* dst, double* Gp,
                                     double* Z, const depthwise_detail::DepthwisePlan& plan,
-                                    const ConvGeom& g) {
-  depthwise_detail::plane_body(G, wc, dst, Gp, Z, plan, g);
+                                    const ConvGeom& g,
+                                    const depthwise_detail::PlaneRelu<double>& relu) {
+  depthwise_detail::plane_body(G, wc, dst, Gp, Z, plan, g, relu);
 }
 
 namespace depthwise_detail {
@@ -244,13 +287,14 @@ void depthwise_backward_data(const T* grad_out, const T* weight, T* grad_in, con
   if (g.sh > 4 || g.sw > 4 || g.kH * g.dh > 4 * g.H + 8 || g.kW * g.dw > 4 * g.W + 8)
     return depthwise_scatter(grad_out, weight, grad_in, g, relu);
   const DepthwisePlan plan(g);
-  const int64_t prw = std::min(g.sw, g.W);
   parallel_for(planes, HoWo * g.kH * g.kW + HW, [&](int64_t p) {
     T* Gp = thread_scratch<T, 0>(size_t(plan.gp_size())).data();
-    T* Z = thread_scratch<T, 1>(size_t(plan.zmax * prw)).data();
+    T* Z = thread_scratch<T, 1>(size_t(plan.zmax * int64_t(plan.phases.size()))).data();
     T* dst = grad_in + p * HW;
-    depthwise_plane(grad_out + p * HoWo, weight + (p % g.C) * g.kH * g.kW, dst, Gp, Z, plan, g);
-    relu.apply(dst, p * HW, HW);
+    const PlaneRelu<T> pr{relu.y == nullptr ? nullptr : relu.y + p * HW, relu.mode, relu.lo,
+                          relu.hi};
+    depthwise_plane(grad_out + p * HoWo, weight + (p % g.C) * g.kH * g.kW, dst, Gp, Z, plan, g,
+                    pr);
   });
 }
 
