@@ -132,7 +132,10 @@ def layer_info(node, ctx, g, gx) -> dict:
     out["gflop"] = 2.0 * g.size * w.shape[1] * w.shape[2] * w.shape[3] / 1e9
     if w.shape[1] == 1 and group == gx.shape[1] == w.shape[0]:
         out["kind"] = "depthwise"
-        out["gbytes"] = (g.nbytes + gx.nbytes) / 1e9  # read grad_out once, write grad_in once
+        # read grad_out once, write grad_in once, and read the fused rectifier's output (the
+        # size of grad_in) once: the bytes counted as STREAM counts its triad (no write-allocate)
+        fused = node.op_type != "Conv"
+        out["gbytes"] = (g.nbytes + gx.nbytes * (2 if fused else 1)) / 1e9
     elif w.shape[2] == w.shape[3] == 1:
         out["kind"] = "1x1"
     else:

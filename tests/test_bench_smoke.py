@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +127,13 @@ def test_ascent_step_quick_profile_mobilenet(tmp_path):
     assert {"depthwise", "1x1", "3x3"} <= set(kinds)
     assert "Clip" in prof["backward"]["by_op_ms"]
     assert any("depthwise" in s and "triad" in s for s in prof["levers"])
+    # a depthwise conv's bytes: grad_out read, grad_in written and, with the ReLU6 fused into it
+    # (every one of MobileNetV2's), the Clip's output read (float32)
+    dw = [d for d in prof["backward"]["top"] if d.get("kind") == "depthwise"]
+    assert dw and all(d["op"] == "Clip+Conv" for d in dw)
+    for d in dw:
+        want = 4 * (np.prod(d["grad_out"]) + 2 * np.prod(d["grad_in"])) / 1e9
+        assert d["gbytes"] == pytest.approx(want)
     [target] = data["targets"]
     assert (target["net"], target["batch"]) == ("mobilenetv2", 2)
     assert target["speedup"] > 0 and set(target["by_policy"]) == {"passive"}
