@@ -158,10 +158,7 @@ struct PlaneRelu {
   int mode;
   T lo, hi;
   PYDEVIS_INLINE void row(T* d, int64_t offset, int64_t n) const {
-    if (y == nullptr) return;
-    if (mode == 0) rectify_span_mode<T, 0>(d, y + offset, n, lo, hi);
-    else if (mode == 1) rectify_span_mode<T, 1>(d, y + offset, n, lo, hi);
-    else rectify_span_mode<T, 2>(d, y + offset, n, lo, hi);
+    if (y != nullptr) rectify_span(d, y + offset, n, mode, lo, hi);
   }
 };
 
