@@ -149,19 +149,6 @@ PYDEVIS_INLINE void phase_sum(T* z, const T* src, const DepthwisePlan::Phase& ph
   }
 }
 
-// The rectifier fused after the conv (FusedRelu), for one plane: applied to each grad_in row
-// right after the row is written, while it is in L1, in the plane's vector code (clones.h);
-// y is the plane's rectifier output, or nullptr.
-template <typename T>
-struct PlaneRelu {
-  const T* y;
-  int mode;
-  T lo, hi;
-  PYDEVIS_INLINE void row(T* d, int64_t offset, int64_t n) const {
-    if (y != nullptr) rectify_span(d, y + offset, n, mode, lo, hi);
-  }
-};
-
 // Gp = the plane G (Ho × Wo) inside zeros, as the plan lays it out. Short rows (the 7² and 14²
 // planes) are written element by element: there, a memset and a memcpy call per row cost more
 // than the plane's taps.
@@ -191,7 +178,7 @@ PYDEVIS_INLINE void pad_plane(const T* G, T* Gp, const DepthwisePlan& plan,
 template <typename T>
 PYDEVIS_INLINE void flat_phases(const T* Gp, T* Z, T* dst, const T* wc,
                                 const DepthwisePlan& plan, int64_t prw, const ConvGeom& g,
-                                const PlaneRelu<T>& relu) {
+                                const FusedRelu<T>& relu) {
   const int64_t nph = int64_t(plan.phases.size());
   for (int64_t q = 0; q < nph; ++q) {
     const DepthwisePlan::Phase& ph = plan.phases[size_t(q)];
@@ -213,7 +200,7 @@ PYDEVIS_INLINE void flat_phases(const T* Gp, T* Z, T* dst, const T* wc,
         for (int64_t b = 0; rw + b * g.sw < g.W; ++b) o[rw + b * g.sw] = zr[b];
       }
     }
-    if (g.W >= kRowRectify) relu.row(o, ih * g.W, g.W);
+    if (g.W >= kRowRectify) relu.apply(o, ih * g.W, g.W);
   }
 }
 
@@ -221,7 +208,7 @@ PYDEVIS_INLINE void flat_phases(const T* Gp, T* Z, T* dst, const T* wc,
 template <typename T>
 PYDEVIS_INLINE void plane_body(const T* G, const T* wc, T* dst, T* Gp, T* Z,
                                const DepthwisePlan& plan, const ConvGeom& g,
-                               const PlaneRelu<T>& relu) {
+                               const FusedRelu<T>& relu) {
   pad_plane(G, Gp, plan, g);
   const int64_t prw = std::min(g.sw, g.W);
   if (prw == 1 && g.W >= kRowForm) {  // sw = 1 and wide rows: each grad_in row from Gp's rows
@@ -229,12 +216,12 @@ PYDEVIS_INLINE void plane_body(const T* G, const T* wc, T* dst, T* Gp, T* Z,
       for (int64_t a = 0; a < ph.Ha; ++a) {
         const int64_t at = (ph.rh + a * g.sh) * g.W;
         phase_sum(dst + at, Gp + a * plan.Wp, ph, wc, g.W);
-        if (g.W >= kRowRectify) relu.row(dst + at, at, g.W);
+        if (g.W >= kRowRectify) relu.apply(dst + at, at, g.W);
       }
   } else {
     flat_phases(Gp, Z, dst, wc, plan, prw, g, relu);
   }
-  if (g.W < kRowRectify) relu.row(dst, 0, g.H * g.W);  // short rows: the plane at once
+  if (g.W < kRowRectify) relu.apply(dst, 0, g.H * g.W);  // short rows: the plane at once
 }
 
 }  // namespace depthwise_detail
@@ -243,13 +230,13 @@ PYDEVIS_INLINE void plane_body(const T* G, const T* wc, T* dst, T* Gp, T* Z,
 PYDEVIS_CLONES void depthwise_plane(const float* G, const float* wc, float* dst, float* Gp,
                                     float* Z, const depthwise_detail::DepthwisePlan& plan,
                                     const ConvGeom& g,
-                                    const depthwise_detail::PlaneRelu<float>& relu) {
+                                    const FusedRelu<float>& relu) {
   depthwise_detail::plane_body(G, wc, dst, Gp, Z, plan, g, relu);
 }
 PYDEVIS_CLONES void depthwise_plane(const double* G, const double* wc, double* dst, double* Gp,
                                     double* Z, const depthwise_detail::DepthwisePlan& plan,
                                     const ConvGeom& g,
-                                    const depthwise_detail::PlaneRelu<double>& relu) {
+                                    const FusedRelu<double>& relu) {
   depthwise_detail::plane_body(G, wc, dst, Gp, Z, plan, g, relu);
 }
 
@@ -288,7 +275,8 @@ void depthwise_backward_data(const T* grad_out, const T* weight, T* grad_in, con
     T* Gp = thread_scratch<T, 0>(size_t(plan.gp_size())).data();
     T* Z = thread_scratch<T, 1>(size_t(plan.zmax * int64_t(plan.phases.size()))).data();
     T* dst = grad_in + p * HW;
-    const PlaneRelu<T> pr{relu.y == nullptr ? nullptr : relu.y + p * HW, relu.mode, relu.lo,
+    // the plane's rectifier: its y from this plane on, applied in the plane's vector code
+    const FusedRelu<T> pr{relu.y == nullptr ? nullptr : relu.y + p * HW, relu.mode, relu.lo,
                           relu.hi};
     depthwise_plane(grad_out + p * HoWo, weight + (p % g.C) * g.kH * g.kW, dst, Gp, Z, plan, g,
                     pr);
