@@ -26,6 +26,9 @@
 // 2.8-3.5 ms; 512x14² at batch 1 0.19 -> 0.095-0.12 ms, torch 0.044-0.15 ms (narrow rows:
 // per-row overhead weighs).
 //
+// The 3×3 stride-2 pools (AlexNet, SqueezeNet, ResNet's stem) take maxpool3x3.cpp's fast path:
+// the same switches and bits, vector code throughout.
+//
 // AveragePool: for output (oh, ow) the window starts at hs = oh*sh - pt and ends at
 // he = min(hs + kH, H + pb) (the end may only run into the declared padding, which is how
 // ceil_mode's extra last window is cut); the divisor counts the padded window when
@@ -38,6 +41,7 @@
 #include "../common/clones.h"
 #include "../common/parallel.h"
 #include "kernels.h"
+#include "maxpool3x3.h"
 #include "rectify.h"
 #include "scratch.h"
 
@@ -151,6 +155,12 @@ void max_pool2d_backward(const T* grad_out, const T* x, T* grad_in, const MaxPoo
   if (is_pool2x2(g)) {
     parallel_for(g.N * g.C, 6 * HW, [&](int64_t p) {
       pool2x2_plane(grad_out + p * HoWo, x + p * HW, grad_in + p * HW, g.H, g.W, rectify);
+    });
+    return;
+  }
+  if (is_pool3x3s2(g)) {
+    parallel_for(g.N * g.C, 12 * HW, [&](int64_t p) {
+      maxpool3x3s2_plane(grad_out + p * HoWo, x + p * HW, grad_in + p * HW, g, rectify);
     });
     return;
   }

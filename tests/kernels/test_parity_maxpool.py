@@ -160,3 +160,38 @@ def test_max_pool2d_backward_2x2_stride_2(backend, hw, pads, dtype, rectify):
     np.testing.assert_array_equal(got, want)
     for a, b in zip((g, x), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# the 3x3 stride-2 fast path of the C++ kernel (AlexNet, SqueezeNet, ResNet's stem): overlapping
+# windows, so up to four terms reach a pixel, added in the order of their windows
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rectify", [None, "gradient", "deconvnet", "guided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pads, ceil_mode", [
+    ((0, 0, 0, 0), False), ((0, 0, 0, 0), True),  # AlexNet, SqueezeNet (ceil: a cut window)
+    ((1, 1, 1, 1), False),  # ResNet's stem
+    ((1, 0, 0, 1), True), ((0, 1, 1, 0), False),  # one begin pad only
+])
+@pytest.mark.parametrize("hw", [(3, 3), (4, 5), (8, 10), (9, 7), (10, 66), (7, 75)])
+def test_max_pool2d_backward_3x3_stride_2(backend, hw, pads, ceil_mode, dtype, rectify):
+    """3x3/2 MaxPool against the numpy oracle, bit for bit: ties in most windows (the first tap
+    in (kh, kw) order wins), NaN and +-inf, windows cut by the padding or past the plane, rows
+    of 1 to 3 blocks of 16 windows, every fused Relu backward mode. grad_out is on a grid of
+    quarters, so that float32 sums of up to four terms are exact in any order; float64 adds
+    normal values, in the oracle's order (output row, then column)."""
+    x = _vgg_pool_input((2, 2, *hw), dtype, seed=hw[0] * 100 + hw[1] + sum(pads))
+    ho = R.pool_out_size(hw[0], 3, 2, pads[0], pads[2], 1, ceil_mode)
+    wo = R.pool_out_size(hw[1], 3, 2, pads[1], pads[3], 1, ceil_mode)
+    rng = np.random.default_rng(8)
+    g = (rng.integers(-8, 9, (2, 2, ho, wo)) / 4 if dtype == np.float32
+         else rng.standard_normal((2, 2, ho, wo))).astype(dtype)
+    args = ((3, 3), (2, 2), pads, (1, 1))
+    before = frozen(g, x)
+    got = host(K.max_pool2d_backward(g, x, *args, rectify=rectify, module=backend))
+    routed = R.max_pool2d_backward(g, x, *args)
+    want = routed if rectify is None else R.rectifier_backward(routed, x, K.mode_code(rectify))
+    assert got.dtype == np.dtype(dtype) and np.any(routed != 0)
+    np.testing.assert_array_equal(got, want)
+    for a, b in zip((g, x), before, strict=True):
+        np.testing.assert_array_equal(a, b)
