@@ -81,7 +81,16 @@ def make_plan(graph: Graph, target: str, data: set[str]) -> Plan:
             needs += [f"shape:in:{i}" for i in range(len(node.inputs))]
         for token in needs:
             _resolve(token, node, graph, data, values, shapes)
-    walk = fuse_relu(steps, graph, target) if FUSE else steps
+    walk = steps
+    if FUSE:
+        walk, dropped = fuse_relu(steps, graph, target)
+        for node, rule in walk:  # what the fused steps read instead
+            if "relu_output" in node.attrs:
+                values.append(node.attrs["relu_output"])
+            if node.op_type == "Concat":
+                for token in rule.needs:
+                    _resolve(token, node, graph, data, values, shapes)
+        values = [v for v in values if v not in dropped]
     return Plan(target, tuple(steps), tuple(dict.fromkeys(values)), tuple(dict.fromkeys(shapes)),
                 tuple(walk))
 
@@ -103,16 +112,24 @@ def _clip_bounds(node: Node, graph: Graph) -> tuple[float, float] | None:
     return (lo, hi) if lo <= hi else None  # NaN fails too
 
 
-def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph, target: str) -> list[tuple[Node, Rule]]:
-    """The steps run() executes: one step for each MaxPool or Conv whose (first) input is the
-    output of a Relu read by nothing else, and for each Conv whose input is such a Clip's output
-    with fixed bounds (ReLU6; Plan.steps keeps the graph's nodes for the rest of pydevis).
+def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph,
+              target: str) -> tuple[list[tuple[Node, Rule]], set[str]]:
+    """The steps run() executes, and the forward tensors they no longer read: one step for each
+    MaxPool or Conv whose (first) input is the output of a Relu read by nothing else, and for
+    each Conv whose input is such a Clip's output with fixed bounds (ReLU6; Plan.steps keeps
+    the graph's nodes for the rest of pydevis).
 
     The fused step gives the Relu's input the MaxPool's (Conv's) gradient then the Relu's
     backward, the same numbers as the two steps (``rules.pool.max_pool_after_relu``,
     ``rules.conv.conv_after_relu``); on the C++ backend the rectifier runs on each plane (tile
     row, for Winograd convs) while it is in cache. The Relu's output must be read only by that
     node (no fan-out gradient to add first), and be neither the target nor a graph output.
+
+    A Concat of such Relus' outputs (SqueezeNet's fire modules, GoogLeNet's inceptions) read by
+    one MaxPool or Conv fuses too: the Concat's output is the concatenation of the Relus', so
+    the fused step rectifies with it, and the Concat then splits that gradient among the Relus'
+    inputs (its step reads them in place of the Relus' outputs, which the forward then no
+    longer returns: they are the dropped set). The Relus' separate passes over the gradient go.
     """
     from .rules.conv import CONV_AFTER_RELU
     from .rules.pool import MAX_POOL_AFTER_RELU
@@ -126,39 +143,69 @@ def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph, target: str) -> list
             b = _clip_bounds(n, graph)
             if b is not None:
                 relus[n.outputs[0]], bounds[n.outputs[0]] = n, b
-    # by node identity (names may be empty or repeated): MaxPool / Conv -> the fused node
-    # replacing it, and the Relus whose backward runs inside a fused step
+    concats = _concats_of_relus(steps, graph, target, relus, bounds)
+    # by node identity (names may be empty or repeated): MaxPool / Conv (and Concat) -> the
+    # node replacing it, and the Relus whose backward runs inside a fused step
     fused: dict[int, Node] = {}
     absorbed: set[int] = set()
+    dropped: set[str] = set()
     for node, _ in steps:
         if node.op_type not in rules or node.domain not in onnx_domain or not node.inputs:
             continue
         y = node.inputs[0]
-        relu = relus.get(y)
-        if (relu is None or y == target or y in graph.output_names or y in node.inputs[1:]
+        if (y == target or y in graph.output_names or y in node.inputs[1:]
                 or len(graph.consumers.get(y, [])) != 1 or len(node.outputs) != 1
                 or (y in bounds and node.op_type != "Conv")):
             continue
+        if y in concats:
+            concat, pieces = concats[y]
+            name, op, x = concat.name, "Relu", y
+            fused[id(concat)] = Node(name=concat.name, op_type="Concat", domain=concat.domain,
+                                     inputs=[r.inputs[0] for r in pieces],
+                                     outputs=list(concat.outputs), attrs=dict(concat.attrs),
+                                     since_version=concat.since_version, index=concat.index)
+            absorbed.update(id(r) for r in pieces)
+            dropped.update(r.outputs[0] for r in pieces)
+        elif y in relus:
+            relu = relus[y]
+            name, op, x = relu.name, relu.op_type, relu.inputs[0]
+            absorbed.add(id(relu))
+        else:
+            continue
         lo, hi = bounds.get(y, (0.0, np.inf))
-        fused[id(node)] = Node(name=f"{relu.name}+{node.name}",
-                                op_type=f"{relu.op_type}+{node.op_type}", domain="",
-                                inputs=[relu.inputs[0], *node.inputs[1:]],
-                                outputs=list(node.outputs),
-                                attrs={**node.attrs, "relu_output": y, "relu_lo": lo,
-                                       "relu_hi": hi},
-                                since_version=node.since_version, index=node.index)
-        absorbed.add(id(relu))
-    if not fused:
-        return steps
+        fused[id(node)] = Node(name=f"{name}+{node.name}", op_type=f"{op}+{node.op_type}",
+                               domain="", inputs=[x, *node.inputs[1:]],
+                               outputs=list(node.outputs),
+                               attrs={**node.attrs, "relu_output": y, "relu_lo": lo,
+                                      "relu_hi": hi},
+                               since_version=node.since_version, index=node.index)
     out: list[tuple[Node, Rule]] = []
     for node, rule in steps:
         if id(node) in absorbed:
             continue  # its backward runs inside the fused step
         if id(node) in fused:
-            out.append((fused[id(node)], rules[node.op_type]))
+            out.append((fused[id(node)], rules.get(node.op_type, rule)))
             continue
         out.append((node, rule))
-    return out
+    return out, dropped
+
+
+def _concats_of_relus(steps, graph: Graph, target: str, relus: dict[str, Node],
+                      bounds: dict[str, tuple[float, float]]) -> dict[str, tuple[Node, list[Node]]]:
+    """Concat output -> (the Concat, its Relus) for each Concat whose inputs are distinct
+    outputs of plain Relus (not Clips), each read by that Concat alone and neither the target
+    nor a graph output."""
+    found: dict[str, tuple[Node, list[Node]]] = {}
+    for node, _ in steps:
+        ins = node.inputs
+        if (node.op_type != "Concat" or node.domain not in ("", "ai.onnx") or not ins
+                or len(node.outputs) != 1 or len(set(ins)) != len(ins)):
+            continue
+        if all(i in relus and i not in bounds and relus[i].op_type == "Relu" and i != target
+               and i not in graph.output_names and len(graph.consumers.get(i, [])) == 1
+               for i in ins):
+            found[node.outputs[0]] = (node, [relus[i] for i in ins])
+    return found
 
 
 def _resolve(token: str, node: Node, graph: Graph, data: set[str], values: list[str],
