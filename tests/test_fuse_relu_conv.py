@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from fusion import fused_and_unfused, walk_ops
 from onnx import TensorProto, helper, numpy_helper
 
 import pydevis
 from pydevis import kernels
-from pydevis.backward import engine
 
 MODES = kernels.MODES
 
@@ -107,34 +107,26 @@ def _relu_conv_net(path, fan_out=False):
     return path
 
 
-def _ops(model, target="logits"):
-    return [n.op_type for n, _ in model.plan(target).walk]
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_fused_equals_unfused_bit_for_bit(tmp_path, mode, backend, monkeypatch):
     monkeypatch.setenv("PYDEVIS_BACKEND", backend.NAME)
     path = _relu_conv_net(tmp_path / "rc.onnx")
     x = np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
-    fused = pydevis.load(path, size=(12, 12))
-    assert _ops(fused).count("Relu+Conv") == 2 and "Relu" not in _ops(fused)
-    got = fused.backward_pass(x, [0, 3, 4], mode).grad
-    monkeypatch.setattr(engine, "FUSE", False)
-    plain = pydevis.load(path, size=(12, 12))
-    assert "Relu+Conv" not in _ops(plain) and _ops(plain).count("Relu") == 2
-    want = plain.backward_pass(x, [0, 3, 4], mode).grad
-    assert np.any(want != 0)
+    fused, plain, got, want = fused_and_unfused(path, x, [0, 3, 4], mode, monkeypatch,
+                                                size=(12, 12))
+    assert walk_ops(fused).count("Relu+Conv") == 2 and "Relu" not in walk_ops(fused)
+    assert "Relu+Conv" not in walk_ops(plain) and walk_ops(plain).count("Relu") == 2
     np.testing.assert_array_equal(got, want)
 
 
 def test_relu_read_elsewhere_is_not_fused(tmp_path):
     model = pydevis.load(_relu_conv_net(tmp_path / "fan.onnx", fan_out=True), size=(12, 12))
-    ops = _ops(model)
+    ops = walk_ops(model)
     assert ops.count("Relu+Conv") == 1  # r2 -> conv3 only; r1 feeds two convs
     assert ops.count("Relu") == 1
 
 
 def test_relu_output_as_target_is_not_fused(tmp_path):
     model = pydevis.load(_relu_conv_net(tmp_path / "rc.onnx"), size=(12, 12))
-    assert _ops(model, "r1") == ["Conv", "Relu"]
-    assert _ops(model, "c2") == ["Conv", "Relu+Conv"]
+    assert walk_ops(model, "r1") == ["Conv", "Relu"]
+    assert walk_ops(model, "c2") == ["Conv", "Relu+Conv"]

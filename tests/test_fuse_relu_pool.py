@@ -8,19 +8,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from fusion import fused_and_unfused, walk_ops
 from onnx import TensorProto, helper, numpy_helper
 
 import pydevis
 from pydevis import kernels
-from pydevis.backward import engine
 from tiny import tiny_classifier
 
 MODES = kernels.MODES
-
-
-def _ops(model, target="logits"):
-    """The op types of the steps the engine walks (Plan.walk)."""
-    return [n.op_type for n, _ in model.plan(target).walk]
 
 
 def test_plan_steps_keep_the_graph_nodes(tiny):
@@ -37,14 +32,9 @@ def tiny(tmp_path_factory):
 def test_fused_equals_unfused_bit_for_bit(tiny, mode, backend, monkeypatch):
     monkeypatch.setenv("PYDEVIS_BACKEND", backend.NAME)
     x = np.random.default_rng(1).standard_normal((3, 3, 20, 18)).astype(np.float32) * 60
-    fused = pydevis.load(tiny)
-    assert "Relu+MaxPool" in _ops(fused) and _ops(fused).count("Relu") == 1
-    got = fused.backward_pass(x, [0, 3, 5], mode).grad
-    monkeypatch.setattr(engine, "FUSE", False)
-    plain = pydevis.load(tiny)
-    assert "Relu+MaxPool" not in _ops(plain) and _ops(plain).count("Relu") == 2
-    want = plain.backward_pass(x, [0, 3, 5], mode).grad
-    assert np.any(want != 0)
+    fused, plain, got, want = fused_and_unfused(tiny, x, [0, 3, 5], mode, monkeypatch)
+    assert "Relu+MaxPool" in walk_ops(fused) and walk_ops(fused).count("Relu") == 1
+    assert "Relu+MaxPool" not in walk_ops(plain) and walk_ops(plain).count("Relu") == 2
     np.testing.assert_array_equal(got, want)
 
 
@@ -71,13 +61,13 @@ def _fan_out_net(path):
 
 def test_relu_read_elsewhere_is_not_fused(tmp_path):
     model = pydevis.load(_fan_out_net(tmp_path / "fan.onnx"), size=(8, 8))
-    assert "Relu+MaxPool" not in _ops(model) and "Relu" in _ops(model)
+    assert "Relu+MaxPool" not in walk_ops(model) and "Relu" in walk_ops(model)
 
 
 def test_relu_output_as_target_is_not_fused(tiny):
     model = pydevis.load(tiny)
-    assert _ops(model, "r1") == ["Conv", "Relu"]  # the Relu's output is the target
-    assert _ops(model, "p1") == ["Conv", "Relu+MaxPool"]
+    assert walk_ops(model, "r1") == ["Conv", "Relu"]  # the Relu's output is the target
+    assert walk_ops(model, "p1") == ["Conv", "Relu+MaxPool"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
