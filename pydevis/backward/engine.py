@@ -190,7 +190,8 @@ def fuse_relu(steps: list[tuple[Node, Rule]], graph: Graph,
     return out, dropped
 
 
-def _concats_of_relus(steps, graph: Graph, target: str, relus: dict[str, Node],
+def _concats_of_relus(steps: list[tuple[Node, Rule]], graph: Graph, target: str,
+                      relus: dict[str, Node],
                       bounds: dict[str, tuple[float, float]]) -> dict[str, tuple[Node, list[Node]]]:
     """Concat output -> (the Concat, its Relus) for each Concat whose inputs are distinct
     outputs of plain Relus (not Clips), each read by that Concat alone and neither the target
