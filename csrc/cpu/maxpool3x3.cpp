@@ -25,6 +25,7 @@
 #include <limits>
 
 #include "../common/clones.h"
+#include "../common/parallel.h"
 #include "rectify.h"
 #include "scratch.h"
 
@@ -32,11 +33,10 @@ namespace pydevis::cpu {
 namespace {
 
 constexpr int64_t kBlock = 16;  // columns: an AVX-512 vector of floats
-inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // x[2j] -> a[j], x[2j + 1] -> b[j] (a fixed 2-way split: vectorised).
 template <typename T>
-PYDEVIS_INLINE void split_row(const T* __restrict__ x, int64_t W, T* __restrict__ a,
+PYDEVIS_INLINE void even_odd(const T* __restrict__ x, int64_t W, T* __restrict__ a,
                               T* __restrict__ b) {
   const int64_t pairs = W / 2;
   for (int64_t j = 0; j < pairs; ++j) {
@@ -127,7 +127,8 @@ PYDEVIS_INLINE void plane_mode(const T* gp, const T* xp, T* dp, const MaxPoolGeo
   // A phase row: E and O hold columns j <= Wo (the windows' reach) and the plane's own ones.
   // The loops over a row run over whole blocks of kBlock columns (GCC's scalar remainder of a
   // runtime count was branchy): the extra windows' grad_out is 0, so what they route adds +0.
-  const int64_t Lc = round_up(std::max(Wo + 1, (W + 1) / 2 + 1), kBlock), L = Lc + kBlock;
+  const int64_t Lc = ceil_div(std::max(Wo + 1, (W + 1) / 2 + 1), kBlock) * kBlock;
+  const int64_t L = Lc + kBlock;
   T* buf = thread_scratch<T, 3>(size_t(4 * H * L + 3 * L + 2 * kBlock)).data();
   T* E = buf;           // H rows of L: the even-column phase of x (padded with lowest)
   T* O = E + H * L;     // odd
@@ -139,14 +140,14 @@ PYDEVIS_INLINE void plane_mode(const T* gp, const T* xp, T* dp, const MaxPoolGeo
   T* tail = gq + L;     // the last block of a grad_in row
   std::fill(low, low + L, lowest);
   std::fill(dE, dE + 2 * H * L, T(0));
-  // Written by split_row: pl 0: E[0, ceil(W/2)), O[0, floor(W/2)); pl 1: O[0, ceil(W/2)),
+  // Written by even_odd: pl 0: E[0, ceil(W/2)), O[0, floor(W/2)); pl 1: O[0, ceil(W/2)),
   // E[1, floor(W/2) + 1). The rest is padding.
   const int64_t e0 = pl, e1 = pl == 0 ? (W + 1) / 2 : W / 2 + 1, o1 = pl == 0 ? W / 2 : (W + 1) / 2;
   for (int64_t ih = 0; ih < H; ++ih) {
     T* e = E + ih * L;
     T* o = O + ih * L;
-    if (pl == 0) split_row(xp + ih * W, W, e, o);
-    else split_row(xp + ih * W, W, o, e + 1);
+    if (pl == 0) even_odd(xp + ih * W, W, e, o);
+    else even_odd(xp + ih * W, W, o, e + 1);
     std::fill(e, e + e0, lowest);
     std::fill(e + e1, e + L, lowest);
     std::fill(o + o1, o + L, lowest);
