@@ -1,4 +1,4 @@
-// The device-neutral argument fronts of the kernels: what the C++ (bindings.cpp) and the CUDA
+// The device-neutral argument fronts of the kernels: what the C++ (cpu/bind_*.cpp) and the CUDA
 // (cuda/bind_*.cpp) wrappers check alike, once their array arguments are parsed (numpy or
 // __cuda_array_interface__: dtype, layout and element count are the wrappers' part). Each front
 // takes the array shapes and the scalar arguments, throws std::invalid_argument naming the

@@ -1,5 +1,5 @@
 // CPU kernels of the backward path (semantics: docs/kernels.md). Raw-pointer API on C-contiguous
-// NCHW buffers; the caller (csrc/bindings.cpp) has validated every shape, index and argument.
+// NCHW buffers; the caller (csrc/cpu/bind_*.cpp) has validated every shape, index and argument.
 // Each kernel writes every element of its output; T is float or double.
 #pragma once
 
